@@ -1,0 +1,394 @@
+//! The watch loop: one thread, one poll(2) over a signalfd and the netlink
+//! socket, one computed deadline for the next scan.
+//!
+//! States: *running* (events are handled as they arrive, a scan runs when
+//! the deadline passes) and *stopping* (a terminating signal arrived; the
+//! loop logs `stopped` and returns). Each wakeup does bounded work: at most
+//! [`MAX_DATAGRAMS_PER_WAKE`] netlink datagrams, then at most one scan, so a
+//! flood of process events cannot starve signals or scans. Signals are
+//! turned into readable bytes by signalfd; no work happens in a handler.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Config, DiscoveryMode, LogLevel};
+use crate::discovery::netlink::{self, NetlinkError, ProcConnector};
+use crate::discovery::{Discovery, ExitStatus, ScanKind, ScanReport, Sink, Source, Tracked};
+use crate::log::{Logger, Val};
+use crate::procfs::ProcKey;
+use crate::sys;
+use crate::table::Refusal;
+use crate::users::UserDb;
+
+/// Netlink datagrams handled per wakeup before the loop looks at signals
+/// and timers again.
+pub const MAX_DATAGRAMS_PER_WAKE: usize = 4096;
+/// How long to wait for the kernel to acknowledge the netlink subscription.
+const NETLINK_HANDSHAKE: Duration = Duration::from_secs(1);
+
+/// Logs what discovery reports.
+struct LogSink<'a> {
+    log: &'a mut Logger,
+}
+
+impl Sink for LogSink<'_> {
+    fn discovered(&mut self, key: ProcKey, t: &Tracked, rule: &str, source: Source) {
+        self.log.info(
+            "discovered",
+            &[
+                ("pid", Val::U(key.pid.into())),
+                ("start_ticks", Val::U(key.start_ticks)),
+                ("rule", Val::S(rule)),
+                ("comm", Val::B(t.comm.as_bytes())),
+                ("ppid", Val::U(t.ppid.into())),
+                ("uid", Val::U(t.uid.into())),
+                ("source", Val::S(source.as_str())),
+            ],
+        );
+    }
+
+    fn exited(&mut self, key: ProcKey, t: &Tracked, rule: &str, status: Option<ExitStatus>) {
+        let extra = match status {
+            Some(ExitStatus::Code(c)) => Some(("exit_code", Val::I(c.into()))),
+            Some(ExitStatus::Signal(s)) => Some(("signal", Val::I(s.into()))),
+            None => None,
+        };
+        let fields = [
+            ("pid", Val::U(key.pid.into())),
+            ("start_ticks", Val::U(key.start_ticks)),
+            ("rule", Val::S(rule)),
+            ("comm", Val::B(t.comm.as_bytes())),
+            extra.unwrap_or(("", Val::U(0))),
+        ];
+        let n = if extra.is_some() { 5 } else { 4 };
+        self.log.info("exited", &fields[..n]);
+    }
+
+    fn already_tracked(&mut self, key: ProcKey, source: Source) {
+        self.log.debug(
+            "already_tracked",
+            &[
+                ("pid", Val::U(key.pid.into())),
+                ("start_ticks", Val::U(key.start_ticks)),
+                ("source", Val::S(source.as_str())),
+            ],
+        );
+    }
+
+    fn refused(&mut self, key: ProcKey, rule: &str, why: Refusal) {
+        self.log.error(
+            "capacity_refused",
+            &[
+                ("pid", Val::U(key.pid.into())),
+                ("start_ticks", Val::U(key.start_ticks)),
+                ("rule", Val::S(rule)),
+                ("reason", Val::S(&why.to_string())),
+                (
+                    "action",
+                    Val::S("not tracked; raise \"capacity\" in the config and restart"),
+                ),
+            ],
+        );
+    }
+}
+
+fn log_scan(log: &mut Logger, r: &ScanReport) {
+    let level = if r.new + r.gone > 0 {
+        LogLevel::Info
+    } else {
+        LogLevel::Debug
+    };
+    log.log(
+        level,
+        "scan",
+        &[
+            ("kind", Val::S(r.kind.as_str())),
+            ("found", Val::U(r.found.into())),
+            ("new", Val::U(r.new.into())),
+            ("tracked", Val::U(r.tracked.into())),
+            ("gone", Val::U(r.gone.into())),
+            ("duration_us", Val::U(r.duration_us)),
+        ],
+    );
+}
+
+/// Why the loop ended.
+enum Stop {
+    Signal(i32),
+}
+
+pub struct Daemon {
+    config: Config,
+    config_path: Option<PathBuf>,
+    log: Logger,
+    discovery: Discovery,
+    connector: Option<ProcConnector>,
+    signals: std::os::fd::OwnedFd,
+    next_scan_ns: u64,
+    need_deep: bool,
+}
+
+impl Daemon {
+    /// Sets up discovery and the signal fd. Errors are one line for the
+    /// operator; the caller exits 1.
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        mut log: Logger,
+    ) -> Result<Daemon, String> {
+        let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
+            .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+        let discovery = Discovery::new(&config.targets, config.capacity)
+            .map_err(|e| format!("cannot open /proc: {e}"))?;
+        let connector = match config.discovery.mode {
+            DiscoveryMode::Poll => None,
+            DiscoveryMode::Netlink => {
+                Some(ProcConnector::open(NETLINK_HANDSHAKE).map_err(|why| {
+                    format!("discovery.mode is \"netlink\" but {why}; use \"auto\" or \"poll\"")
+                })?)
+            }
+            DiscoveryMode::Auto => match ProcConnector::open(NETLINK_HANDSHAKE) {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    let scan = crate::units::format_duration(config.discovery.scan_interval);
+                    log.warn(
+                        "discovery_mode",
+                        &[
+                            ("mode", Val::S("poll")),
+                            ("reason", Val::S(&why)),
+                            (
+                                "effect",
+                                Val::S(&format!(
+                                    "targets are found by a full /proc scan every {scan}"
+                                )),
+                            ),
+                        ],
+                    );
+                    None
+                }
+            },
+        };
+        Ok(Daemon {
+            config,
+            config_path,
+            log,
+            discovery,
+            connector,
+            signals,
+            next_scan_ns: 0,
+            need_deep: true,
+        })
+    }
+
+    fn mode_name(&self) -> &'static str {
+        if self.connector.is_some() {
+            "netlink"
+        } else {
+            "poll"
+        }
+    }
+
+    /// Runs until a terminating signal. Governed processes are left as
+    /// they are.
+    pub fn run(mut self) -> Result<(), String> {
+        let config_name = self
+            .config_path
+            .as_ref()
+            .map_or_else(|| "embedded".to_string(), |p| p.display().to_string());
+        self.log.info(
+            "started",
+            &[
+                ("version", Val::S(env!("CARGO_PKG_VERSION"))),
+                ("pid", Val::U(sys::getpid().into())),
+                ("mode", Val::S(self.mode_name())),
+                ("capacity", Val::U(self.config.capacity as u64)),
+                ("rules", Val::U(self.config.targets.len() as u64)),
+                (
+                    "scan_interval_ms",
+                    Val::U(self.config.discovery.scan_interval.as_millis() as u64),
+                ),
+                ("config", Val::S(&config_name)),
+            ],
+        );
+        let stop = self.event_loop()?;
+        let Stop::Signal(sig) = stop;
+        self.log.info(
+            "stopped",
+            &[
+                ("reason", Val::S("signal")),
+                ("signal", Val::I(sig.into())),
+                ("tracked", Val::U(self.discovery.live().into())),
+                ("note", Val::S("tracked processes keep running")),
+            ],
+        );
+        Ok(())
+    }
+
+    fn event_loop(&mut self) -> Result<Stop, String> {
+        loop {
+            let now = sys::monotonic_ns();
+            if self.need_deep || now >= self.next_scan_ns {
+                self.scan_now()?;
+            }
+            self.discovery.evict_expired(sys::realtime_ms());
+
+            let now = sys::monotonic_ns();
+            let wait_ms = self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000);
+            let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
+            let mut fds = [
+                sys::poll_fd(self.signals.as_raw_fd()),
+                sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd())),
+            ];
+            sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
+            if sys::is_readable(&fds[0]) {
+                if let Some(stop) = self.handle_signals()? {
+                    return Ok(stop);
+                }
+            }
+            if sys::is_readable(&fds[1]) {
+                self.drain_netlink();
+            }
+        }
+    }
+
+    fn scan_now(&mut self) -> Result<(), String> {
+        let kind = if self.connector.is_some() && !self.need_deep {
+            ScanKind::Steady
+        } else {
+            ScanKind::Deep
+        };
+        let mut sink = LogSink { log: &mut self.log };
+        let report = self
+            .discovery
+            .scan(kind, &mut sink)
+            .map_err(|e| format!("cannot read /proc: {e}"))?;
+        log_scan(&mut self.log, &report);
+        self.need_deep = false;
+        let interval = self.config.discovery.scan_interval.as_nanos() as u64;
+        self.next_scan_ns = sys::monotonic_ns().saturating_add(interval);
+        Ok(())
+    }
+
+    fn handle_signals(&mut self) -> Result<Option<Stop>, String> {
+        while let Some(sig) =
+            sys::read_signal(&self.signals).map_err(|e| format!("reading signals failed: {e}"))?
+        {
+            if sig == libc::SIGHUP {
+                self.reload();
+            } else {
+                return Ok(Some(Stop::Signal(sig)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn drain_netlink(&mut self) {
+        let Some(conn) = self.connector.as_mut() else {
+            return;
+        };
+        let mut sink = LogSink { log: &mut self.log };
+        for _ in 0..MAX_DATAGRAMS_PER_WAKE {
+            match conn.recv() {
+                Ok(Some(dgram)) => {
+                    for ev in netlink::events(dgram) {
+                        match ev {
+                            Ok(ev) => self.discovery.handle_event(&ev, &mut sink),
+                            Err(NetlinkError::Overrun) => self.need_deep = true,
+                            Err(e) => sink.log.warn(
+                                "netlink_malformed",
+                                &[
+                                    ("error", Val::S(&e.to_string())),
+                                    ("action", Val::S("message skipped; the next scan covers it")),
+                                ],
+                            ),
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.need_deep = true;
+                    sink.log.warn(
+                        "netlink_overrun",
+                        &[
+                            ("error", Val::S(&e.to_string())),
+                            ("action", Val::S("events were lost; rescanning /proc now")),
+                        ],
+                    );
+                }
+                Err(e) => {
+                    sink.log.error(
+                        "netlink_failed",
+                        &[
+                            ("error", Val::S(&e.to_string())),
+                            ("action", Val::S("falling back to polling /proc")),
+                        ],
+                    );
+                    self.connector = None;
+                    self.need_deep = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the config file. A bad file changes nothing.
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            self.log.info(
+                "config_reload_skipped",
+                &[(
+                    "reason",
+                    Val::S("running on the embedded defaults; there is no file to re-read"),
+                )],
+            );
+            return;
+        };
+        let users = UserDb::load().unwrap_or_else(|_| UserDb::from_passwd(""));
+        let new = match Config::load(&path, &users) {
+            Ok(c) => c,
+            Err(e) => {
+                self.log.error(
+                    "config_reload_failed",
+                    &[
+                        ("path", Val::S(&path.display().to_string())),
+                        ("error", Val::S(&e.to_string())),
+                        ("action", Val::S("keeping the running config")),
+                    ],
+                );
+                return;
+            }
+        };
+        if new.capacity != self.config.capacity || new.discovery.mode != self.config.discovery.mode
+        {
+            self.log.warn(
+                "config_reload_partial",
+                &[(
+                    "note",
+                    Val::S("capacity and discovery.mode take effect at the next start"),
+                )],
+            );
+        }
+        self.discovery.set_rules(&new.targets);
+        self.log.set(new.log.format, new.log.level);
+        let rules = new.targets.len();
+        let capacity = self.config.capacity;
+        let mode = self.config.discovery.mode;
+        self.config = Config {
+            capacity,
+            discovery: crate::config::Discovery {
+                mode,
+                scan_interval: new.discovery.scan_interval,
+            },
+            ..new
+        };
+        self.need_deep = true;
+        self.log.info(
+            "config_reloaded",
+            &[
+                ("path", Val::S(&path.display().to_string())),
+                ("rules", Val::U(rules as u64)),
+            ],
+        );
+    }
+}

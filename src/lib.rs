@@ -1,0 +1,18 @@
+//! reeve: a hardened, synchronous process supervisor for Linux encoder hosts.
+//!
+//! One single-threaded poll loop ([`daemon`]) owns all supervision state. It
+//! learns about processes from [`discovery`] (netlink proc connector plus
+//! /proc rescans), proves their identity with [`procfs::ProcKey`] (pid +
+//! start time) and tracks them in the fixed-capacity [`table::SlotTable`].
+//! All `unsafe` code lives in [`sys`].
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod discovery;
+pub mod log;
+pub mod procfs;
+pub mod sys;
+pub mod table;
+pub mod units;
+pub mod users;

@@ -1,0 +1,276 @@
+//! Structured log lines on stderr: one event per line, as JSON
+//! (`{"ts_ms":..,"level":..,"event":..,fields..}`) or as text for people
+//! (`2026-11-22T02:46:21.123Z info discovered pid=42 rule=ffmpeg`).
+//!
+//! A line is formatted into one reused buffer and written with a single
+//! write(2), so concurrent writers never interleave within a line and the
+//! steady state allocates nothing. A failed write is counted, never fatal.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use crate::config::{LogFormat, LogLevel};
+use crate::sys;
+
+/// One field value.
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'a> {
+    U(u64),
+    I(i64),
+    S(&'a str),
+    /// Bytes from the outside world (a comm, a path): shown lossily.
+    B(&'a [u8]),
+    Bool(bool),
+}
+
+pub fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
+pub struct Logger {
+    format: LogFormat,
+    level: LogLevel,
+    buf: String,
+    failed_writes: u64,
+}
+
+impl Logger {
+    pub fn new(format: LogFormat, level: LogLevel) -> Logger {
+        Logger {
+            format,
+            level,
+            buf: String::with_capacity(4096),
+            failed_writes: 0,
+        }
+    }
+
+    pub fn set(&mut self, format: LogFormat, level: LogLevel) {
+        self.format = format;
+        self.level = level;
+    }
+
+    pub fn enabled(&self, level: LogLevel) -> bool {
+        level >= self.level
+    }
+
+    pub fn failed_writes(&self) -> u64 {
+        self.failed_writes
+    }
+
+    pub fn debug(&mut self, event: &str, fields: &[(&str, Val<'_>)]) {
+        self.log(LogLevel::Debug, event, fields);
+    }
+
+    pub fn info(&mut self, event: &str, fields: &[(&str, Val<'_>)]) {
+        self.log(LogLevel::Info, event, fields);
+    }
+
+    pub fn warn(&mut self, event: &str, fields: &[(&str, Val<'_>)]) {
+        self.log(LogLevel::Warn, event, fields);
+    }
+
+    pub fn error(&mut self, event: &str, fields: &[(&str, Val<'_>)]) {
+        self.log(LogLevel::Error, event, fields);
+    }
+
+    pub fn log(&mut self, level: LogLevel, event: &str, fields: &[(&str, Val<'_>)]) {
+        if !self.enabled(level) {
+            return;
+        }
+        self.buf.clear();
+        let ts = sys::realtime_ms();
+        match self.format {
+            LogFormat::Json => format_json(&mut self.buf, ts, level, event, fields),
+            LogFormat::Text => format_text(&mut self.buf, ts, level, event, fields),
+        }
+        self.buf.push('\n');
+        if std::io::stderr()
+            .lock()
+            .write_all(self.buf.as_bytes())
+            .is_err()
+        {
+            self.failed_writes += 1;
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_val(out: &mut String, v: &Val<'_>) {
+    match v {
+        Val::U(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::I(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::S(s) => json_str(out, s),
+        Val::B(b) => json_str(out, &String::from_utf8_lossy(b)),
+        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+    }
+}
+
+pub fn format_json(
+    out: &mut String,
+    ts_ms: u64,
+    level: LogLevel,
+    event: &str,
+    fields: &[(&str, Val<'_>)],
+) {
+    let _ = write!(
+        out,
+        "{{\"ts_ms\":{ts_ms},\"level\":\"{}\",\"event\":",
+        level_name(level)
+    );
+    json_str(out, event);
+    for (k, v) in fields {
+        out.push(',');
+        json_str(out, k);
+        out.push(':');
+        json_val(out, v);
+    }
+    out.push('}');
+}
+
+/// Appends a text value, quoted when it holds anything but plain
+/// printable characters so a line always splits back into its fields.
+fn text_str(out: &mut String, s: &str) {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
+    if plain {
+        out.push_str(s);
+    } else {
+        json_str(out, s);
+    }
+}
+
+pub fn format_text(
+    out: &mut String,
+    ts_ms: u64,
+    level: LogLevel,
+    event: &str,
+    fields: &[(&str, Val<'_>)],
+) {
+    iso8601(out, ts_ms);
+    let _ = write!(out, " {:<5} {event}", level_name(level));
+    for (k, v) in fields {
+        let _ = write!(out, " {k}=");
+        match v {
+            Val::U(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Val::I(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Val::S(s) => text_str(out, s),
+            Val::B(b) => text_str(out, &String::from_utf8_lossy(b)),
+            Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+}
+
+/// Writes `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn iso8601(out: &mut String, ms: u64) {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_parses_back() {
+        let mut s = String::new();
+        format_json(
+            &mut s,
+            1234,
+            LogLevel::Info,
+            "discovered",
+            &[
+                ("pid", Val::U(42)),
+                ("comm", Val::B(b"a \"b\"\n\xff")),
+                ("delta", Val::I(-3)),
+                ("ok", Val::Bool(true)),
+                ("rule", Val::S("ffmpeg")),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["ts_ms"], 1234);
+        assert_eq!(v["level"], "info");
+        assert_eq!(v["event"], "discovered");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["comm"], "a \"b\"\n\u{fffd}");
+        assert_eq!(v["delta"], -3);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["rule"], "ffmpeg");
+    }
+
+    #[test]
+    fn text_line_quotes_what_needs_it() {
+        let mut s = String::new();
+        format_text(
+            &mut s,
+            0,
+            LogLevel::Warn,
+            "discovery_mode",
+            &[("mode", Val::S("poll")), ("reason", Val::S("not root"))],
+        );
+        assert_eq!(
+            s,
+            "1970-01-01T00:00:00.000Z warn  discovery_mode mode=poll reason=\"not root\""
+        );
+    }
+
+    #[test]
+    fn iso_dates() {
+        let mut s = String::new();
+        iso8601(&mut s, 1_763_779_581_123);
+        assert_eq!(s, "2025-11-22T02:46:21.123Z");
+        s.clear();
+        iso8601(&mut s, 951_782_400_000); // 2000-02-29
+        assert_eq!(s, "2000-02-29T00:00:00.000Z");
+    }
+}
