@@ -169,7 +169,9 @@ impl Events<'_> {
                 if errno == 0 {
                     return Ok(None);
                 }
-                return Err(NetlinkError::Kernel(-errno));
+                // The kernel sends a negative errno; any other value is
+                // passed through as it came, never negated into overflow.
+                return Err(NetlinkError::Kernel(errno.wrapping_neg()));
             }
             NLMSG_OVERRUN => return Err(NetlinkError::Overrun),
             _ => {}
@@ -477,6 +479,23 @@ mod tests {
         let mut d = datagram(PROC_EVENT_EXEC, &words(&[10, 10]));
         d[4..6].copy_from_slice(&NLMSG_OVERRUN.to_ne_bytes());
         assert_eq!(events(&d).next(), Some(Err(NetlinkError::Overrun)));
+    }
+
+    #[test]
+    fn netlink_error_with_any_errno() {
+        for errno in [-1i32, i32::MIN, i32::MAX, 0] {
+            let mut d = Vec::new();
+            d.extend_from_slice(&20u32.to_ne_bytes());
+            d.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            d.extend_from_slice(&[0u8; 10]);
+            d.extend_from_slice(&errno.to_ne_bytes());
+            let got: Vec<_> = events(&d).collect();
+            if errno == 0 {
+                assert!(got.is_empty());
+            } else {
+                assert_eq!(got, vec![Err(NetlinkError::Kernel(errno.wrapping_neg()))]);
+            }
+        }
     }
 
     #[test]
