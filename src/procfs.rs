@@ -81,6 +81,8 @@ pub struct Stat {
     pub comm: Comm,
     pub state: u8,
     pub ppid: u32,
+    /// The kernel's task flags (field 9).
+    pub flags: u64,
     pub utime: u64,
     pub stime: u64,
     pub num_threads: u64,
@@ -93,6 +95,11 @@ impl Stat {
             pid: self.pid,
             start_ticks: self.start_ticks,
         }
+    }
+
+    /// Kernel threads (PF_KTHREAD) have no exe and an empty cmdline.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & 0x0020_0000 != 0
     }
 
     /// True when the whole process has exited and awaits (or needs no)
@@ -181,6 +188,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat, ParseError> {
     };
     let num = |b: &[u8], n: u8| parse_u64(b).ok_or(ParseError::BadField(n));
     let ppid = parse_u32(next(4)?).ok_or(ParseError::BadField(4))?;
+    let mut flags = 0;
     let mut utime = 0;
     let mut stime = 0;
     let mut num_threads = 0;
@@ -188,6 +196,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat, ParseError> {
     for n in 5u8..=22 {
         let f = next(n)?;
         match n {
+            9 => flags = num(f, n)?,
             14 => utime = num(f, n)?,
             15 => stime = num(f, n)?,
             20 => num_threads = num(f, n)?,
@@ -203,6 +212,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<Stat, ParseError> {
         comm,
         state,
         ppid,
+        flags,
         utime,
         stime,
         num_threads,
@@ -572,6 +582,8 @@ mod tests {
         assert_eq!(s.ppid, 17);
         assert_eq!((s.utime, s.stime), (7, 3));
         assert_eq!(s.num_threads, 4);
+        assert_eq!(s.flags, 4194560);
+        assert!(!s.is_kernel_thread());
         assert_eq!(s.start_ticks, 123456);
         assert_eq!(
             s.key(),

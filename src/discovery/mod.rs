@@ -165,6 +165,9 @@ pub struct Discovery {
     batch: Box<[(u32, u64)]>,
     name_hits: Box<[bool]>,
     self_pid: u32,
+    /// reeve's own start ticks: no process that started earlier can be
+    /// its descendant, which bounds the ancestry walk.
+    self_start: u64,
     epoch: u32,
     live: u32,
     cur: ScanReport,
@@ -197,6 +200,9 @@ impl Discovery {
         capacity: usize,
     ) -> io::Result<Discovery> {
         let rules = RuleSet::new(rules);
+        let self_pid = sys::getpid();
+        let mut reader = reader;
+        let self_start = reader.stat(self_pid).map_or(0, |s| s.start_ticks);
         Ok(Discovery {
             reader,
             name_hits: vec![false; rules.len()].into_boxed_slice(),
@@ -204,7 +210,8 @@ impl Discovery {
             seen: SlotTable::with_capacity(seen_capacity(capacity)),
             tracked: SlotTable::with_capacity(capacity),
             batch: vec![(0, 0); procfs::PID_BATCH].into_boxed_slice(),
-            self_pid: sys::getpid(),
+            self_pid,
+            self_start,
             epoch: 0,
             live: 0,
             cur: ScanReport {
@@ -579,7 +586,8 @@ impl Discovery {
         let comm = stat.comm.as_bytes();
         let mut exe_buf = [0u8; 256];
         let mut exe_len = None;
-        if self.rules.needs_exe() {
+        let user_process = !stat.is_kernel_thread();
+        if user_process && self.rules.needs_exe() {
             match self.reader.exe(pid) {
                 Ok(Some(target)) => {
                     let base = procfs::basename(target);
@@ -601,7 +609,7 @@ impl Discovery {
             any |= hit;
             want_cmdline |= !hit && self.rules.has_cmdline_matchers(i);
         }
-        if want_cmdline {
+        if want_cmdline && user_process {
             match self.reader.cmdline(pid) {
                 Ok(cmdline) => {
                     for i in 0..self.rules.len() {
@@ -689,7 +697,7 @@ impl Discovery {
                 Outcome::NoMatch
             };
         };
-        if self.descends_from_self(stat.ppid) {
+        if stat.start_ticks >= self.self_start && self.descends_from_self(stat.ppid) {
             return Outcome::NoMatch;
         }
         let uid = match uid {
@@ -705,6 +713,8 @@ impl Discovery {
 
     /// True when `ppid` is reeve or one of its descendants. When reeve is
     /// pid 1 every orphan is its child, so only reeve itself is excluded.
+    /// The walk stops at the first ancestor that started before reeve: a
+    /// descendant's whole chain up to reeve started after reeve did.
     fn descends_from_self(&mut self, mut ppid: u32) -> bool {
         if self.self_pid == 1 {
             return false;
@@ -717,8 +727,8 @@ impl Discovery {
                 return false;
             }
             match self.reader.stat(ppid) {
-                Ok(s) => ppid = s.ppid,
-                Err(_) => return false,
+                Ok(s) if s.start_ticks >= self.self_start => ppid = s.ppid,
+                _ => return false,
             }
         }
         false
