@@ -968,3 +968,63 @@ fn watch_text_log_format() {
         "--log-format text printed JSON:\n{t}"
     );
 }
+
+// ------------------------------------------------------- netlink overrun ---
+
+/// A stopped daemon cannot drain its netlink socket; a fork/exec storm
+/// then overflows the kernel-side buffer and events are lost. On resuming,
+/// reeve must see the overrun, rescan /proc at once, and find the targets
+/// whose exec events were dropped. The scan interval is an hour, so only
+/// the overrun rescan can find them.
+#[test]
+fn netlink_overrun_triggers_an_immediate_rescan() {
+    let dir = TempDir::new("overrun");
+    let mut procs = ProcGuard::new();
+    let mut storm = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let cfg = config_for(&dir, "overrun", &target.name, Some(&[me()]), "netlink", "1h");
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), dir.path());
+    d.wait_started();
+    d.wait_for("the first scan", Duration::from_secs(20), |v| {
+        event_name(v) == "scan"
+    });
+
+    // SAFETY: kill(2) on the daemon's pid, which this test spawned and has
+    // not reaped, so the pid cannot have been reused.
+    assert_eq!(unsafe { libc::kill(d.pid as i32, libc::SIGSTOP) }, 0);
+    let script = "i=0; while [ $i -lt 4000 ]; do /bin/true; i=$((i+1)); done";
+    for _ in 0..3 {
+        storm.push(spawn_retry(
+            Command::new("/bin/sh")
+                .args(["-c", script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !storm.is_empty() {
+        storm.reap_exited();
+        assert!(Instant::now() < deadline, "the storm did not finish");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // These exec after the buffer filled: their events are dropped.
+    let late: Vec<Ident> = (0..5).map(|_| target.spawn(&mut procs, "60")).collect();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(d.pid as i32, libc::SIGCONT) }, 0);
+
+    d.wait_for("a netlink_overrun event", Duration::from_secs(30), |v| {
+        event_name(v) == "netlink_overrun"
+    });
+    for id in &late {
+        let v = d.wait_event("discovered", *id, Duration::from_secs(30));
+        assert_eq!(v["source"], "scan", "found by the rescan: {v}");
+    }
+    let deep = d
+        .events()
+        .iter()
+        .filter(|v| event_name(v) == "scan" && v["kind"] == "deep")
+        .count();
+    assert!(deep >= 2, "a deep rescan after the overrun (deep scans: {deep})");
+    d.stop_ok();
+}
