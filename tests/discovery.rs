@@ -982,7 +982,14 @@ fn netlink_overrun_triggers_an_immediate_rescan() {
     let mut procs = ProcGuard::new();
     let mut storm = ProcGuard::new();
     let target = Target::new(dir.path());
-    let cfg = config_for(&dir, "overrun", &target.name, Some(&[me()]), "netlink", "1h");
+    let cfg = config_for(
+        &dir,
+        "overrun",
+        &target.name,
+        Some(&[me()]),
+        "netlink",
+        "1h",
+    );
     let mut d = Daemon::start(&write_config(dir.path(), &cfg), dir.path());
     d.wait_started();
     d.wait_for("the first scan", Duration::from_secs(20), |v| {
@@ -1025,6 +1032,9 @@ fn netlink_overrun_triggers_an_immediate_rescan() {
         .iter()
         .filter(|v| event_name(v) == "scan" && v["kind"] == "deep")
         .count();
-    assert!(deep >= 2, "a deep rescan after the overrun (deep scans: {deep})");
+    assert!(
+        deep >= 2,
+        "a deep rescan after the overrun (deep scans: {deep})"
+    );
     d.stop_ok();
 }
