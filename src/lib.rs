@@ -6,12 +6,14 @@
 //! start time) and tracks them in the fixed-capacity [`table::SlotTable`].
 //! All `unsafe` code lives in [`sys`].
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod log;
 pub mod procfs;
+pub mod store;
 pub mod sys;
 pub mod table;
 pub mod units;

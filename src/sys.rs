@@ -291,6 +291,29 @@ pub fn inode_at(dir: &OwnedFd, path: &CStr) -> io::Result<u64> {
     Ok(st.st_ino)
 }
 
+/// Reads an extended attribute of `path` into `buf`; returns its length.
+/// ENODATA (no such attribute) is `ErrorKind::NotFound`.
+pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    let r = retry(|| {
+        // SAFETY: both strings are NUL-terminated; the kernel writes at most
+        // `buf.len()` bytes into `buf`.
+        cvt_size(unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        })
+    });
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+            Err(io::Error::new(io::ErrorKind::NotFound, "no such attribute"))
+        }
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Netlink
 
@@ -462,6 +485,62 @@ pub fn unblock_signals(signals: &[libc::c_int]) -> io::Result<()> {
     // SAFETY: `set` is initialised; the old mask is not requested.
     cvt(unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) })?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// A pidfd for `pid`. Opened right after an identity check (or for a child
+/// that has not been reaped), it keeps referring to that process even if
+/// the pid is later reused, so signals sent through it cannot go astray.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let fd = retry(|| {
+        // SAFETY: pidfd_open takes a pid and flags and touches no memory.
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        cvt(r as libc::c_int)
+    })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned only here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `sig` to the process a pidfd refers to.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: a null siginfo asks the kernel to fill it in as for kill(2).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    cvt(r as libc::c_int).map(|_| ())
+}
+
+/// Arranges for the child of `cmd` to start its own session and join the
+/// cgroup whose `cgroup.procs` is open for writing as `procs_fd`, after
+/// fork and before exec: the program runs no instruction outside its
+/// group. A failure aborts the spawn with that error.
+pub fn setsid_and_join_cgroup_before_exec(cmd: &mut std::process::Command, procs_fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only setsid(2) and write(2), both async-signal-safe; it allocates
+    // nothing and touches no lock. `procs_fd` stays open in the child
+    // until exec because the caller holds it open across spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Writing "0" moves the writing process itself.
+            let n = libc::write(procs_fd, b"0".as_ptr().cast(), 1);
+            if n != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------
