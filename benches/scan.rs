@@ -278,6 +278,7 @@ fn rules(target: &str) -> Vec<Rule> {
             ..Default::default()
         },
         filter: Filter::default(),
+        ..Default::default()
     }]
 }
 
@@ -427,6 +428,7 @@ fn worker_scan() -> Res<()> {
             ..Default::default()
         },
         filter: Filter::default(),
+        ..Default::default()
     }];
     let mut steady = open(&rules)?;
     let mut first = Count::default();

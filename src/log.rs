@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use crate::config::{LogFormat, LogLevel};
+use crate::store::EventLog;
 use crate::sys;
 
 /// One field value.
@@ -37,6 +38,14 @@ pub struct Logger {
     level: LogLevel,
     buf: String,
     failed_writes: u64,
+    /// The audit event log: every event at info or above but `scan`.
+    audit: Option<EventLog>,
+    audit_failures: u64,
+}
+
+/// Events that are too frequent to be audit records.
+fn audited(level: LogLevel, event: &str) -> bool {
+    level >= LogLevel::Info && event != "scan"
 }
 
 impl Logger {
@@ -46,7 +55,23 @@ impl Logger {
             level,
             buf: String::with_capacity(4096),
             failed_writes: 0,
+            audit: None,
+            audit_failures: 0,
         }
+    }
+
+    /// From now on, audit-worthy events also go to `log`.
+    pub fn set_audit(&mut self, log: EventLog) {
+        self.audit = Some(log);
+    }
+
+    pub fn audit_mut(&mut self) -> Option<&mut EventLog> {
+        self.audit.as_mut()
+    }
+
+    /// Audit appends that failed outright (not queued).
+    pub fn audit_failures(&self) -> u64 {
+        self.audit_failures
     }
 
     pub fn set(&mut self, format: LogFormat, level: LogLevel) {
@@ -79,11 +104,20 @@ impl Logger {
     }
 
     pub fn log(&mut self, level: LogLevel, event: &str, fields: &[(&str, Val<'_>)]) {
+        let ts = sys::realtime_ms();
+        if audited(level, event) {
+            if let Some(audit) = self.audit.as_mut() {
+                if let Err(e) = audit.append(ts, event, fields) {
+                    self.audit_failures += 1;
+                    let line = format!("reeve: audit log: {e}; event {event} not recorded\n");
+                    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                }
+            }
+        }
         if !self.enabled(level) {
             return;
         }
         self.buf.clear();
-        let ts = sys::realtime_ms();
         match self.format {
             LogFormat::Json => format_json(&mut self.buf, ts, level, event, fields),
             LogFormat::Text => format_text(&mut self.buf, ts, level, event, fields),

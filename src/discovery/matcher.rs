@@ -100,8 +100,17 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// The rule's name; "(adopted)" for a process tracked because it runs
+    /// in a governed group that no rule names.
     pub fn name(&self, rule: usize) -> &str {
-        self.rules.get(rule).map_or("?", |r| r.name.as_str())
+        self.rules
+            .get(rule)
+            .map_or("(adopted)", |r| r.name.as_str())
+    }
+
+    /// The index of the rule called `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.name == name)
     }
 
     /// Some rule matches on the exe basename, so it must be read.
@@ -246,6 +255,7 @@ mod tests {
             name: name.into(),
             matcher: m,
             filter,
+            ..Default::default()
         }
     }
 

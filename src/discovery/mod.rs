@@ -149,6 +149,10 @@ enum Outcome {
     NoMatch,
 }
 
+/// The rule index of a process tracked because it runs in a group reeve
+/// governs, although no current rule names it.
+pub const ADOPTED_RULE: u16 = u16::MAX;
+
 /// Exited entries stay this long (for status and dedup) before their slot
 /// may be reused by the bounded eviction scan.
 pub const EXITED_RETENTION_MS: u64 = 10 * 60 * 1000;
@@ -258,6 +262,36 @@ impl Discovery {
 
     pub fn reader(&mut self) -> &mut ProcReader {
         &mut self.reader
+    }
+
+    /// Tracks a process again after a restart, without a new `discovered`
+    /// event, once /proc confirms it is the same process (pid and start
+    /// time). `rule` is the rule's index, or [`ADOPTED_RULE`] for a process
+    /// found in a governed group that no rule names. Returns false when the
+    /// process is gone or its pid now belongs to another process.
+    pub fn restore(&mut self, key: ProcKey, rule: u16, discovered_ms: u64) -> bool {
+        let stat = match self.reader.stat(key.pid) {
+            Ok(s) if s.start_ticks == key.start_ticks && !s.is_dead() => s,
+            _ => return false,
+        };
+        if self.tracked.get(&key).is_some_and(|t| t.alive()) {
+            return true;
+        }
+        let uid = self.reader.status_ids(key.pid).map_or(u32::MAX, |i| i.euid);
+        let t = Tracked {
+            rule,
+            comm: stat.comm,
+            ppid: stat.ppid,
+            uid,
+            discovered_ms,
+            exited_ms: 0,
+        };
+        if self.tracked.insert(key, t).is_err() {
+            self.stats.refused += 1;
+            return false;
+        }
+        self.live += 1;
+        true
     }
 
     /// One pass over /proc.
@@ -834,6 +868,7 @@ mod tests {
                 ..Default::default()
             },
             filter: Filter::default(),
+            ..Default::default()
         }
     }
 
@@ -1011,6 +1046,7 @@ mod tests {
                 ..Default::default()
             },
             filter: Filter::default(),
+            ..Default::default()
         };
         let by_cmd = Rule {
             name: "c".into(),
@@ -1019,6 +1055,7 @@ mod tests {
                 ..Default::default()
             },
             filter: Filter::default(),
+            ..Default::default()
         };
         let mut r = Record::default();
         fp.discovery(&[by_exe])

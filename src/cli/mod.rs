@@ -18,14 +18,22 @@ use crate::procfs::ProcKey;
 use crate::table::Refusal;
 use crate::users::UserDb;
 
+mod jobs;
+mod records;
+
 const USAGE: &str = "\
 reeve: a process supervisor for encoder hosts
 
 usage: reeve <command> [options]
 
 commands:
-  watch          run the daemon: discover targets and track them
+  watch          run the daemon: discover targets, track and govern them
   scan           list the processes that match the target rules, once
+  run            start a command inside its own cgroup, under limits
+  attach         move a running process (and its children) into a job
+  detach         move a job's processes back where they came from
+  status         show the daemon, jobs, limits and tracked processes
+  events         print the audit event log
   check-config   validate a config file and print the effective config
   help           show help for a command
 
@@ -75,6 +83,9 @@ pub enum CliError {
     Config(String),
     /// Something failed while running: exit 1.
     Runtime(String),
+    /// A command-specific exit code (a child's status, 126, 127); the
+    /// message, when not empty, is printed first.
+    Exit(i32, String),
 }
 
 impl CliError {
@@ -82,6 +93,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
             CliError::Runtime(_) => 1,
+            CliError::Exit(code, _) => *code,
         }
     }
 }
@@ -90,7 +102,9 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Usage(m) => write!(f, "reeve: {m}; try 'reeve help'"),
-            CliError::Config(m) | CliError::Runtime(m) => write!(f, "reeve: {m}"),
+            CliError::Config(m) | CliError::Runtime(m) | CliError::Exit(_, m) => {
+                write!(f, "reeve: {m}")
+            }
         }
     }
 }
@@ -104,7 +118,8 @@ impl From<lexopt::Error> for CliError {
 /// Entry point for the binary: returns the process exit code.
 pub fn main() -> i32 {
     match run(std::env::args_os().skip(1).collect()) {
-        Ok(()) => 0,
+        Ok(code) => code,
+        Err(CliError::Exit(code, m)) if m.is_empty() => code,
         Err(e) => {
             eprintln!("{e}");
             e.exit_code()
@@ -119,23 +134,29 @@ fn print(text: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::Runtime(format!("cannot write to stdout: {e}")))
 }
 
-/// Runs one command line (without the program name).
-pub fn run(args: Vec<OsString>) -> Result<(), CliError> {
+/// Runs one command line (without the program name); returns the exit
+/// code.
+pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
     let mut p = lexopt::Parser::from_args(args);
     let command = match p.next()? {
         None => return Err(CliError::Usage("no command given".into())),
-        Some(Short('h') | Long("help")) => return print(USAGE),
+        Some(Short('h') | Long("help")) => return print(USAGE).map(|()| 0),
         Some(Short('V') | Long("version")) => {
-            return print(&format!("reeve {}\n", env!("CARGO_PKG_VERSION")))
+            return print(&format!("reeve {}\n", env!("CARGO_PKG_VERSION"))).map(|()| 0)
         }
         Some(Value(v)) => v.string()?,
         Some(other) => return Err(other.unexpected().into()),
     };
     match command.as_str() {
-        "watch" => watch(&mut p),
-        "scan" => scan(&mut p),
-        "check-config" => check_config(&mut p),
-        "help" => help(&mut p),
+        "watch" => watch(&mut p).map(|()| 0),
+        "scan" => scan(&mut p).map(|()| 0),
+        "run" => jobs::run(&mut p),
+        "attach" => jobs::attach(&mut p),
+        "detach" => jobs::detach(&mut p),
+        "status" => records::status(&mut p).map(|()| 0),
+        "events" => records::events(&mut p).map(|()| 0),
+        "check-config" => check_config(&mut p).map(|()| 0),
+        "help" => help(&mut p).map(|()| 0),
         other => Err(CliError::Usage(format!("unknown command '{other}'"))),
     }
 }
@@ -153,6 +174,11 @@ fn help(p: &mut lexopt::Parser) -> Result<(), CliError> {
         "watch" => print(WATCH_USAGE),
         "scan" => print(SCAN_USAGE),
         "check-config" => print(CHECK_USAGE),
+        "run" => print(jobs::RUN_USAGE),
+        "attach" => print(jobs::ATTACH_USAGE),
+        "detach" => print(jobs::DETACH_USAGE),
+        "status" => print(records::STATUS_USAGE),
+        "events" => print(records::EVENTS_USAGE),
         "help" => print(USAGE),
         other => Err(CliError::Usage(format!(
             "no help for unknown command '{other}'"

@@ -12,6 +12,9 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod governor;
+mod persist;
+
 use crate::config::{Config, DiscoveryMode, LogLevel};
 use crate::discovery::netlink::{self, NetlinkError, ProcConnector};
 use crate::discovery::{Discovery, ExitStatus, ScanKind, ScanReport, Sink, Source, Tracked};
@@ -27,13 +30,37 @@ pub const MAX_DATAGRAMS_PER_WAKE: usize = 4096;
 /// How long to wait for the kernel to acknowledge the netlink subscription.
 const NETLINK_HANDSHAKE: Duration = Duration::from_secs(1);
 
-/// Logs what discovery reports.
+/// Logs what discovery reports and queues governance work for after the
+/// event or scan (the queues are preallocated to the table's capacity, the
+/// most identities that can be waiting).
 struct LogSink<'a> {
     log: &'a mut Logger,
+    to_attach: &'a mut Vec<(ProcKey, u16)>,
+    ended: &'a mut Vec<(ProcKey, u16)>,
+}
+
+fn push_bounded(q: &mut Vec<(ProcKey, u16)>, item: (ProcKey, u16)) -> bool {
+    if q.len() < q.capacity() {
+        q.push(item);
+        true
+    } else {
+        false
+    }
 }
 
 impl Sink for LogSink<'_> {
     fn discovered(&mut self, key: ProcKey, t: &Tracked, rule: &str, source: Source) {
+        if !push_bounded(self.to_attach, (key, t.rule)) {
+            self.log.error(
+                "attach_failed",
+                &[
+                    ("pid", Val::U(key.pid.into())),
+                    ("start_ticks", Val::U(key.start_ticks)),
+                    ("rule", Val::S(rule)),
+                    ("reason", Val::S("attach queue full")),
+                ],
+            );
+        }
         self.log.info(
             "discovered",
             &[
@@ -49,6 +76,7 @@ impl Sink for LogSink<'_> {
     }
 
     fn exited(&mut self, key: ProcKey, t: &Tracked, rule: &str, status: Option<ExitStatus>) {
+        push_bounded(self.ended, (key, t.rule));
         let extra = match status {
             Some(ExitStatus::Code(c)) => Some(("exit_code", Val::I(c.into()))),
             Some(ExitStatus::Signal(s)) => Some(("signal", Val::I(s.into()))),
@@ -127,6 +155,10 @@ pub struct Daemon {
     signals: std::os::fd::OwnedFd,
     next_scan_ns: u64,
     need_deep: bool,
+    governor: Option<governor::Governor>,
+    persist: persist::Persistence,
+    to_attach: Vec<(ProcKey, u16)>,
+    ended: Vec<(ProcKey, u16)>,
 }
 
 impl Daemon {
@@ -139,6 +171,8 @@ impl Daemon {
     ) -> Result<Daemon, String> {
         let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+        let persist =
+            persist::Persistence::open(&config.state_dir, config.audit_options(), &mut log)?;
         let discovery = Discovery::new(&config.targets, config.capacity)
             .map_err(|e| format!("cannot open /proc: {e}"))?;
         let connector = match config.discovery.mode {
@@ -169,6 +203,8 @@ impl Daemon {
                 }
             },
         };
+        let governor = governor::Governor::new(&config, &mut log);
+        let queue = config.capacity;
         Ok(Daemon {
             config,
             config_path,
@@ -178,6 +214,10 @@ impl Daemon {
             signals,
             next_scan_ns: 0,
             need_deep: true,
+            governor,
+            persist,
+            to_attach: Vec::with_capacity(queue),
+            ended: Vec::with_capacity(queue),
         })
     }
 
@@ -211,7 +251,14 @@ impl Daemon {
                 ("config", Val::S(&config_name)),
             ],
         );
-        let stop = self.event_loop()?;
+        self.persist.restore(&mut self.discovery, &mut self.log);
+        if let Some(gov) = self.governor.as_mut() {
+            gov.adopt_existing(&mut self.discovery, &mut self.log);
+        }
+        let result = self.event_loop();
+        self.persist
+            .maybe_save(&self.discovery, &mut self.log, true);
+        let stop = result?;
         let Stop::Signal(sig) = stop;
         self.log.info(
             "stopped",
@@ -232,9 +279,17 @@ impl Daemon {
                 self.scan_now()?;
             }
             self.discovery.evict_expired(sys::realtime_ms());
+            self.govern_some();
+            self.persist
+                .maybe_save(&self.discovery, &mut self.log, false);
+            persist::Persistence::tick(&mut self.log);
 
             let now = sys::monotonic_ns();
-            let wait_ms = self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000);
+            let wait_ms = if self.to_attach.is_empty() && self.ended.is_empty() {
+                self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000)
+            } else {
+                0
+            };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
             let mut fds = [
                 sys::poll_fd(self.signals.as_raw_fd()),
@@ -252,13 +307,43 @@ impl Daemon {
         }
     }
 
+    /// Drains a bounded part of the governance queues. Without a governor
+    /// (no rule governs, or it is unavailable and said so) they are dropped.
+    fn govern_some(&mut self) {
+        let Some(gov) = self.governor.as_mut() else {
+            self.to_attach.clear();
+            self.ended.clear();
+            return;
+        };
+        let n = self.to_attach.len().min(governor::ATTACH_PER_WAKE);
+        for i in 0..n {
+            let (key, rule) = self.to_attach[i];
+            if let Some(r) = self.config.targets.get(rule as usize) {
+                gov.attach(&mut self.log, key, r);
+            }
+        }
+        self.to_attach.drain(..n);
+        let n = self.ended.len().min(governor::ATTACH_PER_WAKE);
+        for i in 0..n {
+            let (key, rule) = self.ended[i];
+            if let Some(r) = self.config.targets.get(rule as usize) {
+                gov.ended(&mut self.log, key, r);
+            }
+        }
+        self.ended.drain(..n);
+    }
+
     fn scan_now(&mut self) -> Result<(), String> {
         let kind = if self.connector.is_some() && !self.need_deep {
             ScanKind::Steady
         } else {
             ScanKind::Deep
         };
-        let mut sink = LogSink { log: &mut self.log };
+        let mut sink = LogSink {
+            log: &mut self.log,
+            to_attach: &mut self.to_attach,
+            ended: &mut self.ended,
+        };
         let report = self
             .discovery
             .scan(kind, &mut sink)
@@ -287,7 +372,11 @@ impl Daemon {
         let Some(conn) = self.connector.as_mut() else {
             return;
         };
-        let mut sink = LogSink { log: &mut self.log };
+        let mut sink = LogSink {
+            log: &mut self.log,
+            to_attach: &mut self.to_attach,
+            ended: &mut self.ended,
+        };
         for _ in 0..MAX_DATAGRAMS_PER_WAKE {
             match conn.recv() {
                 Ok(Some(dgram)) => {

@@ -1,0 +1,600 @@
+//! reeve's JSON config: schema, embedded defaults and validation.
+//!
+//! A document is read into a `serde_json::Value` and walked by hand
+//! (`walk`, `parse`), so every error names the field it is about
+//! (`targets[1].match.comm[0]: ...`) and an unknown field is an error rather
+//! than a silently ignored typo. A `Config` that exists is fully validated,
+//! and [`Config::to_pretty_json`] prints it in the same schema (`print`) so
+//! that it parses back to an equal `Config`. The embedded document
+//! (deploy/reeve.json) makes `reeve watch` useful with no file.
+
+mod parse;
+mod print;
+mod walk;
+
+use crate::cgroup::Limits;
+use crate::users::UserDb;
+use serde::Serialize;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The hard maximum of `capacity`, the number of processes reeve tracks at
+/// once. The slot table is allocated at this size or less at start-up and
+/// never grows; a process beyond it is refused, counted and logged.
+pub const MAX_CAPACITY: usize = 262_144;
+/// `capacity` when the config does not set it.
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// The longest `comm` the kernel keeps (TASK_COMM_LEN - 1); a longer name is
+/// truncated, so a longer pattern could never match.
+pub const COMM_MAX: usize = 15;
+/// The longest rule name.
+pub const RULE_NAME_MAX: usize = 64;
+/// `discovery.scan_interval` bounds and default.
+pub const MIN_SCAN_INTERVAL: Duration = Duration::from_millis(10);
+pub const MAX_SCAN_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// A config file larger than this is refused before parsing.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+const EMBEDDED: &str = include_str!("../../deploy/reeve.json");
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub targets: Vec<Rule>,
+    pub discovery: Discovery,
+    pub capacity: usize,
+    #[serde(serialize_with = "print::path")]
+    pub state_dir: PathBuf,
+    /// `cgroup.root`: where reeve's jobs and pools live in the cgroup v2
+    /// hierarchy; `None` lets [`crate::cgroup::Hierarchy`] choose.
+    #[serde(
+        rename = "cgroup",
+        serialize_with = "print::cgroup",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cgroup_root: Option<PathBuf>,
+    pub log: LogSettings,
+    /// The audit event log in the state directory.
+    pub audit: AuditSettings,
+}
+
+/// `audit`: how the event log is made durable and how big it may grow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditSettings {
+    /// `always` fsyncs every event; `interval` at most once per
+    /// `fsync_interval`; `never` leaves it to the kernel.
+    pub fsync: AuditFsync,
+    #[serde(serialize_with = "print::duration")]
+    pub fsync_interval: Duration,
+    /// The log is rotated when it reaches this many bytes.
+    #[serde(serialize_with = "print::bytes")]
+    pub rotate_size: u64,
+    /// Rotated generations kept (events.jsonl.1 .. .N).
+    pub keep: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> AuditSettings {
+        AuditSettings {
+            fsync: AuditFsync::Always,
+            fsync_interval: Duration::from_secs(1),
+            rotate_size: 64 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFsync {
+    #[default]
+    Always,
+    Interval,
+    Never,
+}
+
+impl Named for AuditFsync {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("always", AuditFsync::Always),
+        ("interval", AuditFsync::Interval),
+        ("never", AuditFsync::Never),
+    ];
+}
+
+impl Config {
+    /// The event log options these settings mean.
+    pub fn audit_options(&self) -> crate::store::LogOptions {
+        let a = &self.audit;
+        crate::store::LogOptions {
+            fsync: match a.fsync {
+                AuditFsync::Always => crate::store::FsyncPolicy::Always,
+                AuditFsync::Interval => crate::store::FsyncPolicy::Interval(a.fsync_interval),
+                AuditFsync::Never => crate::store::FsyncPolicy::Never,
+            },
+            rotate_bytes: a.rotate_size,
+            keep: a.keep,
+            ..crate::store::LogOptions::default()
+        }
+    }
+}
+
+/// One target rule: which processes it selects, who may be governed, and
+/// how: the limits a matched process runs under, in its own job group or in
+/// the shared `pool` group. A rule with neither only tracks. (The default
+/// rule, with an empty name and matcher, exists for struct literals; no
+/// parsed config holds it.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: Match,
+    pub filter: Filter,
+    #[serde(
+        serialize_with = "print::limits",
+        skip_serializing_if = "Limits::is_empty"
+    )]
+    pub limits: Limits,
+    /// A named group shared by every process of the rule; the limits are the
+    /// pool's. `None` puts each process in a job group of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// What a process must look like; a process matches if any entry of any list
+/// matches. `exe` and `argv0` entries are basenames.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Match {
+    pub comm: Vec<String>,
+    pub exe: Vec<String>,
+    pub argv0: Vec<String>,
+    pub cmdline_contains: Vec<String>,
+}
+
+/// Conditions a matched process must also meet; an empty list does not
+/// restrict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filter {
+    pub users: Vec<UserRef>,
+    pub exclude_users: Vec<UserRef>,
+    pub parent_pids: Vec<u32>,
+    pub exclude_parent_pids: Vec<u32>,
+    pub parent_comms: Vec<String>,
+    pub exclude_parent_comms: Vec<String>,
+    #[serde(serialize_with = "print::age", skip_serializing_if = "Option::is_none")]
+    pub min_age: Option<Duration>,
+    #[serde(serialize_with = "print::age", skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    #[serde(serialize_with = "print::paths")]
+    pub cwd_prefixes: Vec<PathBuf>,
+}
+
+/// A user as the config named it: by name (resolved when the config was
+/// read) or by uid. Printed as the name if given, else the number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub name: Option<String>,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Discovery {
+    pub mode: DiscoveryMode,
+    #[serde(serialize_with = "print::duration")]
+    pub scan_interval: Duration,
+}
+
+/// How new processes are found: `netlink` (proc connector, needs root),
+/// `poll` (periodic /proc scans only) or `auto` (netlink, else poll).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    #[default]
+    Auto,
+    Netlink,
+    Poll,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Log severities, least severe first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+/// Names and values of a config enum, in one table per enum.
+trait Named: Copy + 'static {
+    const NAMES: &'static [(&'static str, Self)];
+}
+
+impl Named for DiscoveryMode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", DiscoveryMode::Auto),
+        ("netlink", DiscoveryMode::Netlink),
+        ("poll", DiscoveryMode::Poll),
+    ];
+}
+
+impl Named for LogFormat {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+}
+
+impl Named for LogLevel {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("debug", LogLevel::Debug),
+        ("info", LogLevel::Info),
+        ("warn", LogLevel::Warn),
+        ("error", LogLevel::Error),
+    ];
+}
+
+impl Default for Discovery {
+    fn default() -> Discovery {
+        Discovery {
+            mode: DiscoveryMode::Auto,
+            scan_interval: DEFAULT_SCAN_INTERVAL,
+        }
+    }
+}
+
+impl LogLevel {
+    /// Parses "debug", "info", "warn" or "error".
+    pub fn from_name(name: &str) -> Option<LogLevel> {
+        from_name(name)
+    }
+
+    /// The name as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        name_of(self)
+    }
+}
+
+impl LogFormat {
+    /// Parses "text" or "json".
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        from_name(name)
+    }
+
+    /// The name as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        name_of(self)
+    }
+}
+
+impl DiscoveryMode {
+    /// Parses "auto", "netlink" or "poll".
+    pub fn from_name(name: &str) -> Option<DiscoveryMode> {
+        from_name(name)
+    }
+
+    /// The name as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        name_of(self)
+    }
+}
+
+fn from_name<T: Named>(name: &str) -> Option<T> {
+    T::NAMES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+fn name_of<T: Named + PartialEq>(value: T) -> &'static str {
+    let entry = T::NAMES.iter().find(|(_, v)| *v == value);
+    entry.map_or("", |(n, _)| *n)
+}
+
+/// A config problem: the field path (`targets[0].filter.users[2]`, empty for
+/// the document as a whole) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates a config document. `users` resolves user names.
+    /// Absent fields take their defaults; absent `targets` are the embedded
+    /// default rules.
+    pub fn from_json(bytes: &[u8], users: &UserDb) -> Result<Config, ConfigError> {
+        parse::document(bytes, users, || Config::embedded().targets)
+    }
+
+    /// The embedded defaults (deploy/reeve.json, compiled in). A unit test
+    /// proves the document valid and equal to `Config::builtin`, which is
+    /// the fallback should that ever not hold.
+    pub fn embedded() -> Config {
+        parse::document(EMBEDDED.as_bytes(), &UserDb::default(), builtin_targets)
+            .unwrap_or_else(|_| Config::builtin())
+    }
+
+    /// The embedded defaults, built in code.
+    fn builtin() -> Config {
+        Config {
+            targets: builtin_targets(),
+            discovery: Discovery::default(),
+            capacity: DEFAULT_CAPACITY,
+            state_dir: default_state_dir(),
+            cgroup_root: None,
+            log: LogSettings::default(),
+            audit: AuditSettings::default(),
+        }
+    }
+
+    /// Loads a config file. Errors carry no file name; the caller adds it.
+    pub fn load(path: &Path, users: &UserDb) -> Result<Config, ConfigError> {
+        let cannot_read = |e: std::io::Error| ConfigError::new("", format!("cannot read: {e}"));
+        let file = std::fs::File::open(path).map_err(cannot_read)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot_read)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::new(
+                "",
+                "larger than 1 MiB; a reeve config is a few kilobytes",
+            ));
+        }
+        Config::from_json(&bytes, users)
+    }
+
+    /// The config as a JSON document in the same schema, every default
+    /// spelled out.
+    pub fn to_pretty_json(&self) -> String {
+        // Every field serializes infallibly (paths are printed lossily), so
+        // the fallback is never taken; it still yields valid JSON.
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+    }
+}
+
+fn builtin_targets() -> Vec<Rule> {
+    let rule = |name: &str, program: &str| Rule {
+        name: name.to_string(),
+        matcher: Match {
+            comm: vec![program.to_string()],
+            exe: vec![program.to_string()],
+            ..Match::default()
+        },
+        ..Rule::default()
+    };
+    vec![
+        rule("ffmpeg", "ffmpeg"),
+        rule("gst-launch", "gst-launch-1.0"),
+    ]
+}
+
+/// Where state lives when the config does not say: /var/lib/reeve for root,
+/// else `$XDG_STATE_HOME/reeve`, `$HOME/.local/state/reeve`, or
+/// `/tmp/reeve-<uid>`, taking the first whose variable is a clean absolute
+/// path.
+pub fn default_state_dir() -> PathBuf {
+    state_dir_for(
+        Some(crate::sys::geteuid()),
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn state_dir_for(euid: Option<u32>, xdg: Option<OsString>, home: Option<OsString>) -> PathBuf {
+    if euid == Some(0) {
+        return PathBuf::from("/var/lib/reeve");
+    }
+    let usable = |v: Option<OsString>| v?.to_str().and_then(|s| clean_absolute(s).ok());
+    if let Some(dir) = usable(xdg) {
+        return dir.join("reeve");
+    }
+    if let Some(dir) = usable(home) {
+        return dir.join(".local/state/reeve");
+    }
+    match euid {
+        Some(uid) => PathBuf::from(format!("/tmp/reeve-{uid}")),
+        None => PathBuf::from("/tmp/reeve"),
+    }
+}
+
+/// `s` as an absolute path without `.` or `..` parts, repeated or trailing
+/// slashes removed ("/" stays "/"); else the reason it is not one.
+fn clean_absolute(s: &str) -> Result<PathBuf, String> {
+    if !s.starts_with('/') {
+        return Err(format!("'{}' is not an absolute path", s.escape_debug()));
+    }
+    if s.contains('\0') {
+        return Err("a path cannot contain a NUL byte".to_string());
+    }
+    let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(format!(
+            "'{}' has a '.' or '..' part; write the path without them",
+            s.escape_debug()
+        ));
+    }
+    Ok(PathBuf::from(format!("/{}", parts.join("/"))))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0::/root:/bin/sh\nencoder:x:1001:1001::/srv:/bin/sh\n";
+
+    pub(super) fn users() -> UserDb {
+        UserDb::from_passwd(PASSWD)
+    }
+
+    pub(super) fn parse_ok(doc: &str) -> Config {
+        match Config::from_json(doc.as_bytes(), &users()) {
+            Ok(c) => c,
+            Err(e) => panic!("{doc}: {e}"),
+        }
+    }
+
+    /// A document that sets every field, governance included.
+    pub(super) const FULL: &str = r#"{
+      "targets": [
+        {
+          "name": "ffmpeg",
+          "match": {"comm": ["ffmpeg"], "exe": ["ffmpeg"], "argv0": [], "cmdline_contains": ["-f flv"]},
+          "filter": {
+            "users": ["encoder", 1001, 0], "exclude_users": ["root"],
+            "parent_pids": [1], "exclude_parent_pids": [4242],
+            "parent_comms": ["systemd"], "exclude_parent_comms": ["bash"],
+            "min_age": "0s", "max_age": "1h",
+            "cwd_prefixes": ["/srv/encode/", "/", "//tmp//x"]
+          },
+          "limits": {
+            "cpu": 2.5, "cpu_period": "50ms", "cpu_weight": 200,
+            "memory": "4G", "memory_high": "3G", "swap": "0", "pids": 64,
+            "io_weight": "300", "cpuset": "0-1,2-3,5",
+            "io": [
+              {"device": "8:0", "rbps": "50M", "wbps": "max", "riops": 1000, "wiops": "max"},
+              {"device": "259:0", "wbps": 1048577}
+            ]
+          }
+        },
+        {
+          "name": "gst_1.0-x", "match": {"argv0": ["gst-launch-1.0"]},
+          "limits": {"cpu": "1.5%", "pids": "max", "memory": "max"},
+          "pool": "live.encoders"
+        }
+      ],
+      "discovery": {"mode": "netlink", "scan_interval": "1.5s"},
+      "capacity": 262144,
+      "state_dir": "/var/lib/reeve/",
+      "cgroup": {"root": "/sys/fs/cgroup//encoders/"},
+      "log": {"format": "json", "level": "debug"}
+    }"#;
+
+    #[test]
+    fn embedded_document_is_valid_and_matches_the_builtin() {
+        let parsed = parse::document(EMBEDDED.as_bytes(), &UserDb::default(), Vec::new).unwrap();
+        assert_eq!(parsed, Config::builtin());
+        assert_eq!(Config::embedded(), parsed);
+        let names: Vec<_> = parsed.targets.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["ffmpeg", "gst-launch"]);
+        assert_eq!(parsed.capacity, DEFAULT_CAPACITY);
+        assert_eq!(parsed.discovery.scan_interval, Duration::from_secs(1));
+        assert!(parsed.targets.iter().all(|r| r.limits.is_empty()));
+        assert!(parsed.targets.iter().all(|r| r.pool.is_none()));
+        assert_eq!(parsed.cgroup_root, None);
+    }
+
+    #[test]
+    fn empty_document_takes_every_default() {
+        let c = parse_ok("{}");
+        assert_eq!(c, Config::embedded());
+        assert_eq!(c.state_dir, default_state_dir());
+        assert_eq!(c.log.level, LogLevel::Info);
+        assert_eq!(c.discovery.mode, DiscoveryMode::Auto);
+    }
+
+    #[test]
+    fn error_display_joins_path_and_message() {
+        let err = ConfigError::new("capacity", "must be between 1 and 262144, the maximum");
+        assert_eq!(
+            err.to_string(),
+            "capacity: must be between 1 and 262144, the maximum"
+        );
+        assert_eq!(ConfigError::new("", "oops").to_string(), "oops");
+    }
+
+    #[test]
+    fn load_reads_files_and_reports_errors() {
+        let dir = std::env::temp_dir().join(format!("reeve-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(&good, FULL).unwrap();
+        assert_eq!(Config::load(&good, &users()).unwrap(), parse_ok(FULL));
+        let missing = Config::load(&dir.join("absent.json"), &users()).unwrap_err();
+        assert!(missing.message.starts_with("cannot read: "), "{missing}");
+        let big = dir.join("big.json");
+        std::fs::write(&big, vec![b' '; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let err = Config::load(&big, &users()).unwrap_err();
+        assert!(err.message.contains("larger than 1 MiB"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn state_dir_defaults_follow_the_user() {
+        let os = |s: &str| Some(OsString::from(s));
+        let dir = |p: &str| PathBuf::from(p);
+        assert_eq!(
+            state_dir_for(Some(0), os("/x"), os("/root")),
+            dir("/var/lib/reeve")
+        );
+        assert_eq!(state_dir_for(Some(7), os("/x/"), os("/h")), dir("/x/reeve"));
+        assert_eq!(
+            state_dir_for(Some(7), os("rel"), os("/h")),
+            dir("/h/.local/state/reeve")
+        );
+        assert_eq!(
+            state_dir_for(Some(7), None, os("/h/../e")),
+            dir("/tmp/reeve-7")
+        );
+        assert_eq!(state_dir_for(Some(7), os(""), None), dir("/tmp/reeve-7"));
+        assert_eq!(state_dir_for(None, None, None), dir("/tmp/reeve"));
+        assert!(default_state_dir().is_absolute());
+    }
+
+    #[test]
+    fn log_levels_order_by_severity() {
+        assert!(LogLevel::Debug < LogLevel::Info);
+        assert!(LogLevel::Info < LogLevel::Warn);
+        assert!(LogLevel::Warn < LogLevel::Error);
+        assert_eq!(LogLevel::from_name("warn"), Some(LogLevel::Warn));
+        assert_eq!(LogFormat::from_name("JSON"), None);
+        assert_eq!(DiscoveryMode::from_name("poll"), Some(DiscoveryMode::Poll));
+        for (name, level) in LogLevel::NAMES {
+            assert_eq!(level.as_str(), *name);
+        }
+        for (name, format) in LogFormat::NAMES {
+            assert_eq!(format.as_str(), *name);
+        }
+        for (name, mode) in DiscoveryMode::NAMES {
+            assert_eq!(mode.as_str(), *name);
+        }
+        assert_eq!(LogLevel::NAMES.len(), 4);
+        assert_eq!(LogFormat::NAMES.len(), 2);
+        assert_eq!(DiscoveryMode::NAMES.len(), 3);
+    }
+}

@@ -1,0 +1,203 @@
+//! The daemon's side of governance: attaching what discovery found to the
+//! job or pool its rule names, adopting what is already governed, and
+//! removing a job's group once its process has ended.
+//!
+//! Work arrives in bounded queues filled by discovery and is drained a
+//! bounded number of items per loop wakeup. Every outcome is a log event:
+//! `attached`, `adopted`, `attach_failed`, `limit_failed`, `job_removed`.
+
+use crate::cgroup::{self, Group, Hierarchy};
+use crate::config::{Config, Rule};
+use crate::discovery::{Discovery, ADOPTED_RULE};
+use crate::govern::{self, Placement, Records};
+use crate::log::{Logger, Val};
+use crate::procfs::{ProcKey, ProcReader};
+use crate::sys;
+
+/// Attaches handled per wakeup.
+pub const ATTACH_PER_WAKE: usize = 64;
+
+/// Whether a rule asks for governance at all.
+pub fn governs(rule: &Rule) -> bool {
+    !rule.limits.is_empty() || rule.pool.is_some()
+}
+
+pub struct Governor {
+    h: Hierarchy,
+    records: Records,
+    reader: ProcReader,
+}
+
+impl Governor {
+    /// Sets up governance when some rule asks for it. A failure is logged
+    /// as an error that says what will not happen, and the daemon carries
+    /// on discovering.
+    pub fn new(config: &Config, log: &mut Logger) -> Option<Governor> {
+        if !config.targets.iter().any(governs) {
+            return None;
+        }
+        let setup = || -> Result<Governor, String> {
+            let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
+            govern::ensure_root(&h)?;
+            let records = Records::open(&config.state_dir)?;
+            let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
+            Ok(Governor { h, records, reader })
+        };
+        match setup() {
+            Ok(g) => {
+                log.info(
+                    "governance",
+                    &[
+                        ("root", Val::S(&g.h.root.display().to_string())),
+                        ("delegated", Val::Bool(g.h.delegated)),
+                    ],
+                );
+                Some(g)
+            }
+            Err(why) => {
+                log.error(
+                    "governance_unavailable",
+                    &[
+                        ("reason", Val::S(&why)),
+                        (
+                            "effect",
+                            Val::S("discovered targets are tracked but not attached and no limits are applied"),
+                        ),
+                    ],
+                );
+                None
+            }
+        }
+    }
+
+    /// Tracks the processes of every group reeve governs, including jobs
+    /// made by `reeve run` or `reeve attach` while no daemon ran; nothing
+    /// is moved or re-limited.
+    pub fn adopt_existing(&mut self, d: &mut Discovery, log: &mut Logger) {
+        let Ok(entries) = std::fs::read_dir(&self.h.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("job.") || name.starts_with("pool.")) {
+                continue;
+            }
+            let Ok(pids) = Group::new(e.path()).procs() else {
+                continue;
+            };
+            for pid in pids {
+                let Ok(key) = govern::identify(&mut self.reader, pid) else {
+                    continue;
+                };
+                if d.tracked().get(&key).is_some_and(|t| t.alive()) {
+                    continue;
+                }
+                if d.restore(key, ADOPTED_RULE, sys::realtime_ms()) {
+                    log.info(
+                        "adopted",
+                        &[
+                            ("pid", Val::U(pid.into())),
+                            ("start_ticks", Val::U(key.start_ticks)),
+                            ("job", Val::S(&name)),
+                            ("source", Val::S("cgroup")),
+                        ],
+                    );
+                }
+            }
+        }
+    }
+
+    fn job_name(rule: &Rule, pid: u32) -> String {
+        cgroup::sanitize_job_name(&format!("{}-{pid}", rule.name))
+    }
+
+    /// Attaches (or adopts) one discovered process.
+    pub fn attach(&mut self, log: &mut Logger, key: ProcKey, rule: &Rule) {
+        if !governs(rule) {
+            return;
+        }
+        let base = [
+            ("pid", Val::U(key.pid.into())),
+            ("start_ticks", Val::U(key.start_ticks)),
+            ("rule", Val::S(&rule.name)),
+        ];
+        if let Some(group) = govern::managed_group(&self.h, key.pid) {
+            let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
+            log.info("adopted", &f);
+            return;
+        }
+        let place = match &rule.pool {
+            Some(p) => Placement::Pool(p.clone()),
+            None => Placement::Job(Self::job_name(rule, key.pid)),
+        };
+        let now = sys::realtime_ms();
+        match govern::attach(
+            &self.h,
+            &self.records,
+            &mut self.reader,
+            key,
+            &place,
+            &rule.limits,
+            now,
+        ) {
+            Ok(r) => {
+                let cg = r.cgroup.display().to_string();
+                let limits = rule.limits.describe();
+                let f = [
+                    base[0],
+                    base[1],
+                    base[2],
+                    ("job", Val::S(&r.group)),
+                    ("cgroup", Val::S(&cg)),
+                    ("moved", Val::U(r.moved.len() as u64)),
+                    ("limits", Val::S(&limits)),
+                    ("in_force", Val::Bool(r.in_force)),
+                ];
+                log.info("attached", &f);
+                for why in &r.problems {
+                    log.error(
+                        "limit_failed",
+                        &[
+                            ("job", Val::S(&r.group)),
+                            ("reason", Val::S(why)),
+                            ("effect", Val::S("the process runs without this limit")),
+                        ],
+                    );
+                }
+            }
+            Err(why) => {
+                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
+                log.error("attach_failed", &f);
+            }
+        }
+    }
+
+    /// After a process in an auto-attached job ended: remove the job's
+    /// group and record once nothing runs in it. Pools stay.
+    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: &Rule) {
+        if !governs(rule) || rule.pool.is_some() {
+            return;
+        }
+        let name = format!("job.{}", Self::job_name(rule, key.pid));
+        let path = self.h.root.join(&name);
+        if !path.is_dir() {
+            return;
+        }
+        let group = Group::new(&path);
+        let Ok(_lock) = self.records.lock() else {
+            return;
+        };
+        if matches!(group.populated(), Ok(false)) {
+            match group.remove() {
+                Ok(()) => {
+                    let _ = self.records.remove(&name);
+                    log.info("job_removed", &[("job", Val::S(&name))]);
+                }
+                Err(e) => log.warn(
+                    "job_remove_failed",
+                    &[("job", Val::S(&name)), ("reason", Val::S(&e.to_string()))],
+                ),
+            }
+        }
+    }
+}

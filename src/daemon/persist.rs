@@ -1,0 +1,196 @@
+//! The daemon's durability: the state directory and its lock, the audit
+//! log behind the logger, restoring tracked processes at start, and
+//! coalesced snapshot writes.
+//!
+//! Invariants: one daemon per state directory; a snapshot is written at
+//! most once per [`FLUSH_INTERVAL_MS`] while something changed, and at
+//! shutdown; a state file that cannot be used is set aside by `store` and
+//! the daemon rebuilds from a full scan and the governed groups; a failed
+//! save is an error event (at most one a minute), never a crash.
+
+use crate::discovery::{Discovery, DiscoveryStats, ADOPTED_RULE};
+use crate::log::{Logger, Val};
+use crate::state::{self, Counters, DaemonLock, State};
+use crate::store::{EventLog, Loaded, LogOptions, StateDir};
+use crate::sys;
+
+/// Longest a change waits before it is in the snapshot.
+pub const FLUSH_INTERVAL_MS: u64 = 1000;
+const SAVE_ERROR_EVERY_MS: u64 = 60_000;
+
+pub struct Persistence {
+    dir: StateDir,
+    _lock: DaemonLock,
+    started_ms: u64,
+    base: Counters,
+    saved: Option<DiscoveryStats>,
+    last_save_ms: u64,
+    last_error_ms: u64,
+    /// A state file that could not be set aside must not be overwritten.
+    save_disabled: bool,
+}
+
+impl Persistence {
+    /// Opens the state directory, takes the daemon lock and routes audit
+    /// events to the event log.
+    pub fn open(
+        state_dir: &std::path::Path,
+        audit: LogOptions,
+        log: &mut Logger,
+    ) -> Result<Persistence, String> {
+        let dir = StateDir::open(state_dir)
+            .map_err(|e| format!("cannot use the state directory: {e}"))?;
+        let lock = DaemonLock::acquire(dir.path(), sys::getpid())?;
+        let events = EventLog::open(&dir, audit)
+            .map_err(|e| format!("cannot open the audit event log: {e}"))?;
+        log.set_audit(events);
+        if dir.tightened() {
+            log.warn(
+                "state_dir_tightened",
+                &[
+                    ("path", Val::S(&dir.path().display().to_string())),
+                    ("mode", Val::S("0700")),
+                ],
+            );
+        }
+        Ok(Persistence {
+            dir,
+            _lock: lock,
+            started_ms: sys::realtime_ms(),
+            base: Counters::default(),
+            saved: None,
+            last_save_ms: 0,
+            last_error_ms: 0,
+            save_disabled: false,
+        })
+    }
+
+    /// Loads the last snapshot and re-tracks every process that is still
+    /// the same process; those that ended while reeve was down are
+    /// recorded as exited. Nothing is moved or re-limited.
+    pub fn restore(&mut self, d: &mut Discovery, log: &mut Logger) {
+        let now = sys::realtime_ms();
+        match State::load(&self.dir, now) {
+            Loaded::Missing => {}
+            Loaded::Ok(s) => {
+                self.base = s.counters.clone();
+                self.base.restarts = self.base.restarts.saturating_add(1);
+                let (mut restored, mut ended) = (0u64, 0u64);
+                for p in s.processes.iter().filter(|p| p.exited_ms == 0) {
+                    let rule = d.rules().index(&p.rule).map_or(ADOPTED_RULE, |i| i as u16);
+                    if d.restore(p.key(), rule, p.discovered_ms) {
+                        restored += 1;
+                    } else {
+                        ended += 1;
+                        log.info(
+                            "exited",
+                            &[
+                                ("pid", Val::U(p.pid.into())),
+                                ("start_ticks", Val::U(p.start_ticks)),
+                                ("rule", Val::S(&p.rule)),
+                                ("comm", Val::S(&p.comm)),
+                                ("reason", Val::S("ended while reeve was not running")),
+                            ],
+                        );
+                    }
+                }
+                log.info(
+                    "state_loaded",
+                    &[
+                        ("saved_at_ms", Val::U(s.saved_at_ms)),
+                        ("restored", Val::U(restored)),
+                        ("ended", Val::U(ended)),
+                    ],
+                );
+            }
+            Loaded::SetAside { reason, moved_to } => log.warn(
+                "state_set_aside",
+                &[
+                    ("reason", Val::S(&reason)),
+                    ("moved_to", Val::S(&moved_to.display().to_string())),
+                    (
+                        "action",
+                        Val::S("rebuilding from the governed groups and a full scan"),
+                    ),
+                ],
+            ),
+            Loaded::Unusable { reason } => {
+                self.save_disabled = true;
+                log.error(
+                    "state_unusable",
+                    &[
+                        ("reason", Val::S(&reason)),
+                        (
+                            "action",
+                            Val::S("the file is left as it is and no new state is written; move it away and restart reeve"),
+                        ),
+                    ],
+                );
+            }
+        }
+    }
+
+    /// Writes the snapshot when it changed and the flush interval passed,
+    /// or always when `force` (shutdown).
+    pub fn maybe_save(&mut self, d: &Discovery, log: &mut Logger, force: bool) {
+        let now = sys::realtime_ms();
+        let stats = d.stats();
+        let changed = self.saved != Some(stats);
+        if self.save_disabled
+            || !(force || changed && now.saturating_sub(self.last_save_ms) >= FLUSH_INTERVAL_MS)
+        {
+            return;
+        }
+        let counters = state::add_counters(&self.base, &stats);
+        let snapshot = State::capture(d, sys::getpid(), self.started_ms, &counters, now);
+        match snapshot.save(&self.dir) {
+            Ok(()) => {
+                self.saved = Some(stats);
+                self.last_save_ms = now;
+            }
+            Err(e) => {
+                // Retry at the next interval; say so at most once a minute.
+                self.last_save_ms = now;
+                if force || now.saturating_sub(self.last_error_ms) >= SAVE_ERROR_EVERY_MS {
+                    self.last_error_ms = now;
+                    log.error(
+                        "state_save_failed",
+                        &[
+                            ("error", Val::S(&e)),
+                            (
+                                "action",
+                                Val::S("the previous state file is intact; retrying every second"),
+                            ),
+                        ],
+                    );
+                }
+            }
+        }
+    }
+
+    /// Per-wakeup upkeep of the audit log: retry queued events, fsync on
+    /// the interval policy, and report what went wrong.
+    pub fn tick(log: &mut Logger) {
+        let now = sys::realtime_ms();
+        let Some(audit) = log.audit_mut() else {
+            return;
+        };
+        if audit.pending() > 0 {
+            audit.flush_pending();
+        }
+        audit.sync_if_due(now);
+        if let Some(e) = audit.take_error() {
+            let pending = audit.pending() as u64;
+            let lost = audit.lost();
+            log.error(
+                "audit_log_failed",
+                &[
+                    ("error", Val::S(&e.to_string())),
+                    ("pending", Val::U(pending)),
+                    ("lost", Val::U(lost)),
+                    ("action", Val::S("events wait in memory and are retried")),
+                ],
+            );
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Governance policy: putting a process and its family into a job or pool
+//! group under limits, taking it out again, and the job records that make
+//! that reversible.
+//!
+//! Invariants: every move is preceded by an identity check of the process
+//! (`Group::move_pid`); a group's limits are either verified in force or
+//! reported as not, with the reason (never silently dropped); the original
+//! cgroup of every process is recorded before it is moved, so `detach`
+//! can put it back; a record is written atomically under a lock shared by
+//! the daemon and the CLI commands.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{self, CgroupError, Group, Hierarchy, Limits};
+use crate::procfs::{ProcKey, ProcReader, ReadError};
+use crate::store::{self, Loaded, StateDir};
+
+/// The group a process is governed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A job: one workload in its own group.
+    Job(String),
+    /// A pool: every member shares one group and one budget.
+    Pool(String),
+}
+
+impl Placement {
+    /// The group's directory name under reeve's root (`job.x`, `pool.y`).
+    pub fn group_name(&self) -> String {
+        match self {
+            Placement::Job(n) => format!("job.{n}"),
+            Placement::Pool(n) => format!("pool.{n}"),
+        }
+    }
+
+    pub fn path(&self, h: &Hierarchy) -> Result<PathBuf, CgroupError> {
+        match self {
+            Placement::Job(n) => h.job_path(n),
+            Placement::Pool(n) => h.pool_path(n),
+        }
+    }
+}
+
+/// One process reeve moved, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub original_cgroup: PathBuf,
+}
+
+impl Member {
+    pub fn key(&self) -> ProcKey {
+        ProcKey {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
+}
+
+pub const RECORD_VERSION: u32 = 1;
+
+/// What reeve knows about one group it manages, persisted in
+/// `<state_dir>/jobs/<group>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub version: u32,
+    /// The group's directory name (`job.x` or `pool.y`).
+    pub group: String,
+    pub cgroup: PathBuf,
+    pub pool: bool,
+    pub limits: Limits,
+    pub in_force: bool,
+    /// Why the limits are not in force, one line each.
+    pub problems: Vec<String>,
+    pub created_ms: u64,
+    pub members: Vec<Member>,
+}
+
+/// The job records of one state directory.
+pub struct Records {
+    dir: StateDir,
+}
+
+/// Holds the records lock until dropped.
+pub struct RecordsLock {
+    _file: File,
+}
+
+impl Records {
+    pub fn open(state_dir: &Path) -> Result<Records, String> {
+        StateDir::open(state_dir).map_err(|e| e.to_string())?;
+        let dir = StateDir::open(&state_dir.join("jobs")).map_err(|e| e.to_string())?;
+        Ok(Records { dir })
+    }
+
+    /// Serialises read-modify-write of records across processes.
+    pub fn lock(&self) -> Result<RecordsLock, String> {
+        let path = self.dir.path().join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        FileExt::lock_exclusive(&file).map_err(|e| format!("locking {}: {e}", path.display()))?;
+        Ok(RecordsLock { _file: file })
+    }
+
+    pub fn load(&self, group: &str) -> Result<Option<JobRecord>, String> {
+        match store::load_versioned(
+            &self.dir,
+            &format!("{group}.json"),
+            RECORD_VERSION,
+            crate::sys::realtime_ms(),
+        ) {
+            Loaded::Missing => Ok(None),
+            Loaded::Ok(r) => Ok(Some(r)),
+            Loaded::SetAside { reason, moved_to } => Err(format!(
+                "job record for {group} was unusable ({reason}); set aside as {}",
+                moved_to.display()
+            )),
+            Loaded::Unusable { reason } => Err(format!("job record for {group}: {reason}")),
+        }
+    }
+
+    pub fn save(&self, r: &JobRecord) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(r).map_err(|e| e.to_string())?;
+        store::write_atomic(&self.dir, &format!("{}.json", r.group), &bytes)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn remove(&self, group: &str) -> Result<(), String> {
+        let path = self.dir.path().join(format!("{group}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Every record, for status and adoption. Unreadable ones are skipped
+    /// and named in the second list.
+    pub fn all(&self) -> (Vec<JobRecord>, Vec<String>) {
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return (out, bad);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(group) = name.strip_suffix(".json") else {
+                continue;
+            };
+            match self.load(group) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(why) => bad.push(why),
+            }
+        }
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        (out, bad)
+    }
+}
+
+/// A group made ready for members: created, controllers enabled, limits
+/// written and read back.
+#[derive(Debug)]
+pub struct Prepared {
+    pub path: PathBuf,
+    pub in_force: bool,
+    pub problems: Vec<String>,
+    /// The group existed before (a pool, or a job being re-used).
+    pub existed: bool,
+}
+
+/// Creates reeve's root when missing and, when it is delegated, moves reeve
+/// out of it into its supervisor leaf.
+pub fn ensure_root(h: &Hierarchy) -> Result<(), String> {
+    std::fs::create_dir_all(&h.root).map_err(|e| {
+        format!(
+            "cannot create reeve's cgroup root {}: {e} (it must be writable by reeve)",
+            h.root.display()
+        )
+    })?;
+    h.enter_supervisor_leaf().map_err(|e| e.to_string())
+}
+
+/// Creates the group for `place` and puts `limits` in force. A limit that
+/// cannot be put in force is a problem in the result, never an error: the
+/// caller decides whether that is fatal (`reeve run`) or reported
+/// (`attach`, the daemon).
+pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prepared, String> {
+    ensure_root(h)?;
+    let path = place.path(h).map_err(|e| e.to_string())?;
+    let existed = path.is_dir();
+    let mut problems = Vec::new();
+    if let Err(e) = h.enable_controllers(&path, &limits.controllers()) {
+        problems.push(e.to_string());
+    }
+    Group::new(&path).create().map_err(|e| e.to_string())?;
+    if problems.is_empty() {
+        for a in cgroup::apply(&path, limits) {
+            if let Err(e) = a.result {
+                problems.push(e.to_string());
+            }
+        }
+    }
+    Ok(Prepared {
+        in_force: problems.is_empty(),
+        path,
+        problems,
+        existed,
+    })
+}
+
+/// `root` and its living descendants, parents before children, found by
+/// one pass over /proc.
+pub fn family(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
+    let mut all: Vec<(u32, u32, u64)> = Vec::new();
+    let mut batch = vec![(0u32, 0u64); crate::procfs::PID_BATCH];
+    if reader.rewind_pids().is_ok() {
+        while let Ok(n) = reader.next_pid_batch(&mut batch) {
+            if n == 0 {
+                break;
+            }
+            for &(pid, _) in &batch[..n] {
+                if let Ok(s) = reader.stat(pid) {
+                    if !s.is_dead() {
+                        all.push((pid, s.ppid, s.start_ticks));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i].pid;
+        for &(pid, ppid, start_ticks) in &all {
+            // A child cannot have started before its parent; this also
+            // rejects a stale ppid that names a reused pid.
+            if ppid == parent && start_ticks >= out[i].start_ticks && pid != parent {
+                let k = ProcKey { pid, start_ticks };
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// What an attach did.
+#[derive(Debug)]
+pub struct AttachReport {
+    pub group: String,
+    pub cgroup: PathBuf,
+    pub moved: Vec<ProcKey>,
+    /// Family members that could not be moved, and why.
+    pub failed: Vec<(ProcKey, String)>,
+    pub in_force: bool,
+    pub problems: Vec<String>,
+}
+
+/// Reads a process's identity; `Err` when it is gone.
+pub fn identify(reader: &mut ProcReader, pid: u32) -> Result<ProcKey, String> {
+    match reader.stat(pid) {
+        Ok(s) if !s.is_dead() => Ok(s.key()),
+        Ok(_) | Err(ReadError::Gone) => Err(format!("process {pid} does not exist")),
+        Err(e) => Err(format!("cannot read process {pid}: {e}")),
+    }
+}
+
+/// Moves `key` and its descendants into `place` with `limits`, recording
+/// where each came from. Fails only when `key` itself could not be moved.
+pub fn attach(
+    h: &Hierarchy,
+    records: &Records,
+    reader: &mut ProcReader,
+    key: ProcKey,
+    place: &Placement,
+    limits: &Limits,
+    now_ms: u64,
+) -> Result<AttachReport, String> {
+    let group_name = place.group_name();
+    let _lock = records.lock()?;
+    let prepared = prepare(h, place, limits)?;
+    let group = Group::new(&prepared.path);
+    let mut record = match records.load(&group_name)? {
+        Some(mut r) if prepared.existed => {
+            r.limits = limits.clone();
+            r.in_force = prepared.in_force;
+            r.problems = prepared.problems.clone();
+            r
+        }
+        _ => JobRecord {
+            version: RECORD_VERSION,
+            group: group_name.clone(),
+            cgroup: prepared.path.clone(),
+            pool: matches!(place, Placement::Pool(_)),
+            limits: limits.clone(),
+            in_force: prepared.in_force,
+            problems: prepared.problems.clone(),
+            created_ms: now_ms,
+            members: Vec::new(),
+        },
+    };
+    let mut moved = Vec::new();
+    let mut failed = Vec::new();
+    for k in family(reader, key) {
+        let original = match h.process_cgroup(k.pid) {
+            Ok(p) => p,
+            Err(e) => {
+                failed.push((k, e.to_string()));
+                continue;
+            }
+        };
+        if original == prepared.path {
+            continue;
+        }
+        match group.move_pid(k, reader) {
+            Ok(()) => {
+                record.members.retain(|m| m.key() != k);
+                record.members.push(Member {
+                    pid: k.pid,
+                    start_ticks: k.start_ticks,
+                    original_cgroup: original,
+                });
+                moved.push(k);
+            }
+            Err(e) => failed.push((k, e.to_string())),
+        }
+    }
+    if let Some((_, why)) = failed.iter().find(|(k, _)| *k == key) {
+        if !prepared.existed && moved.is_empty() {
+            let _ = group.remove();
+        }
+        return Err(format!("cannot move process {}: {why}", key.pid));
+    }
+    records.save(&record)?;
+    Ok(AttachReport {
+        group: group_name,
+        cgroup: prepared.path,
+        moved,
+        failed,
+        in_force: prepared.in_force,
+        problems: prepared.problems,
+    })
+}
+
+/// The managed group a process is in, if it is one of reeve's
+/// (`job.*` or `pool.*` directly under the root).
+pub fn managed_group(h: &Hierarchy, pid: u32) -> Option<String> {
+    let cg = h.process_cgroup(pid).ok()?;
+    if cg.parent()? != h.root {
+        return None;
+    }
+    let name = cg.file_name()?.to_str()?;
+    (name.starts_with("job.") || name.starts_with("pool.")).then(|| name.to_string())
+}
+
+/// What a detach did.
+#[derive(Debug)]
+pub struct DetachReport {
+    pub group: String,
+    pub moved: Vec<(ProcKey, PathBuf)>,
+    pub failed: Vec<(u32, String)>,
+    pub removed: bool,
+}
+
+/// The nearest existing group at or above `want` inside the mount.
+fn nearest_existing(h: &Hierarchy, want: &Path) -> PathBuf {
+    let mut p = want.to_path_buf();
+    while !(p.join("cgroup.procs").is_file()) && p.starts_with(&h.mount) && p != h.mount {
+        if !p.pop() {
+            break;
+        }
+    }
+    p
+}
+
+/// Moves the processes of `group` (all of them, or only `only` and its
+/// descendants) back to where they came from, and removes the group when
+/// it is empty.
+pub fn detach(
+    h: &Hierarchy,
+    records: &Records,
+    reader: &mut ProcReader,
+    group_name: &str,
+    only: Option<ProcKey>,
+) -> Result<DetachReport, String> {
+    let _lock = records.lock()?;
+    let path = h.root.join(group_name);
+    let group = Group::new(&path);
+    if !path.is_dir() {
+        records.remove(group_name)?;
+        return Err(format!("no such job: {} does not exist", path.display()));
+    }
+    let record = records.load(group_name)?;
+    let members = record.as_ref().map_or(&[][..], |r| &r.members[..]);
+    // A process born in the group after attach goes where its first member
+    // came from; without any record, to the parent of reeve's root.
+    let fallback = members
+        .first()
+        .map(|m| m.original_cgroup.clone())
+        .or_else(|| h.root.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| h.mount.clone());
+    let wanted: Option<Vec<ProcKey>> = only.map(|k| family(reader, k));
+    let mut moved = Vec::new();
+    let mut failed = Vec::new();
+    for pid in group.procs().map_err(|e| e.to_string())? {
+        let Ok(key) = identify(reader, pid) else {
+            continue;
+        };
+        if let Some(w) = &wanted {
+            if !w.contains(&key) {
+                continue;
+            }
+        }
+        let origin = members
+            .iter()
+            .find(|m| m.key() == key)
+            .map_or(fallback.clone(), |m| m.original_cgroup.clone());
+        let dest = nearest_existing(h, &origin);
+        match Group::new(&dest).move_pid(key, reader) {
+            Ok(()) => moved.push((key, dest)),
+            Err(e) => failed.push((pid, e.to_string())),
+        }
+    }
+    let empty = group.procs().map(|p| p.is_empty()).unwrap_or(false);
+    let removed = empty && group.remove().is_ok();
+    if removed {
+        records.remove(group_name)?;
+    } else if let Some(mut r) = record {
+        r.members
+            .retain(|m| !moved.iter().any(|(k, _)| *k == m.key()));
+        records.save(&r)?;
+    }
+    Ok(DetachReport {
+        group: group_name.to_string(),
+        moved,
+        failed,
+        removed,
+    })
+}

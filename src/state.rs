@@ -1,0 +1,246 @@
+//! The daemon's persisted state: what it tracks, in `state.json`, and the
+//! lock that allows one daemon per state directory.
+//!
+//! Invariants: the snapshot is written atomically (see `store`), at most
+//! once per flush interval while something changed and once at shutdown;
+//! all times are wall-clock milliseconds in `*_ms` fields, normalised on
+//! read; a state file that cannot be used is set aside, never deleted, and
+//! never stops the daemon from starting.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::discovery::{Discovery, DiscoveryStats};
+use crate::procfs::ProcKey;
+use crate::store::{self, Loaded, StateDir};
+
+pub const STATE_FILE: &str = "state.json";
+pub const LOCK_FILE: &str = "reeve.lock";
+pub const STATE_VERSION: u32 = 1;
+
+/// One tracked process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcState {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub rule: String,
+    pub comm: String,
+    pub ppid: u32,
+    pub uid: u32,
+    pub discovered_ms: u64,
+    /// 0 while the process runs.
+    #[serde(default)]
+    pub exited_ms: u64,
+    pub last_seen_ms: u64,
+}
+
+impl ProcState {
+    pub fn key(&self) -> ProcKey {
+        ProcKey {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub discovered: u64,
+    pub exited: u64,
+    pub refused: u64,
+    pub restarts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub saved_at_ms: u64,
+    pub daemon_pid: u32,
+    pub started_ms: u64,
+    pub processes: Vec<ProcState>,
+    #[serde(default)]
+    pub counters: Counters,
+}
+
+/// A timestamp from elsewhere, in milliseconds: a value that can only be
+/// seconds (before the year 2001 in ms, after it in s) is scaled.
+pub fn normalise_ms(t: u64) -> u64 {
+    const MS_2001: u64 = 978_307_200_000;
+    if t != 0 && t < MS_2001 / 1000 * 10 {
+        t.saturating_mul(1000)
+    } else {
+        t
+    }
+}
+
+impl State {
+    /// The snapshot of what `discovery` tracks now.
+    pub fn capture(
+        d: &Discovery,
+        daemon_pid: u32,
+        started_ms: u64,
+        counters: &Counters,
+        now_ms: u64,
+    ) -> State {
+        let mut processes: Vec<ProcState> = d
+            .tracked()
+            .iter()
+            .map(|(k, t)| ProcState {
+                pid: k.pid,
+                start_ticks: k.start_ticks,
+                rule: d.rules().name(t.rule as usize).to_string(),
+                comm: t.comm.to_string_lossy().into_owned(),
+                ppid: t.ppid,
+                uid: t.uid,
+                discovered_ms: t.discovered_ms,
+                exited_ms: t.exited_ms,
+                last_seen_ms: if t.alive() { now_ms } else { t.exited_ms },
+            })
+            .collect();
+        processes.sort_by_key(|p| (p.pid, p.start_ticks));
+        State {
+            version: STATE_VERSION,
+            saved_at_ms: now_ms,
+            daemon_pid,
+            started_ms,
+            processes,
+            counters: counters.clone(),
+        }
+    }
+
+    /// Makes every time field milliseconds.
+    pub fn normalise(&mut self) {
+        self.saved_at_ms = normalise_ms(self.saved_at_ms);
+        self.started_ms = normalise_ms(self.started_ms);
+        for p in &mut self.processes {
+            p.discovered_ms = normalise_ms(p.discovered_ms);
+            p.exited_ms = normalise_ms(p.exited_ms);
+            p.last_seen_ms = normalise_ms(p.last_seen_ms);
+        }
+    }
+
+    pub fn save(&self, dir: &StateDir) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        store::write_atomic(dir, STATE_FILE, &bytes).map_err(|e| e.to_string())
+    }
+
+    pub fn load(dir: &StateDir, now_ms: u64) -> Loaded<State> {
+        match store::load_versioned::<State>(dir, STATE_FILE, STATE_VERSION, now_ms) {
+            Loaded::Ok(mut s) => {
+                s.normalise();
+                Loaded::Ok(s)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Counters worth keeping across restarts, from discovery's own.
+pub fn add_counters(base: &Counters, since_start: &DiscoveryStats) -> Counters {
+    Counters {
+        discovered: base.discovered.saturating_add(since_start.discovered),
+        exited: base.exited.saturating_add(since_start.exited),
+        refused: base.refused.saturating_add(since_start.refused),
+        restarts: base.restarts,
+    }
+}
+
+/// The exclusive lock of one daemon on its state directory. The holder's
+/// pid is written into the lock file so a second daemon can name it.
+pub struct DaemonLock {
+    _file: File,
+}
+
+fn lock_path(dir: &Path) -> PathBuf {
+    dir.join(LOCK_FILE)
+}
+
+fn open_lock(dir: &Path) -> Result<File, String> {
+    let path = lock_path(dir);
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_holder(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+impl DaemonLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(dir: &Path, pid: u32) -> Result<DaemonLock, String> {
+        let mut file = open_lock(dir)?;
+        if FileExt::try_lock_exclusive(&file).is_err() {
+            let holder = read_holder(&mut file)
+                .map_or_else(|| "another process".to_string(), |p| format!("pid {p}"));
+            return Err(format!(
+                "another reeve watch ({holder}) already runs with state directory {}; stop it first or give this one another state_dir",
+                dir.display()
+            ));
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(format!("{pid}\n").as_bytes()))
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("{}: {e}", lock_path(dir).display()))?;
+        Ok(DaemonLock { _file: file })
+    }
+}
+
+/// The pid of the daemon running on `dir`, if one does.
+pub fn running_daemon(dir: &Path) -> Option<u32> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(lock_path(dir))
+        .ok()?;
+    if FileExt::try_lock_shared(&file).is_ok() {
+        let _ = FileExt::unlock(&file);
+        return None;
+    }
+    read_holder(&mut file).or(Some(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_normalised_to_ms() {
+        assert_eq!(normalise_ms(0), 0);
+        assert_eq!(normalise_ms(1_763_779_581), 1_763_779_581_000);
+        assert_eq!(normalise_ms(1_763_779_581_123), 1_763_779_581_123);
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let dir = std::env::temp_dir().join(format!(
+            "reeve-lock-test-{}-{}",
+            std::process::id(),
+            crate::sys::monotonic_ns()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(running_daemon(&dir), None);
+        let held = DaemonLock::acquire(&dir, 4242).unwrap();
+        let err = DaemonLock::acquire(&dir, 1).err().unwrap();
+        assert!(err.contains("pid 4242"), "{err}");
+        assert_eq!(running_daemon(&dir), Some(4242));
+        drop(held);
+        assert_eq!(running_daemon(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
