@@ -125,7 +125,7 @@ impl State {
     }
 
     pub fn save(&self, dir: &StateDir) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(self).map_err(|e| e.to_string())?;
         store::write_atomic(dir, STATE_FILE, &bytes).map_err(|e| e.to_string())
     }
 
