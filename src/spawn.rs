@@ -97,8 +97,8 @@ pub fn run(
         .open(&procs_path)
         .map_err(|e| fail(1, format!("{}: {e}", procs_path.display())))?;
     // Signals that foreground mode forwards are blocked before the child
-    // exists, so none can be lost in between; the child starts with an
-    // empty mask (std resets it).
+    // exists, so none can be lost in between; the child's pre-exec hook
+    // restores an empty mask.
     let signals = if spec.detach {
         None
     } else {
@@ -109,6 +109,13 @@ pub fn run(
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
+    if spec.detach {
+        // Detached, the command must not hold the caller's stdout open:
+        // `$(reeve run --detach ...)` captures just the pid= line, and the
+        // command's own output goes to reeve's stderr.
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(io::stderr()));
+    }
     sys::setsid_and_join_cgroup_before_exec(&mut cmd, procs.as_raw_fd());
     let mut child = match cmd.spawn() {
         Ok(c) => c,

@@ -518,18 +518,27 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     cvt(r as libc::c_int).map(|_| ())
 }
 
-/// Arranges for the child of `cmd` to start its own session and join the
+/// Arranges for the child of `cmd` to start with an empty signal mask (the
+/// parent blocks the signals it reads through a signalfd, and a blocked
+/// mask is inherited across exec), start its own session and join the
 /// cgroup whose `cgroup.procs` is open for writing as `procs_fd`, after
 /// fork and before exec: the program runs no instruction outside its
 /// group. A failure aborts the spawn with that error.
 pub fn setsid_and_join_cgroup_before_exec(cmd: &mut std::process::Command, procs_fd: RawFd) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only setsid(2) and write(2), both async-signal-safe; it allocates
-    // nothing and touches no lock. `procs_fd` stays open in the child
-    // until exec because the caller holds it open across spawn.
+    // only sigemptyset, sigprocmask, setsid(2) and write(2), all
+    // async-signal-safe; it allocates nothing and touches no lock. The
+    // sigset is a local, initialised by sigemptyset before use.
+    // `procs_fd` stays open in the child until exec because the caller
+    // holds it open across spawn.
     unsafe {
         cmd.pre_exec(move || {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -22,7 +22,9 @@ Starts CMD inside its own cgroup, with every limit in force before CMD runs
 its first instruction. If a limit cannot be put in force, CMD is not started
 (exit 1). Foreground: forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT and exits
 with CMD's status (128+N for a signal). kill -9 of reeve leaves CMD running
-in its group. --detach prints pid=, job= and cgroup= and returns at once.
+in its group. --detach prints pid=, job= and cgroup= and returns at once;
+the detached command reads /dev/null and writes its output to reeve's stderr.
+job= names the group (job.NAME or pool.NAME).
 
 limits:
   --cpu 250%|2.5|max     CPU time (percent of one CPU, or CPUs)
