@@ -64,6 +64,7 @@ impl Member {
 }
 
 pub const RECORD_VERSION: u32 = 1;
+const RELEASED_FILE: &str = "released.json";
 
 /// What reeve knows about one group it manages, persisted in
 /// `<state_dir>/jobs/<group>.json`.
@@ -145,6 +146,28 @@ impl Records {
         }
     }
 
+    /// Identities an operator released with `detach`: the daemon never
+    /// re-attaches them. Kept in `released.json`, pruned of processes that
+    /// have ended whenever it is written.
+    pub fn released(&self) -> Vec<ProcKey> {
+        let path = self.dir.path().join(RELEASED_FILE);
+        std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<ProcKey>>(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds `keys` to the released list (call under [`Records::lock`]).
+    pub fn release(&self, keys: &[ProcKey], reader: &mut ProcReader) -> Result<(), String> {
+        let mut list = self.released();
+        list.extend_from_slice(keys);
+        list.sort();
+        list.dedup();
+        list.retain(|k| matches!(reader.stat(k.pid), Ok(s) if s.start_ticks == k.start_ticks));
+        let bytes = serde_json::to_vec(&list).map_err(|e| e.to_string())?;
+        store::write_atomic(&self.dir, RELEASED_FILE, &bytes).map_err(|e| e.to_string())
+    }
+
     /// Every record, for status and adoption. Unreadable ones are skipped
     /// and named in the second list.
     pub fn all(&self) -> (Vec<JobRecord>, Vec<String>) {
@@ -158,6 +181,9 @@ impl Records {
             let Some(group) = name.strip_suffix(".json") else {
                 continue;
             };
+            if name == RELEASED_FILE {
+                continue;
+            }
             match self.load(group) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
@@ -435,6 +461,8 @@ pub fn detach(
             Err(e) => failed.push((pid, e.to_string())),
         }
     }
+    let released: Vec<ProcKey> = moved.iter().map(|(k, _)| *k).collect();
+    records.release(&released, reader)?;
     let empty = group.procs().map(|p| p.is_empty()).unwrap_or(false);
     let removed = empty && group.remove().is_ok();
     if removed {

@@ -11,14 +11,14 @@ use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sys;
 
 /// A process's identity: its pid and its start time in clock ticks since
 /// boot (field 22 of /proc/<pid>/stat). A reused pid has a new start time,
 /// so two different processes never share a `ProcKey`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProcKey {
     pub pid: u32,
     pub start_ticks: u64,

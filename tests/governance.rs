@@ -1208,3 +1208,40 @@ fn real_ffmpeg() {
     }
     d.stop_ok();
 }
+
+/// `reeve detach` releases a process for good: a daemon that discovers it
+/// afresh later (no saved state) leaves it where the operator put it.
+#[test]
+fn detached_process_is_not_reattached() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("gov-release");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &sub, "rel", &target.name, json!({"pool": "rel"}));
+    let id = target.spawn(&mut procs, "60");
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    d.wait_event("attached", id, WAIT);
+    d.stop_ok();
+
+    let ran = run_reeve(
+        &dir,
+        &args!["detach", "--config", &cfg, "--pool", "rel"],
+        QUICK,
+    );
+    assert_eq!(ran.status.code(), Some(0), "detach\n{}", ran.ctx());
+    assert_ne!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("rel"))));
+
+    // Forget the daemon's state so the target is discovered anew.
+    let state_dir = PathBuf::from(state_dir(&dir));
+    fs::remove_file(state_dir.join("state.json")).expect("remove state.json");
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    let ev = d.wait_for(&format!("a decision about {id:?}"), WAIT, |v| {
+        matches!(event_name(v), "attached" | "not_attached" | "adopted") && id.matches(v)
+    });
+    assert_eq!(event_name(&ev), "not_attached", "{ev}\n{}", d.log_tail());
+    d.wait_scans(3, WAIT);
+    assert_ne!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("rel"))));
+    d.stop_ok();
+}

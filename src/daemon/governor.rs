@@ -121,6 +121,18 @@ impl Governor {
             ("start_ticks", Val::U(key.start_ticks)),
             ("rule", Val::S(&rule.name)),
         ];
+        if self.records.released().contains(&key) {
+            log.info(
+                "not_attached",
+                &[
+                    base[0],
+                    base[1],
+                    base[2],
+                    ("reason", Val::S("released by reeve detach")),
+                ],
+            );
+            return;
+        }
         if let Some(group) = govern::managed_group(&self.h, key.pid) {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
