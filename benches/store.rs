@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reeve::log::Val;
-use reeve::state::{Counters, ProcState, State, STATE_FILE};
+use reeve::state::{Counters, Governed, JobState, ProcState, State, STATE_FILE};
 use reeve::store::{EventLog, FsyncPolicy, Loaded, LogOptions, StateDir};
 use reeve::sys;
 
@@ -431,6 +431,28 @@ fn tracked_state(now: u64) -> State {
                 discovered_ms: now - 3_000_000 + u64::from(i) * 500,
                 exited_ms: 0,
                 last_seen_ms: now,
+                // Every process governed in its own job: the largest state.
+                governed: Some(Governed {
+                    job: format!("job.ffmpeg-{}", 100_000 + i),
+                    cgroup: PathBuf::from(format!(
+                        "/sys/fs/cgroup/reeve/job.ffmpeg-{}",
+                        100_000 + i
+                    )),
+                    original_cgroup: Some(PathBuf::from(
+                        "/sys/fs/cgroup/system.slice/encoder.service",
+                    )),
+                    attached_ms: now - 3_000_000 + u64::from(i) * 500,
+                }),
+            })
+            .collect(),
+        jobs: (0..PROCESSES)
+            .map(|i| JobState {
+                group: format!("job.ffmpeg-{}", 100_000 + i),
+                cgroup: PathBuf::from(format!("/sys/fs/cgroup/reeve/job.ffmpeg-{}", 100_000 + i)),
+                pool: false,
+                limits: Default::default(),
+                in_force: true,
+                problems: Vec::new(),
             })
             .collect(),
         counters: Counters::default(),

@@ -290,6 +290,8 @@ pub struct AttachReport {
     pub group: String,
     pub cgroup: PathBuf,
     pub moved: Vec<ProcKey>,
+    /// The moved processes with the cgroups they came from.
+    pub members: Vec<Member>,
     /// Family members that could not be moved, and why.
     pub failed: Vec<(ProcKey, String)>,
     pub in_force: bool,
@@ -340,6 +342,7 @@ pub fn attach(
         },
     };
     let mut moved = Vec::new();
+    let mut members = Vec::new();
     let mut failed = Vec::new();
     for k in family(reader, key) {
         let original = match h.process_cgroup(k.pid) {
@@ -354,12 +357,14 @@ pub fn attach(
         }
         match group.move_pid(k, reader) {
             Ok(()) => {
-                record.members.retain(|m| m.key() != k);
-                record.members.push(Member {
+                let m = Member {
                     pid: k.pid,
                     start_ticks: k.start_ticks,
                     original_cgroup: original,
-                });
+                };
+                record.members.retain(|old| old.key() != k);
+                record.members.push(m.clone());
+                members.push(m);
                 moved.push(k);
             }
             Err(e) => failed.push((k, e.to_string())),
@@ -376,6 +381,7 @@ pub fn attach(
         group: group_name,
         cgroup: prepared.path,
         moved,
+        members,
         failed,
         in_force: prepared.in_force,
         problems: prepared.problems,

@@ -208,7 +208,7 @@ pub fn run(
             ));
         }
     }
-    eprintln!("reeve: job {group_name} ended: {how}");
+    eprintln!("reeve: {group_name} ended: {how}");
     on_event(
         "job_ended",
         &[
@@ -293,7 +293,7 @@ fn finish_group(records: &Records, group: &Group, name: &str) {
             }
         }
         Ok(true) => eprintln!(
-            "reeve: job {name}: processes the command left behind keep running in {}; `reeve detach --job {}` releases them",
+            "reeve: {name}: processes the command left behind keep running in {}; `reeve detach --job {}` releases them",
             group.path().display(),
             name.split_once('.').map_or(name, |(_, n)| n)
         ),

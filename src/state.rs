@@ -12,8 +12,12 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::collections::{BTreeMap, HashMap};
+
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
+
+use crate::cgroup::Limits;
 
 use crate::discovery::{Discovery, DiscoveryStats};
 use crate::procfs::ProcKey;
@@ -37,6 +41,43 @@ pub struct ProcState {
     #[serde(default)]
     pub exited_ms: u64,
     pub last_seen_ms: u64,
+    /// Where it is governed, when it is.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub governed: Option<Governed>,
+}
+
+/// How a tracked process is governed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Governed {
+    /// The group's name (`job.x` or `pool.y`).
+    pub job: String,
+    pub cgroup: PathBuf,
+    /// Where it was before reeve moved it; absent for an adopted process
+    /// whose origin reeve did not record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_cgroup: Option<PathBuf>,
+    pub attached_ms: u64,
+}
+
+/// One governed group and its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobState {
+    pub group: String,
+    pub cgroup: PathBuf,
+    pub pool: bool,
+    pub limits: Limits,
+    pub in_force: bool,
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// What the daemon's governance knows, kept in memory and put into every
+/// snapshot. `generation` changes whenever the contents do.
+#[derive(Debug, Default)]
+pub struct GovernanceView {
+    pub procs: HashMap<ProcKey, Governed>,
+    pub jobs: BTreeMap<String, JobState>,
+    pub generation: u64,
 }
 
 impl ProcState {
@@ -64,6 +105,8 @@ pub struct State {
     pub started_ms: u64,
     pub processes: Vec<ProcState>,
     #[serde(default)]
+    pub jobs: Vec<JobState>,
+    #[serde(default)]
     pub counters: Counters,
 }
 
@@ -82,6 +125,7 @@ impl State {
     /// The snapshot of what `discovery` tracks now.
     pub fn capture(
         d: &Discovery,
+        gov: &GovernanceView,
         daemon_pid: u32,
         started_ms: u64,
         counters: &Counters,
@@ -100,6 +144,7 @@ impl State {
                 discovered_ms: t.discovered_ms,
                 exited_ms: t.exited_ms,
                 last_seen_ms: if t.alive() { now_ms } else { t.exited_ms },
+                governed: gov.procs.get(k).cloned(),
             })
             .collect();
         processes.sort_by_key(|p| (p.pid, p.start_ticks));
@@ -109,6 +154,7 @@ impl State {
             daemon_pid,
             started_ms,
             processes,
+            jobs: gov.jobs.values().cloned().collect(),
             counters: counters.clone(),
         }
     }
@@ -121,6 +167,9 @@ impl State {
             p.discovered_ms = normalise_ms(p.discovered_ms);
             p.exited_ms = normalise_ms(p.exited_ms);
             p.last_seen_ms = normalise_ms(p.last_seen_ms);
+            if let Some(g) = &mut p.governed {
+                g.attached_ms = normalise_ms(g.attached_ms);
+            }
         }
     }
 

@@ -28,20 +28,26 @@ pub const MAX_PIDS: u64 = 4 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    #[serde(with = "cpu_text")]
+    #[serde(with = "cpu_text", skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_period_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_weight: Option<u32>,
-    #[serde(with = "size_text")]
+    #[serde(with = "size_text", skip_serializing_if = "Option::is_none")]
     pub memory: Option<SizeLimit>,
-    #[serde(with = "size_text")]
+    #[serde(with = "size_text", skip_serializing_if = "Option::is_none")]
     pub memory_high: Option<SizeLimit>,
-    #[serde(with = "size_text")]
+    #[serde(with = "size_text", skip_serializing_if = "Option::is_none")]
     pub swap: Option<SizeLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<PidsLimit>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub io: Vec<IoMax>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub io_weight: Option<u32>,
     /// Canonical CPU list ("0-3,5").
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpuset: Option<String>,
 }
 

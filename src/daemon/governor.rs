@@ -12,6 +12,7 @@ use crate::discovery::{Discovery, ADOPTED_RULE};
 use crate::govern::{self, Placement, Records};
 use crate::log::{Logger, Val};
 use crate::procfs::{ProcKey, ProcReader};
+use crate::state::{Governed, GovernanceView, JobState};
 use crate::sys;
 
 /// Attaches handled per wakeup.
@@ -26,6 +27,8 @@ pub struct Governor {
     h: Hierarchy,
     records: Records,
     reader: ProcReader,
+    /// What is governed, for the state snapshot.
+    pub view: GovernanceView,
 }
 
 impl Governor {
@@ -41,7 +44,12 @@ impl Governor {
             govern::ensure_root(&h)?;
             let records = Records::open(&config.state_dir)?;
             let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
-            Ok(Governor { h, records, reader })
+            Ok(Governor {
+                h,
+                records,
+                reader,
+                view: GovernanceView::default(),
+            })
         };
         match setup() {
             Ok(g) => {
@@ -90,9 +98,12 @@ impl Governor {
                     continue;
                 };
                 if d.tracked().get(&key).is_some_and(|t| t.alive()) {
+                    // Restored from the snapshot: note where it is governed.
+                    self.note_adopted(key, &name);
                     continue;
                 }
                 if d.restore(key, ADOPTED_RULE, sys::realtime_ms()) {
+                    self.note_adopted(key, &name);
                     log.info(
                         "adopted",
                         &[
@@ -105,6 +116,42 @@ impl Governor {
                 }
             }
         }
+    }
+
+    /// Records a process found in a governed group, with what its job
+    /// record says about the group and the process's origin.
+    fn note_adopted(&mut self, key: ProcKey, group: &str) {
+        let record = self.records.load(group).ok().flatten();
+        let original = record.as_ref().and_then(|r| {
+            r.members
+                .iter()
+                .find(|m| m.key() == key)
+                .map(|m| m.original_cgroup.clone())
+        });
+        let cgroup = self.h.root.join(group);
+        self.view.procs.insert(
+            key,
+            Governed {
+                job: group.to_string(),
+                cgroup: cgroup.clone(),
+                original_cgroup: original,
+                attached_ms: record.as_ref().map_or(sys::realtime_ms(), |r| r.created_ms),
+            },
+        );
+        if let Some(r) = record {
+            self.view.jobs.insert(
+                group.to_string(),
+                JobState {
+                    group: r.group,
+                    cgroup: r.cgroup,
+                    pool: r.pool,
+                    limits: r.limits,
+                    in_force: r.in_force,
+                    problems: r.problems,
+                },
+            );
+        }
+        self.view.generation += 1;
     }
 
     fn job_name(rule: &Rule, pid: u32) -> String {
@@ -136,6 +183,7 @@ impl Governor {
         if let Some(group) = govern::managed_group(&self.h, key.pid) {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
+            self.note_adopted(key, &group);
             return;
         }
         let place = match &rule.pool {
@@ -166,6 +214,29 @@ impl Governor {
                     ("in_force", Val::Bool(r.in_force)),
                 ];
                 log.info("attached", &f);
+                for m in &r.members {
+                    self.view.procs.insert(
+                        m.key(),
+                        Governed {
+                            job: r.group.clone(),
+                            cgroup: r.cgroup.clone(),
+                            original_cgroup: Some(m.original_cgroup.clone()),
+                            attached_ms: now,
+                        },
+                    );
+                }
+                self.view.jobs.insert(
+                    r.group.clone(),
+                    JobState {
+                        group: r.group.clone(),
+                        cgroup: r.cgroup.clone(),
+                        pool: rule.pool.is_some(),
+                        limits: rule.limits.clone(),
+                        in_force: r.in_force,
+                        problems: r.problems.clone(),
+                    },
+                );
+                self.view.generation += 1;
                 for why in &r.problems {
                     log.error(
                         "limit_failed",
@@ -186,7 +257,13 @@ impl Governor {
 
     /// After a process in an auto-attached job ended: remove the job's
     /// group and record once nothing runs in it. Pools stay.
-    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: &Rule) {
+    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: Option<&Rule>) {
+        if self.view.procs.remove(&key).is_some() {
+            self.view.generation += 1;
+        }
+        let Some(rule) = rule else {
+            return;
+        };
         if !governs(rule) || rule.pool.is_some() {
             return;
         }
@@ -203,6 +280,8 @@ impl Governor {
             match group.remove() {
                 Ok(()) => {
                     let _ = self.records.remove(&name);
+                    self.view.jobs.remove(&name);
+                    self.view.generation += 1;
                     log.info("job_removed", &[("job", Val::S(&name))]);
                 }
                 Err(e) => log.warn(

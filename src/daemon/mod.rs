@@ -256,8 +256,9 @@ impl Daemon {
             gov.adopt_existing(&mut self.discovery, &mut self.log);
         }
         let result = self.event_loop();
+        let view = self.governor.as_ref().map(|g| &g.view);
         self.persist
-            .maybe_save(&self.discovery, &mut self.log, true);
+            .maybe_save(&self.discovery, view, &mut self.log, true);
         let stop = result?;
         let Stop::Signal(sig) = stop;
         self.log.info(
@@ -280,8 +281,9 @@ impl Daemon {
             }
             self.discovery.evict_expired(sys::realtime_ms());
             self.govern_some();
+            let view = self.governor.as_ref().map(|g| &g.view);
             self.persist
-                .maybe_save(&self.discovery, &mut self.log, false);
+                .maybe_save(&self.discovery, view, &mut self.log, false);
             persist::Persistence::tick(&mut self.log);
 
             let now = sys::monotonic_ns();
@@ -326,9 +328,7 @@ impl Daemon {
         let n = self.ended.len().min(governor::ATTACH_PER_WAKE);
         for i in 0..n {
             let (key, rule) = self.ended[i];
-            if let Some(r) = self.config.targets.get(rule as usize) {
-                gov.ended(&mut self.log, key, r);
-            }
+            gov.ended(&mut self.log, key, self.config.targets.get(rule as usize));
         }
         self.ended.drain(..n);
     }

@@ -10,7 +10,7 @@
 
 use crate::discovery::{Discovery, DiscoveryStats, ADOPTED_RULE};
 use crate::log::{Logger, Val};
-use crate::state::{self, Counters, DaemonLock, State};
+use crate::state::{self, Counters, DaemonLock, GovernanceView, State};
 use crate::store::{EventLog, Loaded, LogOptions, StateDir};
 use crate::sys;
 
@@ -23,7 +23,7 @@ pub struct Persistence {
     _lock: DaemonLock,
     started_ms: u64,
     base: Counters,
-    saved: Option<DiscoveryStats>,
+    saved: Option<(DiscoveryStats, u64)>,
     last_save_ms: u64,
     last_error_ms: u64,
     /// A state file that could not be set aside must not be overwritten.
@@ -132,20 +132,35 @@ impl Persistence {
 
     /// Writes the snapshot when it changed and the flush interval passed,
     /// or always when `force` (shutdown).
-    pub fn maybe_save(&mut self, d: &Discovery, log: &mut Logger, force: bool) {
+    pub fn maybe_save(
+        &mut self,
+        d: &Discovery,
+        gov: Option<&GovernanceView>,
+        log: &mut Logger,
+        force: bool,
+    ) {
         let now = sys::realtime_ms();
         let stats = d.stats();
-        let changed = self.saved != Some(stats);
+        let version = (stats, gov.map_or(0, |g| g.generation));
+        let changed = self.saved != Some(version);
         if self.save_disabled
             || !(force || changed && now.saturating_sub(self.last_save_ms) >= FLUSH_INTERVAL_MS)
         {
             return;
         }
         let counters = state::add_counters(&self.base, &stats);
-        let snapshot = State::capture(d, sys::getpid(), self.started_ms, &counters, now);
+        let empty = GovernanceView::default();
+        let snapshot = State::capture(
+            d,
+            gov.unwrap_or(&empty),
+            sys::getpid(),
+            self.started_ms,
+            &counters,
+            now,
+        );
         match snapshot.save(&self.dir) {
             Ok(()) => {
-                self.saved = Some(stats);
+                self.saved = Some(version);
                 self.last_save_ms = now;
             }
             Err(e) => {
