@@ -12,7 +12,7 @@ use crate::discovery::{Discovery, ADOPTED_RULE};
 use crate::govern::{self, Placement, Records};
 use crate::log::{Logger, Val};
 use crate::procfs::{ProcKey, ProcReader};
-use crate::state::{Governed, GovernanceView, JobState};
+use crate::state::{GovernanceView, Governed, JobState};
 use crate::sys;
 
 /// Attaches handled per wakeup.
