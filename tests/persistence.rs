@@ -371,3 +371,81 @@ fn full_disk_keeps_old_state_and_queues_events() {
         write_atomic(&d, "state.json", br#"{"version":1,"jobs":["enc-2"]}"#).unwrap();
     }
 }
+
+/// The daemon on a full disk: supervision goes on (targets are still
+/// discovered, the log on stderr says what failed), the previous state
+/// file stays intact, and the audit events queued while the disk was full
+/// land, in order and without gaps, once space returns.
+#[test]
+fn daemon_on_a_full_disk_keeps_supervising() {
+    use common::{config_for, event_name, write_config, Daemon, ProcGuard, Target};
+    let t = TempDir::new("persist-daemon-full");
+    let mnt = t.join("state");
+    fs::create_dir(&mnt).unwrap();
+    let Some(_mount) = Mount::tmpfs(&mnt, "512k") else {
+        return;
+    };
+    let mut procs = ProcGuard::new();
+    let target = Target::new(t.path());
+    let mut cfg = config_for(
+        &t,
+        "full",
+        &target.name,
+        Some(&[std::process::id()]),
+        "auto",
+        "100ms",
+    );
+    cfg["state_dir"] = Value::String(mnt.display().to_string());
+    let mut d = Daemon::start(&write_config(t.path(), &cfg), t.path());
+    d.wait_started();
+    let first = target.spawn(&mut procs, "60");
+    d.wait_event("discovered", first, Duration::from_secs(20));
+    // Wait for a snapshot that holds the first target.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let text = fs::read_to_string(mnt.join("state.json")).unwrap_or_default();
+        if text.contains(&format!("\"pid\":{}", first.pid)) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot with the first target"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let filler = mnt.join("filler");
+    fill(&filler);
+    let second = target.spawn(&mut procs, "60");
+    // Supervision continues: the second target is discovered.
+    d.wait_event("discovered", second, Duration::from_secs(20));
+    d.wait_for("a report of the full disk", Duration::from_secs(20), |v| {
+        matches!(event_name(v), "audit_log_failed" | "state_save_failed")
+    });
+    // The previous state file is intact (a complete, parseable snapshot).
+    let during = fs::read_to_string(mnt.join("state.json")).unwrap();
+    assert_eq!(during, before, "state.json changed while the disk was full");
+
+    fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events: Vec<Value> = read_events(&mnt, None).unwrap().collect();
+        let landed = events
+            .iter()
+            .any(|v| v["event"] == "discovered" && v["pid"] == second.pid);
+        if landed {
+            let seqs: Vec<u64> = events.iter().filter_map(|v| v["seq"].as_u64()).collect();
+            let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+            assert_eq!(seqs, want, "contiguous seqs after the disk recovered");
+            break;
+        }
+        assert!(Instant::now() < deadline, "queued events never landed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.stop_ok();
+    let after = fs::read_to_string(mnt.join("state.json")).unwrap();
+    assert!(
+        after.contains(&format!("\"pid\":{}", second.pid)),
+        "state caught up"
+    );
+}
