@@ -456,6 +456,7 @@ fn tracked_state(now: u64) -> State {
             })
             .collect(),
         counters: Counters::default(),
+        audit_seq: 0,
     }
 }
 

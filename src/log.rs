@@ -41,6 +41,7 @@ pub struct Logger {
     /// The audit event log: every event at info or above but `scan`.
     audit: Option<EventLog>,
     audit_failures: u64,
+    last_audit_seq: u64,
 }
 
 /// Events that are too frequent to be audit records.
@@ -57,6 +58,7 @@ impl Logger {
             failed_writes: 0,
             audit: None,
             audit_failures: 0,
+            last_audit_seq: 0,
         }
     }
 
@@ -67,6 +69,11 @@ impl Logger {
 
     pub fn audit_mut(&mut self) -> Option<&mut EventLog> {
         self.audit.as_mut()
+    }
+
+    /// The sequence number of the last event this logger wrote itself.
+    pub fn last_audit_seq(&self) -> u64 {
+        self.last_audit_seq
     }
 
     /// Audit appends that failed outright (not queued).
@@ -107,10 +114,14 @@ impl Logger {
         let ts = sys::realtime_ms();
         if audited(level, event) {
             if let Some(audit) = self.audit.as_mut() {
-                if let Err(e) = audit.append(ts, event, fields) {
-                    self.audit_failures += 1;
-                    let line = format!("reeve: audit log: {e}; event {event} not recorded\n");
-                    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                match audit.append(ts, event, fields) {
+                    Ok(Some(seq)) => self.last_audit_seq = seq,
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.audit_failures += 1;
+                        let line = format!("reeve: audit log: {e}; event {event} not recorded\n");
+                        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                    }
                 }
             }
         }

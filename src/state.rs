@@ -26,6 +26,9 @@ use crate::store::{self, Loaded, StateDir};
 pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "reeve.lock";
 pub const STATE_VERSION: u32 = 1;
+/// How long a starting daemon retries the lock before it believes another
+/// daemon holds it.
+pub const LOCK_WAIT_MS: u64 = 500;
 
 /// One tracked process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,10 @@ pub struct State {
     pub jobs: Vec<JobState>,
     #[serde(default)]
     pub counters: Counters,
+    /// The last audit event written before this snapshot: on restart,
+    /// events after it are what the snapshot does not yet know.
+    #[serde(default)]
+    pub audit_seq: u64,
 }
 
 /// A timestamp from elsewhere, in milliseconds: a value that can only be
@@ -126,6 +133,7 @@ impl State {
     pub fn capture(
         d: &Discovery,
         gov: &GovernanceView,
+        audit_seq: u64,
         daemon_pid: u32,
         started_ms: u64,
         counters: &Counters,
@@ -156,6 +164,7 @@ impl State {
             processes,
             jobs: gov.jobs.values().cloned().collect(),
             counters: counters.clone(),
+            audit_seq,
         }
     }
 
@@ -230,10 +239,17 @@ fn read_holder(file: &mut File) -> Option<u32> {
 }
 
 impl DaemonLock {
-    /// Takes the lock or says who holds it.
+    /// Takes the lock or says who holds it. A reader such as `reeve status`
+    /// holds a shared lock for an instant, so a refusal is retried for
+    /// [`LOCK_WAIT_MS`] before it is believed.
     pub fn acquire(dir: &Path, pid: u32) -> Result<DaemonLock, String> {
         let mut file = open_lock(dir)?;
-        if FileExt::try_lock_exclusive(&file).is_err() {
+        let mut waited = 0;
+        while FileExt::try_lock_exclusive(&file).is_err() && waited < LOCK_WAIT_MS {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 10;
+        }
+        if waited >= LOCK_WAIT_MS && FileExt::try_lock_exclusive(&file).is_err() {
             let holder = read_holder(&mut file)
                 .map_or_else(|| "another process".to_string(), |p| format!("pid {p}"));
             return Err(format!(

@@ -18,6 +18,22 @@ use crate::sys;
 /// Attaches handled per wakeup.
 pub const ATTACH_PER_WAKE: usize = 64;
 
+/// The rule that made a group: `pool.NAME` is the pool of the first rule
+/// naming it; `job.RULE-PID` is the job of rule RULE.
+fn rule_of_group(rules: &[Rule], group: &str) -> Option<usize> {
+    if let Some(pool) = group.strip_prefix("pool.") {
+        return rules.iter().position(|r| r.pool.as_deref() == Some(pool));
+    }
+    let job = group.strip_prefix("job.")?;
+    rules.iter().position(|r| {
+        r.pool.is_none()
+            && job
+                .strip_prefix(&cgroup::sanitize_job_name(&r.name))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// Whether a rule asks for governance at all.
 pub fn governs(rule: &Rule) -> bool {
     !rule.limits.is_empty() || rule.pool.is_some()
@@ -81,7 +97,7 @@ impl Governor {
     /// Tracks the processes of every group reeve governs, including jobs
     /// made by `reeve run` or `reeve attach` while no daemon ran; nothing
     /// is moved or re-limited.
-    pub fn adopt_existing(&mut self, d: &mut Discovery, log: &mut Logger) {
+    pub fn adopt_existing(&mut self, d: &mut Discovery, rules: &[Rule], log: &mut Logger) {
         let Ok(entries) = std::fs::read_dir(&self.h.root) else {
             return;
         };
@@ -102,7 +118,8 @@ impl Governor {
                     self.note_adopted(key, &name);
                     continue;
                 }
-                if d.restore(key, ADOPTED_RULE, sys::realtime_ms()) {
+                let rule = rule_of_group(rules, &name).map_or(ADOPTED_RULE, |i| i as u16);
+                if d.restore(key, rule, sys::realtime_ms()) {
                     self.note_adopted(key, &name);
                     log.info(
                         "adopted",
@@ -249,6 +266,18 @@ impl Governor {
                 }
             }
             Err(why) => {
+                // A target that ended before it could be moved is not a
+                // failure of governance.
+                if govern::identify(&mut self.reader, key.pid).ok() != Some(key) {
+                    let f = [
+                        base[0],
+                        base[1],
+                        base[2],
+                        ("reason", Val::S("the process ended before it was attached")),
+                    ];
+                    log.debug("attach_skipped", &f);
+                    return;
+                }
                 let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
                 log.error("attach_failed", &f);
             }

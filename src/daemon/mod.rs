@@ -253,8 +253,12 @@ impl Daemon {
         );
         self.persist.restore(&mut self.discovery, &mut self.log);
         if let Some(gov) = self.governor.as_mut() {
-            gov.adopt_existing(&mut self.discovery, &mut self.log);
+            gov.adopt_existing(&mut self.discovery, &self.config.targets, &mut self.log);
         }
+        // What was restored and adopted is on disk before anything else.
+        let view = self.governor.as_ref().map(|g| &g.view);
+        self.persist
+            .maybe_save(&self.discovery, view, &mut self.log, true);
         let result = self.event_loop();
         let view = self.governor.as_ref().map(|g| &g.view);
         self.persist

@@ -10,6 +10,7 @@
 
 use crate::discovery::{Discovery, DiscoveryStats, ADOPTED_RULE};
 use crate::log::{Logger, Val};
+use crate::procfs::ProcKey;
 use crate::state::{self, Counters, DaemonLock, GovernanceView, State};
 use crate::store::{EventLog, Loaded, LogOptions, StateDir};
 use crate::sys;
@@ -17,6 +18,48 @@ use crate::sys;
 /// Longest a change waits before it is in the snapshot.
 pub const FLUSH_INTERVAL_MS: u64 = 1000;
 const SAVE_ERROR_EVERY_MS: u64 = 60_000;
+
+/// Identities whose `exited` event is in the audit log after `since`: the
+/// daemon saw them end but died before its next snapshot.
+fn exits_since(dir: &std::path::Path, since: u64) -> std::collections::HashSet<ProcKey> {
+    let mut out = std::collections::HashSet::new();
+    if since == 0 {
+        return out;
+    }
+    let Ok(reader) = crate::store::read_events(dir, Some(since)) else {
+        return out;
+    };
+    for v in reader {
+        if v.get("event").and_then(|e| e.as_str()) != Some("exited") {
+            continue;
+        }
+        let pid = v.get("pid").and_then(|x| x.as_u64());
+        let start = v.get("start_ticks").and_then(|x| x.as_u64());
+        if let (Some(pid), Some(start_ticks)) = (pid, start) {
+            if let Ok(pid) = u32::try_from(pid) {
+                out.insert(ProcKey { pid, start_ticks });
+            }
+        }
+    }
+    out
+}
+
+/// A daemon killed mid-save leaves its temp file behind; the lock is ours,
+/// so nobody else is writing one now.
+fn remove_stale_temp_files(dir: &std::path::Path, log: &mut Logger) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!(".{}.tmp.", state::STATE_FILE))
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            log.debug("temp_removed", &[("file", Val::S(&name))]);
+        }
+    }
+}
 
 pub struct Persistence {
     dir: StateDir,
@@ -44,6 +87,7 @@ impl Persistence {
         let events = EventLog::open(&dir, audit)
             .map_err(|e| format!("cannot open the audit event log: {e}"))?;
         log.set_audit(events);
+        remove_stale_temp_files(dir.path(), log);
         if dir.tightened() {
             log.warn(
                 "state_dir_tightened",
@@ -75,11 +119,15 @@ impl Persistence {
             Loaded::Ok(s) => {
                 self.base = s.counters.clone();
                 self.base.restarts = self.base.restarts.saturating_add(1);
+                let recorded = exits_since(self.dir.path(), s.audit_seq);
                 let (mut restored, mut ended) = (0u64, 0u64);
                 for p in s.processes.iter().filter(|p| p.exited_ms == 0) {
                     let rule = d.rules().index(&p.rule).map_or(ADOPTED_RULE, |i| i as u16);
                     if d.restore(p.key(), rule, p.discovered_ms) {
                         restored += 1;
+                    } else if recorded.contains(&p.key()) {
+                        // Its exit was logged after the last snapshot.
+                        ended += 1;
                     } else {
                         ended += 1;
                         log.info(
@@ -153,6 +201,7 @@ impl Persistence {
         let snapshot = State::capture(
             d,
             gov.unwrap_or(&empty),
+            log.last_audit_seq(),
             sys::getpid(),
             self.started_ms,
             &counters,
