@@ -163,7 +163,9 @@ pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn json_val(out: &mut String, v: &Val<'_>) {
+/// Appends one value: numbers bare, strings escaped, outside bytes
+/// lossily as UTF-8 (the audit log uses the same encoding).
+pub fn json_val(out: &mut String, v: &Val<'_>) {
     match v {
         Val::U(n) => {
             let _ = write!(out, "{n}");

@@ -193,7 +193,12 @@ pub fn open_read_at(dir: &OwnedFd, path: &CStr) -> io::Result<OwnedFd> {
 /// caller never parses a truncated record as if it were complete.
 pub fn read_file_at(dir: &OwnedFd, path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     let file = open_read_at(dir, path)?;
-    let mut filled = 0;
+    read_to_end_from(&file, buf, 0)
+}
+
+/// Continues reading `file` into `buf[filled..]` until end-of-file; a file
+/// that does not fit is `InvalidData`.
+fn read_to_end_from(file: &OwnedFd, buf: &mut [u8], mut filled: usize) -> io::Result<usize> {
     loop {
         if filled == buf.len() {
             return Err(io::Error::new(
@@ -216,23 +221,11 @@ pub fn read_file_at(dir: &OwnedFd, path: &CStr, buf: &mut [u8]) -> io::Result<us
 /// else falls back to reading until end-of-file, as [`read_file_at`] does.
 pub fn read_record_at(dir: &OwnedFd, path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     let file = open_read_at(dir, path)?;
-    let mut filled = read_fd(file.as_raw_fd(), buf)?;
+    let filled = read_fd(file.as_raw_fd(), buf)?;
     if filled > 0 && filled < buf.len() && buf[filled - 1] == b'\n' {
         return Ok(filled);
     }
-    loop {
-        if filled == buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "file larger than the read buffer",
-            ));
-        }
-        let n = read_fd(file.as_raw_fd(), &mut buf[filled..])?;
-        if n == 0 {
-            return Ok(filled);
-        }
-        filled += n;
-    }
+    read_to_end_from(&file, buf, filled)
 }
 
 /// Reads up to `buf.len()` bytes of a file relative to `dir`: the prefix of

@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -25,24 +25,14 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::cgroup::*;
 use common::*;
 use serde_json::{json, Value};
-
-/// Where the cgroup v2 hierarchy is mounted on this host.
-const UNIFIED: &str = "/sys/fs/cgroup/unified";
 
 // ------------------------------------------------------------ helpers ---
 
 fn me() -> u32 {
     std::process::id()
-}
-
-/// The cgroup v2 path of a process relative to the mount (`0::` line).
-fn cgroup_of(pid: u32) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|s| s.trim_end().to_string())
 }
 
 /// Whether `id` is still that process and running (not a zombie).
@@ -55,147 +45,6 @@ fn running(id: Ident) -> bool {
     };
     let state = stat[close + 1..].split_ascii_whitespace().next();
     !matches!(state, Some("Z" | "X" | "x")) && read_start_ticks(id.pid) == Some(id.start_ticks)
-}
-
-/// The pids in a group's cgroup.procs (empty when the group is gone).
-fn procs_of(group: &Path) -> BTreeSet<u32> {
-    fs::read_to_string(group.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// Sends `sig` to `pid` through a pidfd, only if the process is (still)
-/// inside the cgroup subtree `rel` while the pidfd is held.
-fn signal_if_in(pid: u32, rel: &str, sig: libc::c_int) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
-    if fd < 0 {
-        return false;
-    }
-    // The pidfd pins the process: if it is in the subtree now, the signal
-    // below reaches that same process or none.
-    let inside = cgroup_of(pid).is_some_and(|c| c == rel || c.starts_with(&format!("{rel}/")));
-    let sent = inside
-        // SAFETY: pidfd_send_signal on our own valid fd, no siginfo.
-        && unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd,
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        } == 0;
-    // SAFETY: closing the fd we opened.
-    unsafe { libc::close(fd) };
-    sent
-}
-
-/// Every directory at or below `dir`, deepest first.
-fn dirs_bottom_up(dir: &Path) -> Vec<PathBuf> {
-    let mut all = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < all.len() {
-        if let Ok(rd) = fs::read_dir(&all[i]) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    all.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    all
-}
-
-/// A uniquely named cgroup v2 subtree owned by one test; reeve's root is
-/// `<subtree>/reeve`. Declare it before the test's [`ProcGuard`], so that
-/// the guard kills and reaps the test's children first.
-struct Subtree {
-    path: PathBuf,
-    /// The path relative to the mount, as /proc/<pid>/cgroup shows it.
-    rel: String,
-}
-
-impl Subtree {
-    fn new() -> Subtree {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-        assert!(
-            mountinfo.lines().any(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                f.get(4) == Some(&UNIFIED) && l.contains(" - cgroup2 ")
-            }),
-            "these tests need cgroup2 mounted at {UNIFIED}"
-        );
-        let name = format!("reeve-test-{}", random_hex16());
-        let path = Path::new(UNIFIED).join(&name);
-        fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        Subtree {
-            path,
-            rel: format!("/{name}"),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path.join("reeve")
-    }
-
-    fn pool(&self, name: &str) -> PathBuf {
-        self.root().join(format!("pool.{name}"))
-    }
-
-    /// `path` relative to the mount, as /proc/<pid>/cgroup shows it.
-    fn rel(&self, path: &Path) -> String {
-        let r = path.strip_prefix(UNIFIED).expect("path inside the mount");
-        format!("/{}", r.display())
-    }
-}
-
-impl Drop for Subtree {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut killed = BTreeSet::new();
-        loop {
-            let pids: BTreeSet<u32> = dirs_bottom_up(&self.path)
-                .iter()
-                .flat_map(|d| procs_of(d))
-                .collect();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                if signal_if_in(pid, &self.rel, libc::SIGKILL) {
-                    killed.insert(pid);
-                }
-            }
-            if Instant::now() >= deadline {
-                eprintln!("warning: processes remain in {}", self.path.display());
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        for &pid in &killed {
-            let mut status = 0;
-            // SAFETY: waitpid on one pid we killed; ECHILD if not ours.
-            unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-        }
-        for dir in dirs_bottom_up(&self.path) {
-            let until = Instant::now() + Duration::from_secs(5);
-            while let Err(e) = fs::remove_dir(&dir) {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    break;
-                }
-                if Instant::now() >= until {
-                    eprintln!("warning: rmdir {}: {e}", dir.display());
-                    break;
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
 }
 
 /// xorshift64*: reproducible from the printed seed, no crates.

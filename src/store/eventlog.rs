@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::reader::{self, generation_path, list_generations, scan_tail, LOCK_NAME, LOG_NAME};
 use super::{open_private, open_read, StateDir, StoreError};
-use crate::log::{json_str, Val};
+use crate::log::{json_str, json_val, Val};
 
 const SEQ_NAME: &str = "events.seq";
 
@@ -723,22 +723,6 @@ fn format_body(out: &mut String, ts_ms: u64, event: &str, fields: &[(&str, Val<'
         json_val(out, v);
     }
     out.push_str("}\n");
-}
-
-/// The value encoding of `crate::log`: numbers bare, strings escaped,
-/// outside bytes lossily as UTF-8.
-fn json_val(out: &mut String, v: &Val<'_>) {
-    match v {
-        Val::U(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::I(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Val::S(s) => json_str(out, s),
-        Val::B(b) => json_str(out, &String::from_utf8_lossy(b)),
-        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-    }
 }
 
 /// A 64-bit mixer (splitmix64's finaliser): a torn or hand-edited sidecar

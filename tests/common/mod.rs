@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod cgroup;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
