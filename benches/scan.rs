@@ -1044,14 +1044,21 @@ fn run() -> Res<()> {
         &scan_config,
         &json!({"targets": [{"name": "bench", "match": {"comm": [target]}}]}),
     )?;
-    let watch_config = tmp.0.join("watch.json");
-    write_json(
-        &watch_config,
-        &json!({
-            "targets": [{"name": "bench", "match": {"comm": [target]}}],
-            "discovery": {"scan_interval": "1s"},
-        }),
-    )?;
+    // One config and one private state directory per daemon, so each
+    // starts cold: a shared state would let the second restore the first's
+    // processes without discovering them.
+    let watch_config = |variant: &str| -> Res<PathBuf> {
+        let path = tmp.0.join(format!("watch-{variant}.json"));
+        write_json(
+            &path,
+            &json!({
+                "targets": [{"name": "bench", "match": {"comm": [target]}}],
+                "discovery": {"scan_interval": "1s"},
+                "state_dir": tmp.0.join(format!("state-{variant}")),
+            }),
+        )?;
+        Ok(path)
+    };
     let reeve = PathBuf::from(env!("CARGO_BIN_EXE_reeve"));
     let musl_path = std::env::var_os(MUSL_ENV).map_or_else(
         || {
@@ -1086,14 +1093,14 @@ fn run() -> Res<()> {
     let tracked = TARGETS + EXTRA_TARGETS;
     let rss_glibc = measure_watch(
         &reeve,
-        &watch_config,
+        &watch_config("glibc")?,
         &tmp.0.join("watch-glibc.log"),
         tracked,
     )?;
     let rss_musl = match musl {
         Some(m) => Some(measure_watch(
             m,
-            &watch_config,
+            &watch_config("musl")?,
             &tmp.0.join("watch-musl.log"),
             tracked,
         )?),
