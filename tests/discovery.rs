@@ -1038,3 +1038,96 @@ fn netlink_overrun_triggers_an_immediate_rescan() {
     );
     d.stop_ok();
 }
+
+// ------------------------------------------------------------- reload ---
+
+/// SIGHUP re-reads the config file: new rules apply to processes already
+/// running, and a broken file is refused while the running config stays.
+#[test]
+fn sighup_reloads_rules_and_refuses_a_bad_file() {
+    let dir = TempDir::new("reload");
+    let mut procs = ProcGuard::new();
+    let first = Target::new(dir.path());
+    let second = Target::new(dir.path());
+    let cfg_path = write_config(
+        dir.path(),
+        &config_for(&dir, "one", &first.name, Some(&[me()]), "auto", "100ms"),
+    );
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let b = second.spawn(&mut procs, "60");
+    d.wait_scans(3, Duration::from_secs(20));
+    assert!(
+        !d.events()
+            .iter()
+            .any(|v| event_name(v) == "discovered" && b.matches(v)),
+        "not a target yet"
+    );
+
+    fs::write(&cfg_path, "{ not json").unwrap();
+    // SAFETY: kill(2) on the daemon this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(d.pid as i32, libc::SIGHUP) }, 0);
+    d.wait_for("config_reload_failed", Duration::from_secs(20), |v| {
+        event_name(v) == "config_reload_failed"
+    });
+    d.check_alive("a bad config must not stop the daemon");
+
+    let new = config_for(&dir, "two", &second.name, Some(&[me()]), "auto", "100ms");
+    fs::write(&cfg_path, new.to_string()).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(d.pid as i32, libc::SIGHUP) }, 0);
+    d.wait_for("config_reloaded", Duration::from_secs(20), |v| {
+        event_name(v) == "config_reloaded"
+    });
+    let v = d.wait_event("discovered", b, Duration::from_secs(20));
+    assert_eq!(v["rule"], "two", "{v}");
+    d.stop_ok();
+}
+
+// -------------------------------------------------------- events --follow ---
+
+/// `reeve events --follow` prints events as they are appended.
+#[test]
+fn events_follow_tails_the_audit_log() {
+    let dir = TempDir::new("follow");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let cfg_path = write_config(
+        dir.path(),
+        &config_for(&dir, "f", &target.name, Some(&[me()]), "auto", "100ms"),
+    );
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let out_path = dir.join("follow.out");
+    let out = fs::File::create(&out_path).unwrap();
+    let follower = spawn_retry(
+        Command::new(env!("CARGO_BIN_EXE_reeve"))
+            .args(["events", "--follow", "--json", "--config"])
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::null()),
+    );
+    let follower_pid = procs.push(follower);
+    let id = target.spawn(&mut procs, "60");
+    d.wait_event("discovered", id, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = fs::read_to_string(&out_path).unwrap_or_default();
+        let lines = json_lines(text.as_bytes());
+        if lines
+            .iter()
+            .any(|v| event_name(v) == "discovered" && id.matches(v))
+        {
+            assert!(lines.iter().all(|v| v["seq"].is_u64()), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follow never printed it:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    procs.kill(follower_pid);
+    d.stop_ok();
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use lexopt::prelude::*;
 
 use crate::config::{Config, LogFormat, LogLevel};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, LogOverrides};
 use crate::discovery::{Discovery, ExitStatus, ScanKind, Sink, Source, Tracked};
 use crate::log::Logger;
 use crate::procfs::ProcKey;
@@ -243,7 +243,8 @@ fn watch(p: &mut lexopt::Parser) -> Result<(), CliError> {
         config.log.level = l;
     }
     let log = Logger::new(config.log.format, config.log.level);
-    let daemon = Daemon::new(config, config_path, log).map_err(CliError::Runtime)?;
+    let overrides = LogOverrides { format, level };
+    let daemon = Daemon::new(config, config_path, log, overrides).map_err(CliError::Runtime)?;
     daemon.run().map_err(CliError::Runtime)
 }
 

@@ -159,6 +159,15 @@ pub struct Daemon {
     persist: persist::Persistence,
     to_attach: Vec<(ProcKey, u16)>,
     ended: Vec<(ProcKey, u16)>,
+    overrides: LogOverrides,
+}
+
+/// Log settings given on the command line; they win over the config file,
+/// also after a reload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOverrides {
+    pub format: Option<crate::config::LogFormat>,
+    pub level: Option<LogLevel>,
 }
 
 impl Daemon {
@@ -168,6 +177,7 @@ impl Daemon {
         config: Config,
         config_path: Option<PathBuf>,
         mut log: Logger,
+        overrides: LogOverrides,
     ) -> Result<Daemon, String> {
         let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
@@ -218,6 +228,7 @@ impl Daemon {
             persist,
             to_attach: Vec::with_capacity(queue),
             ended: Vec::with_capacity(queue),
+            overrides,
         })
     }
 
@@ -463,7 +474,10 @@ impl Daemon {
             );
         }
         self.discovery.set_rules(&new.targets);
-        self.log.set(new.log.format, new.log.level);
+        self.log.set(
+            self.overrides.format.unwrap_or(new.log.format),
+            self.overrides.level.unwrap_or(new.log.level),
+        );
         let rules = new.targets.len();
         let capacity = self.config.capacity;
         let mode = self.config.discovery.mode;
@@ -476,6 +490,10 @@ impl Daemon {
             ..new
         };
         self.need_deep = true;
+        if self.governor.is_none() {
+            // Rules that govern may be new in this config.
+            self.governor = governor::Governor::new(&self.config, &mut self.log);
+        }
         self.log.info(
             "config_reloaded",
             &[
