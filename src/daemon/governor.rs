@@ -113,13 +113,11 @@ impl Governor {
                 let Ok(key) = govern::identify(&mut self.reader, pid) else {
                     continue;
                 };
-                if d.tracked().get(&key).is_some_and(|t| t.alive()) {
-                    // Restored from the snapshot: note where it is governed.
-                    self.note_adopted(key, &name);
-                    continue;
-                }
                 let rule = rule_of_group(rules, &name).map_or(ADOPTED_RULE, |i| i as u16);
-                if d.restore(key, rule, sys::realtime_ms()) {
+                let restored = d.tracked().get(&key).is_some_and(|t| t.alive());
+                // Restored from the snapshot or not: this daemon takes up
+                // its governance, and the audit log says so.
+                if restored || d.restore(key, rule, sys::realtime_ms()) {
                     self.note_adopted(key, &name);
                     log.info(
                         "adopted",
@@ -169,6 +167,11 @@ impl Governor {
             );
         }
         self.view.generation += 1;
+    }
+
+    /// Whether governance already knows `key` (attached or adopted).
+    pub fn knows(&self, key: &ProcKey) -> bool {
+        self.view.procs.contains_key(key)
     }
 
     fn job_name(rule: &Rule, pid: u32) -> String {

@@ -262,9 +262,22 @@ impl Daemon {
                 ("config", Val::S(&config_name)),
             ],
         );
-        self.persist.restore(&mut self.discovery, &mut self.log);
+        let restored = self.persist.restore(&mut self.discovery, &mut self.log);
         if let Some(gov) = self.governor.as_mut() {
             gov.adopt_existing(&mut self.discovery, &self.config.targets, &mut self.log);
+            // A restored target its rule governs but no group holds was
+            // discovered by a daemon that died before attaching it.
+            for (key, rule) in restored {
+                let governed = self
+                    .config
+                    .targets
+                    .get(rule as usize)
+                    .is_some_and(governor::governs);
+                if governed && !gov.knows(&key) && self.to_attach.len() < self.to_attach.capacity()
+                {
+                    self.to_attach.push((key, rule));
+                }
+            }
         }
         // What was restored and adopted is on disk before anything else.
         let view = self.governor.as_ref().map(|g| &g.view);

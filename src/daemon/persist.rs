@@ -19,10 +19,17 @@ use crate::sys;
 pub const FLUSH_INTERVAL_MS: u64 = 1000;
 const SAVE_ERROR_EVERY_MS: u64 = 60_000;
 
-/// Identities whose `exited` event is in the audit log after `since`: the
-/// daemon saw them end but died before its next snapshot.
-fn exits_since(dir: &std::path::Path, since: u64) -> std::collections::HashSet<ProcKey> {
-    let mut out = std::collections::HashSet::new();
+/// What the audit log says happened after the snapshot (`since`): the
+/// daemon that wrote it saw these, then died before its next snapshot.
+#[derive(Default)]
+struct SinceSnapshot {
+    /// Identities discovered, with their rule's name.
+    discovered: Vec<(ProcKey, String, u64)>,
+    exited: std::collections::HashSet<ProcKey>,
+}
+
+fn events_since(dir: &std::path::Path, since: u64) -> SinceSnapshot {
+    let mut out = SinceSnapshot::default();
     if since == 0 {
         return out;
     }
@@ -30,15 +37,24 @@ fn exits_since(dir: &std::path::Path, since: u64) -> std::collections::HashSet<P
         return out;
     };
     for v in reader {
-        if v.get("event").and_then(|e| e.as_str()) != Some("exited") {
-            continue;
-        }
+        let event = v.get("event").and_then(|e| e.as_str());
         let pid = v.get("pid").and_then(|x| x.as_u64());
         let start = v.get("start_ticks").and_then(|x| x.as_u64());
-        if let (Some(pid), Some(start_ticks)) = (pid, start) {
-            if let Ok(pid) = u32::try_from(pid) {
-                out.insert(ProcKey { pid, start_ticks });
+        let (Some(pid), Some(start_ticks)) = (pid.and_then(|p| u32::try_from(p).ok()), start)
+        else {
+            continue;
+        };
+        let key = ProcKey { pid, start_ticks };
+        match event {
+            Some("exited") => {
+                out.exited.insert(key);
             }
+            Some("discovered") => {
+                let rule = v.get("rule").and_then(|r| r.as_str()).unwrap_or("");
+                let ts = v.get("ts_ms").and_then(|t| t.as_u64()).unwrap_or(0);
+                out.discovered.push((key, rule.to_string(), ts));
+            }
+            _ => {}
         }
     }
     out
@@ -112,20 +128,23 @@ impl Persistence {
     /// Loads the last snapshot and re-tracks every process that is still
     /// the same process; those that ended while reeve was down are
     /// recorded as exited. Nothing is moved or re-limited.
-    pub fn restore(&mut self, d: &mut Discovery, log: &mut Logger) {
+    /// Returns the identities restored, with their rule index.
+    pub fn restore(&mut self, d: &mut Discovery, log: &mut Logger) -> Vec<(ProcKey, u16)> {
         let now = sys::realtime_ms();
+        let mut back = Vec::new();
         match State::load(&self.dir, now) {
             Loaded::Missing => {}
             Loaded::Ok(s) => {
                 self.base = s.counters.clone();
                 self.base.restarts = self.base.restarts.saturating_add(1);
-                let recorded = exits_since(self.dir.path(), s.audit_seq);
+                let since = events_since(self.dir.path(), s.audit_seq);
                 let (mut restored, mut ended) = (0u64, 0u64);
                 for p in s.processes.iter().filter(|p| p.exited_ms == 0) {
                     let rule = d.rules().index(&p.rule).map_or(ADOPTED_RULE, |i| i as u16);
                     if d.restore(p.key(), rule, p.discovered_ms) {
                         restored += 1;
-                    } else if recorded.contains(&p.key()) {
+                        back.push((p.key(), rule));
+                    } else if since.exited.contains(&p.key()) {
                         // Its exit was logged after the last snapshot.
                         ended += 1;
                     } else {
@@ -140,6 +159,18 @@ impl Persistence {
                                 ("reason", Val::S("ended while reeve was not running")),
                             ],
                         );
+                    }
+                }
+                // Discovered after the snapshot and still running: tracked
+                // again silently, not discovered a second time.
+                for (key, rule, ts) in &since.discovered {
+                    if since.exited.contains(key) {
+                        continue;
+                    }
+                    let rule = d.rules().index(rule).map_or(ADOPTED_RULE, |i| i as u16);
+                    if d.restore(*key, rule, *ts) {
+                        restored += 1;
+                        back.push((*key, rule));
                     }
                 }
                 log.info(
@@ -176,6 +207,7 @@ impl Persistence {
                 );
             }
         }
+        back
     }
 
     /// Writes the snapshot when it changed and the flush interval passed,
