@@ -246,37 +246,62 @@ pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prep
     })
 }
 
-/// `root` and its living descendants, parents before children, found by
-/// one pass over /proc.
+/// `root` and its living descendants, parents before children. The
+/// children files of /proc name them directly; a kernel without those
+/// costs one pass over every process instead.
 pub fn family(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
-    let mut all: Vec<(u32, u32, u64)> = Vec::new();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        let children = match reader.children(parent.pid) {
+            Ok(Some(c)) => c,
+            Ok(None) => return family_by_scan(reader, root),
+            Err(_) => Vec::new(), // the parent ended meanwhile
+        };
+        for pid in children {
+            if let Ok(s) = reader.stat(pid) {
+                if is_child(&s, parent) && !out.contains(&s.key()) {
+                    out.push(s.key());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A living child of `parent`. A child cannot have started before its
+/// parent, which also rejects a stale ppid that names a reused pid.
+fn is_child(s: &crate::procfs::Stat, parent: ProcKey) -> bool {
+    !s.is_dead()
+        && s.ppid == parent.pid
+        && s.pid != parent.pid
+        && s.start_ticks >= parent.start_ticks
+}
+
+fn family_by_scan(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
+    let mut all = Vec::new();
     let mut batch = vec![(0u32, 0u64); crate::procfs::PID_BATCH];
     if reader.rewind_pids().is_ok() {
         while let Ok(n) = reader.next_pid_batch(&mut batch) {
             if n == 0 {
                 break;
             }
-            for &(pid, _) in &batch[..n] {
-                if let Ok(s) = reader.stat(pid) {
-                    if !s.is_dead() {
-                        all.push((pid, s.ppid, s.start_ticks));
-                    }
-                }
-            }
+            all.extend(
+                batch[..n]
+                    .iter()
+                    .filter_map(|&(pid, _)| reader.stat(pid).ok()),
+            );
         }
     }
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {
-        let parent = out[i].pid;
-        for &(pid, ppid, start_ticks) in &all {
-            // A child cannot have started before its parent; this also
-            // rejects a stale ppid that names a reused pid.
-            if ppid == parent && start_ticks >= out[i].start_ticks && pid != parent {
-                let k = ProcKey { pid, start_ticks };
-                if !out.contains(&k) {
-                    out.push(k);
-                }
+        let parent = out[i];
+        for s in &all {
+            if is_child(s, parent) && !out.contains(&s.key()) {
+                out.push(s.key());
             }
         }
         i += 1;
@@ -484,4 +509,46 @@ pub fn detach(
         failed,
         removed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn family_from_children_files_matches_a_full_scan() {
+        // A shell with two children of its own, killed by pid at the end.
+        let mut sh = Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut reader = ProcReader::open().unwrap();
+        let root = identify(&mut reader, sh.id()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let fam = loop {
+            let f = family(&mut reader, root);
+            if f.len() == 3 || std::time::Instant::now() > deadline {
+                break f;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut scanned = family_by_scan(&mut reader, root);
+        let mut got = fam.clone();
+        got.sort();
+        scanned.sort();
+        for k in &fam[1..] {
+            // The test's own grandchildren, listed as the shell's children
+            // just now (the shell is not reaped yet), signalled via pidfd.
+            if let Ok(fd) = crate::sys::pidfd_open(k.pid) {
+                let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+            }
+        }
+        let _ = sh.kill();
+        let _ = sh.wait();
+        assert_eq!(fam.len(), 3, "{fam:?}");
+        assert_eq!(fam[0], root);
+        assert_eq!(got, scanned);
+    }
 }

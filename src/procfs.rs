@@ -371,6 +371,7 @@ pub struct ProcInfo {
 /// Reads /proc through one directory fd and buffers allocated once.
 pub struct ProcReader {
     dir: OwnedFd,
+    root: std::path::PathBuf,
     clk_tck: u64,
     stat_buf: Box<[u8]>,
     link_buf: Box<[u8]>,
@@ -387,8 +388,10 @@ impl ProcReader {
 
     /// Opens a proc mount at `root` (another mount, or a fixture in tests).
     pub fn open_at(root: &CStr) -> io::Result<ProcReader> {
+        use std::os::unix::ffi::OsStrExt;
         Ok(ProcReader {
             dir: sys::open_dir(root)?,
+            root: std::ffi::OsStr::from_bytes(root.to_bytes()).into(),
             clk_tck: sys::clock_ticks_per_sec()?,
             stat_buf: vec![0; STAT_BUF].into_boxed_slice(),
             link_buf: vec![0; LINK_BUF].into_boxed_slice(),
@@ -396,6 +399,33 @@ impl ProcReader {
             cmdline_buf: vec![0; CMDLINE_BUF].into_boxed_slice(),
             dents_buf: vec![0; DENTS_BUF].into_boxed_slice(),
         })
+    }
+
+    /// The pids of `pid`'s children, from every thread's
+    /// /proc/<pid>/task/<tid>/children. `Ok(None)` when the kernel has no
+    /// such files (built without CONFIG_PROC_CHILDREN).
+    pub fn children(&mut self, pid: u32) -> Result<Option<Vec<u32>>, ReadError> {
+        let task = self.root.join(pid.to_string()).join("task");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&task)?.flatten() {
+            let text = match std::fs::read(entry.path().join("children")) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if entry.path().is_dir() {
+                        return Ok(None);
+                    }
+                    continue; // the thread ended meanwhile
+                }
+                Err(e) => return Err(e.into()),
+            };
+            out.extend(
+                text.split(|&b| b == b' ' || b == b'\n')
+                    .filter_map(parse_u32),
+            );
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(Some(out))
     }
 
     pub fn clock_ticks_per_sec(&self) -> u64 {
