@@ -83,6 +83,29 @@ pub struct JobRecord {
     pub members: Vec<Member>,
 }
 
+impl JobRecord {
+    /// A record for a group with no members yet.
+    pub fn new(
+        place: &Placement,
+        cgroup: &Path,
+        limits: &Limits,
+        prepared: &Prepared,
+        now_ms: u64,
+    ) -> JobRecord {
+        JobRecord {
+            version: RECORD_VERSION,
+            group: place.group_name(),
+            cgroup: cgroup.to_path_buf(),
+            pool: matches!(place, Placement::Pool(_)),
+            limits: limits.clone(),
+            in_force: prepared.in_force,
+            problems: prepared.problems.clone(),
+            created_ms: now_ms,
+            members: Vec::new(),
+        }
+    }
+}
+
 /// The job records of one state directory.
 pub struct Records {
     dir: StateDir,
@@ -354,17 +377,7 @@ pub fn attach(
             r.problems = prepared.problems.clone();
             r
         }
-        _ => JobRecord {
-            version: RECORD_VERSION,
-            group: group_name.clone(),
-            cgroup: prepared.path.clone(),
-            pool: matches!(place, Placement::Pool(_)),
-            limits: limits.clone(),
-            in_force: prepared.in_force,
-            problems: prepared.problems.clone(),
-            created_ms: now_ms,
-            members: Vec::new(),
-        },
+        _ => JobRecord::new(place, &prepared.path, limits, &prepared, now_ms),
     };
     let mut moved = Vec::new();
     let mut members = Vec::new();

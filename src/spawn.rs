@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, ExitStatus};
 
 use crate::cgroup::{self, Group, Hierarchy, Limits};
-use crate::govern::{self, JobRecord, Member, Placement, Records, RECORD_VERSION};
+use crate::govern::{self, JobRecord, Member, Placement, Records};
 use crate::log::Val;
 use crate::procfs::ProcReader;
 use crate::sys;
@@ -141,21 +141,15 @@ pub fn run(
     drop(procs);
     let pid = child.id();
     let start_ticks = reader.stat(pid).map_or(0, |s| s.start_ticks);
-    let mut record = records
-        .load(&group_name)
-        .ok()
-        .flatten()
-        .unwrap_or(JobRecord {
-            version: RECORD_VERSION,
-            group: group_name.clone(),
-            cgroup: prepared.path.clone(),
-            pool: matches!(spec.place, Placement::Pool(_)),
-            limits: spec.limits.clone(),
-            in_force: true,
-            problems: Vec::new(),
-            created_ms: sys::realtime_ms(),
-            members: Vec::new(),
-        });
+    let mut record = records.load(&group_name).ok().flatten().unwrap_or_else(|| {
+        JobRecord::new(
+            &spec.place,
+            &prepared.path,
+            &spec.limits,
+            &prepared,
+            sys::realtime_ms(),
+        )
+    });
     record.members.push(Member {
         pid,
         start_ticks,

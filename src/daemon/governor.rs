@@ -188,6 +188,12 @@ impl Governor {
             ("start_ticks", Val::U(key.start_ticks)),
             ("rule", Val::S(&rule.name)),
         ];
+        if let Some(group) = govern::managed_group(&self.h, key.pid) {
+            let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
+            log.info("adopted", &f);
+            self.note_adopted(key, &group);
+            return;
+        }
         if self.records.released().contains(&key) {
             log.info(
                 "not_attached",
@@ -198,12 +204,6 @@ impl Governor {
                     ("reason", Val::S("released by reeve detach")),
                 ],
             );
-            return;
-        }
-        if let Some(group) = govern::managed_group(&self.h, key.pid) {
-            let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
-            log.info("adopted", &f);
-            self.note_adopted(key, &group);
             return;
         }
         let place = match &rule.pool {

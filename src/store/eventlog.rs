@@ -85,6 +85,8 @@ struct OpenLog {
     file: File,
     dev: u64,
     ino: u64,
+    /// The size when it was opened.
+    size: u64,
 }
 
 enum Attempt {
@@ -486,12 +488,7 @@ impl EventLog {
                 }
                 self.log = None;
                 let log = open_log(&self.log_path)?;
-                let size = log
-                    .file
-                    .metadata()
-                    .map_err(|e| StoreError::io("inspect", &self.log_path, e))?
-                    .len();
-                let id = (log.dev, log.ino);
+                let (id, size) = ((log.dev, log.ino), log.size);
                 self.log = Some(log);
                 (id.0, id.1, size)
             }
@@ -592,11 +589,7 @@ impl EventLog {
         // Not O_EXCL: a writer opening the log for the first time (which
         // takes no lock) may have created the empty file a moment ago.
         let log = open_log(&self.log_path)?;
-        let size = log
-            .file
-            .metadata()
-            .map_err(|e| StoreError::io("inspect", &self.log_path, e))?
-            .len();
+        let size = log.size;
         let fresh = Position {
             dev: log.dev,
             ino: log.ino,
@@ -695,6 +688,7 @@ fn open_log(path: &Path) -> Result<OpenLog, StoreError> {
     Ok(OpenLog {
         dev: meta.dev(),
         ino: meta.ino(),
+        size: meta.len(),
         file,
     })
 }
