@@ -13,8 +13,8 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, ExitStatus};
 
 use crate::cgroup::{self, Group, Hierarchy, Limits};
-use crate::govern::{self, JobRecord, Member, Placement, Records};
 use crate::log::Val;
+use crate::placement::{self, Member, Placement, Records};
 use crate::procfs::ProcReader;
 use crate::sys;
 
@@ -61,7 +61,7 @@ pub fn run(
     let group_name = spec.place.group_name();
     let mut reader = ProcReader::open().map_err(|e| fail(1, format!("cannot open /proc: {e}")))?;
     let lock = records.lock().map_err(|e| fail(1, e))?;
-    let prepared = govern::prepare(h, &spec.place, &spec.limits).map_err(|e| fail(1, e))?;
+    let prepared = placement::prepare(h, &spec.place, &spec.limits).map_err(|e| fail(1, e))?;
     let group = Group::new(&prepared.path);
     let busy = group.procs().map(|p| !p.is_empty()).unwrap_or(false);
     if busy && matches!(spec.place, Placement::Job(_)) {
@@ -142,13 +142,7 @@ pub fn run(
     let pid = child.id();
     let start_ticks = reader.stat(pid).map_or(0, |s| s.start_ticks);
     let mut record = records.load(&group_name).ok().flatten().unwrap_or_else(|| {
-        JobRecord::new(
-            &spec.place,
-            &prepared.path,
-            &spec.limits,
-            &prepared,
-            sys::realtime_ms(),
-        )
+        placement::new_record(&spec.place, &prepared, &spec.limits, sys::realtime_ms())
     });
     record.members.push(Member {
         pid,

@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
         let again: reeve::state::State = serde_json::from_slice(&bytes).expect("and parses back");
         assert_eq!(again, s);
     }
-    let _ = serde_json::from_slice::<reeve::govern::JobRecord>(data);
+    let _ = serde_json::from_slice::<reeve::placement::JobRecord>(data);
 });

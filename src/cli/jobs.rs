@@ -1,5 +1,5 @@
 //! `reeve run`, `reeve attach` and `reeve detach`: argument grammar and
-//! reports. The work is done by `spawn` and `govern`.
+//! reports. The work is done by `spawn` and `placement`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -9,8 +9,8 @@ use lexopt::prelude::*;
 use super::{load_config, print, CliError};
 use crate::cgroup::{self, Hierarchy, Limits};
 use crate::config::Config;
-use crate::govern::{self, Placement, Records};
 use crate::log::Val;
+use crate::placement::{self, Placement, Records};
 use crate::procfs::ProcReader;
 use crate::spawn::{self, RunSpec};
 use crate::store::{EventLog, LogOptions, StateDir};
@@ -226,7 +226,7 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     };
     let limits = common.limits()?;
     let mut reader = ProcReader::open().map_err(|e| CliError::Runtime(e.to_string()))?;
-    let key = govern::identify(&mut reader, pid).map_err(CliError::Runtime)?;
+    let key = placement::identify(&mut reader, pid).map_err(CliError::Runtime)?;
     let place = common.placement(|| {
         let comm = reader
             .stat(pid)
@@ -236,8 +236,10 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     })?;
     let (config, h, records) = common.setup()?;
     let now = crate::sys::realtime_ms();
-    let report = govern::attach(&h, &records, &mut reader, key, &place, &limits, now)
+    let held = records.lock().map_err(CliError::Runtime)?;
+    let report = placement::attach(&h, &held, &mut reader, key, &place, &limits, now)
         .map_err(CliError::Runtime)?;
+    drop(held);
     audit(
         &config.state_dir,
         "attached",
@@ -299,8 +301,8 @@ pub fn detach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     let mut reader = ProcReader::open().map_err(|e| CliError::Runtime(e.to_string()))?;
     let (group, only) = match (pid, &common.job, &common.pool) {
         (Some(pid), None, None) => {
-            let key = govern::identify(&mut reader, pid).map_err(CliError::Runtime)?;
-            let group = govern::managed_group(&h, pid).ok_or_else(|| {
+            let key = placement::identify(&mut reader, pid).map_err(CliError::Runtime)?;
+            let group = placement::managed_group(&h, pid).ok_or_else(|| {
                 CliError::Runtime(format!(
                     "process {pid} is not in a job or pool group under {}",
                     h.root.display()
@@ -317,8 +319,10 @@ pub fn detach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
             ))
         }
     };
+    let held = records.lock().map_err(CliError::Runtime)?;
     let report =
-        govern::detach(&h, &records, &mut reader, &group, only).map_err(CliError::Runtime)?;
+        placement::detach(&h, &held, &mut reader, &group, only).map_err(CliError::Runtime)?;
+    drop(held);
     audit(
         &config.state_dir,
         "detached",

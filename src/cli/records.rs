@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::{load_config, print, CliError};
 use crate::cgroup::Group;
-use crate::govern::Records;
 use crate::log::iso8601;
+use crate::placement::Records;
 use crate::state::{self, State};
 use crate::store;
 use crate::sys;

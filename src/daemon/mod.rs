@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-mod governor;
+mod autoattach;
 mod persist;
 
 use crate::config::{Config, DiscoveryMode, LogLevel};
@@ -155,7 +155,7 @@ pub struct Daemon {
     signals: std::os::fd::OwnedFd,
     next_scan_ns: u64,
     need_deep: bool,
-    governor: Option<governor::Governor>,
+    auto: Option<autoattach::AutoAttach>,
     persist: persist::Persistence,
     to_attach: Vec<(ProcKey, u16)>,
     ended: Vec<(ProcKey, u16)>,
@@ -213,7 +213,7 @@ impl Daemon {
                 }
             },
         };
-        let governor = governor::Governor::new(&config, &mut log);
+        let auto = autoattach::AutoAttach::new(&config, &mut log);
         let queue = config.capacity;
         Ok(Daemon {
             config,
@@ -224,7 +224,7 @@ impl Daemon {
             signals,
             next_scan_ns: 0,
             need_deep: true,
-            governor,
+            auto,
             persist,
             to_attach: Vec::with_capacity(queue),
             ended: Vec::with_capacity(queue),
@@ -263,7 +263,7 @@ impl Daemon {
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);
-        if let Some(gov) = self.governor.as_mut() {
+        if let Some(gov) = self.auto.as_mut() {
             gov.adopt_existing(&mut self.discovery, &self.config.targets, &mut self.log);
             // A restored target its rule governs but no group holds was
             // discovered by a daemon that died before attaching it.
@@ -272,7 +272,7 @@ impl Daemon {
                     .config
                     .targets
                     .get(rule as usize)
-                    .is_some_and(governor::governs);
+                    .is_some_and(autoattach::governs);
                 if governed && !gov.knows(&key) && self.to_attach.len() < self.to_attach.capacity()
                 {
                     self.to_attach.push((key, rule));
@@ -280,11 +280,11 @@ impl Daemon {
             }
         }
         // What was restored and adopted is on disk before anything else.
-        let view = self.governor.as_ref().map(|g| &g.view);
+        let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
         let result = self.event_loop();
-        let view = self.governor.as_ref().map(|g| &g.view);
+        let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
         let stop = result?;
@@ -309,7 +309,7 @@ impl Daemon {
             }
             self.discovery.evict_expired(sys::realtime_ms());
             self.govern_some();
-            let view = self.governor.as_ref().map(|g| &g.view);
+            let view = self.auto.as_ref().map(|g| &g.view);
             self.persist
                 .maybe_save(&self.discovery, view, &mut self.log, false);
             persist::Persistence::tick(&mut self.log);
@@ -337,15 +337,15 @@ impl Daemon {
         }
     }
 
-    /// Drains a bounded part of the governance queues. Without a governor
+    /// Drains a bounded part of the governance queues. Without auto-attach
     /// (no rule governs, or it is unavailable and said so) they are dropped.
     fn govern_some(&mut self) {
-        let Some(gov) = self.governor.as_mut() else {
+        let Some(gov) = self.auto.as_mut() else {
             self.to_attach.clear();
             self.ended.clear();
             return;
         };
-        let n = self.to_attach.len().min(governor::ATTACH_PER_WAKE);
+        let n = self.to_attach.len().min(autoattach::ATTACH_PER_WAKE);
         for i in 0..n {
             let (key, rule) = self.to_attach[i];
             if let Some(r) = self.config.targets.get(rule as usize) {
@@ -353,7 +353,7 @@ impl Daemon {
             }
         }
         self.to_attach.drain(..n);
-        let n = self.ended.len().min(governor::ATTACH_PER_WAKE);
+        let n = self.ended.len().min(autoattach::ATTACH_PER_WAKE);
         for i in 0..n {
             let (key, rule) = self.ended[i];
             gov.ended(&mut self.log, key, self.config.targets.get(rule as usize));
@@ -503,9 +503,9 @@ impl Daemon {
             ..new
         };
         self.need_deep = true;
-        if self.governor.is_none() {
+        if self.auto.is_none() {
             // Rules that govern may be new in this config.
-            self.governor = governor::Governor::new(&self.config, &mut self.log);
+            self.auto = autoattach::AutoAttach::new(&self.config, &mut self.log);
         }
         self.log.info(
             "config_reloaded",

@@ -11,6 +11,7 @@
 
 pub mod eventlog;
 mod reader;
+pub mod records;
 pub mod snapshot;
 
 use std::fmt;

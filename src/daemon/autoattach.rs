@@ -9,8 +9,8 @@
 use crate::cgroup::{self, Group, Hierarchy};
 use crate::config::{Config, Rule};
 use crate::discovery::{Discovery, ADOPTED_RULE};
-use crate::govern::{self, Placement, Records};
 use crate::log::{Logger, Val};
+use crate::placement::{self, Placement, Records};
 use crate::procfs::{ProcKey, ProcReader};
 use crate::state::{GovernanceView, Governed, JobState};
 use crate::sys;
@@ -39,7 +39,7 @@ pub fn governs(rule: &Rule) -> bool {
     !rule.limits.is_empty() || rule.pool.is_some()
 }
 
-pub struct Governor {
+pub struct AutoAttach {
     h: Hierarchy,
     records: Records,
     reader: ProcReader,
@@ -47,20 +47,20 @@ pub struct Governor {
     pub view: GovernanceView,
 }
 
-impl Governor {
+impl AutoAttach {
     /// Sets up governance when some rule asks for it. A failure is logged
     /// as an error that says what will not happen, and the daemon carries
     /// on discovering.
-    pub fn new(config: &Config, log: &mut Logger) -> Option<Governor> {
+    pub fn new(config: &Config, log: &mut Logger) -> Option<AutoAttach> {
         if !config.targets.iter().any(governs) {
             return None;
         }
-        let setup = || -> Result<Governor, String> {
+        let setup = || -> Result<AutoAttach, String> {
             let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
-            govern::ensure_root(&h)?;
+            placement::ensure_root(&h)?;
             let records = Records::open(&config.state_dir)?;
             let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
-            Ok(Governor {
+            Ok(AutoAttach {
                 h,
                 records,
                 reader,
@@ -110,7 +110,7 @@ impl Governor {
                 continue;
             };
             for pid in pids {
-                let Ok(key) = govern::identify(&mut self.reader, pid) else {
+                let Ok(key) = placement::identify(&mut self.reader, pid) else {
                     continue;
                 };
                 let rule = rule_of_group(rules, &name).map_or(ADOPTED_RULE, |i| i as u16);
@@ -188,7 +188,7 @@ impl Governor {
             ("start_ticks", Val::U(key.start_ticks)),
             ("rule", Val::S(&rule.name)),
         ];
-        if let Some(group) = govern::managed_group(&self.h, key.pid) {
+        if let Some(group) = placement::managed_group(&self.h, key.pid) {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
             self.note_adopted(key, &group);
@@ -211,9 +211,17 @@ impl Governor {
             None => Placement::Job(Self::job_name(rule, key.pid)),
         };
         let now = sys::realtime_ms();
-        match govern::attach(
+        let held = match self.records.lock() {
+            Ok(l) => l,
+            Err(why) => {
+                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
+                log.error("attach_failed", &f);
+                return;
+            }
+        };
+        match placement::attach(
             &self.h,
-            &self.records,
+            &held,
             &mut self.reader,
             key,
             &place,
@@ -271,7 +279,7 @@ impl Governor {
             Err(why) => {
                 // A target that ended before it could be moved is not a
                 // failure of governance.
-                if govern::identify(&mut self.reader, key.pid).ok() != Some(key) {
+                if placement::identify(&mut self.reader, key.pid).ok() != Some(key) {
                     let f = [
                         base[0],
                         base[1],

@@ -1,6 +1,6 @@
-//! Governance policy: putting a process and its family into a job or pool
-//! group under limits, taking it out again, and the job records that make
-//! that reversible.
+//! Placement policy: putting a process and its family into a job or pool
+//! group under limits, and taking it out again, keeping the job records
+//! (`store::records`) that make that reversible.
 //!
 //! Invariants: every move is preceded by an identity check of the process
 //! (`Group::move_pid`); a group's limits are either verified in force or
@@ -9,16 +9,11 @@
 //! can put it back; a record is written atomically under a lock shared by
 //! the daemon and the CLI commands.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-use fs2::FileExt;
-use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CgroupError, Group, Hierarchy, Limits};
 use crate::procfs::{ProcKey, ProcReader, ReadError};
-use crate::store::{self, Loaded, StateDir};
+pub use crate::store::records::{JobRecord, Member, Records, RecordsLock};
 
 /// The group a process is governed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,178 +41,6 @@ impl Placement {
     }
 }
 
-/// One process reeve moved, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub pid: u32,
-    pub start_ticks: u64,
-    pub original_cgroup: PathBuf,
-}
-
-impl Member {
-    pub fn key(&self) -> ProcKey {
-        ProcKey {
-            pid: self.pid,
-            start_ticks: self.start_ticks,
-        }
-    }
-}
-
-pub const RECORD_VERSION: u32 = 1;
-const RELEASED_FILE: &str = "released.json";
-
-/// What reeve knows about one group it manages, persisted in
-/// `<state_dir>/jobs/<group>.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub version: u32,
-    /// The group's directory name (`job.x` or `pool.y`).
-    pub group: String,
-    pub cgroup: PathBuf,
-    pub pool: bool,
-    pub limits: Limits,
-    pub in_force: bool,
-    /// Why the limits are not in force, one line each.
-    pub problems: Vec<String>,
-    pub created_ms: u64,
-    pub members: Vec<Member>,
-}
-
-impl JobRecord {
-    /// A record for a group with no members yet.
-    pub fn new(
-        place: &Placement,
-        cgroup: &Path,
-        limits: &Limits,
-        prepared: &Prepared,
-        now_ms: u64,
-    ) -> JobRecord {
-        JobRecord {
-            version: RECORD_VERSION,
-            group: place.group_name(),
-            cgroup: cgroup.to_path_buf(),
-            pool: matches!(place, Placement::Pool(_)),
-            limits: limits.clone(),
-            in_force: prepared.in_force,
-            problems: prepared.problems.clone(),
-            created_ms: now_ms,
-            members: Vec::new(),
-        }
-    }
-}
-
-/// The job records of one state directory.
-pub struct Records {
-    dir: StateDir,
-}
-
-/// Holds the records lock until dropped.
-pub struct RecordsLock {
-    _file: File,
-}
-
-impl Records {
-    pub fn open(state_dir: &Path) -> Result<Records, String> {
-        StateDir::open(state_dir).map_err(|e| e.to_string())?;
-        let dir = StateDir::open(&state_dir.join("jobs")).map_err(|e| e.to_string())?;
-        Ok(Records { dir })
-    }
-
-    /// Serialises read-modify-write of records across processes.
-    pub fn lock(&self) -> Result<RecordsLock, String> {
-        let path = self.dir.path().join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        FileExt::lock_exclusive(&file).map_err(|e| format!("locking {}: {e}", path.display()))?;
-        Ok(RecordsLock { _file: file })
-    }
-
-    pub fn load(&self, group: &str) -> Result<Option<JobRecord>, String> {
-        match store::load_versioned(
-            &self.dir,
-            &format!("{group}.json"),
-            RECORD_VERSION,
-            crate::sys::realtime_ms(),
-        ) {
-            Loaded::Missing => Ok(None),
-            Loaded::Ok(r) => Ok(Some(r)),
-            Loaded::SetAside { reason, moved_to } => Err(format!(
-                "job record for {group} was unusable ({reason}); set aside as {}",
-                moved_to.display()
-            )),
-            Loaded::Unusable { reason } => Err(format!("job record for {group}: {reason}")),
-        }
-    }
-
-    pub fn save(&self, r: &JobRecord) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(r).map_err(|e| e.to_string())?;
-        store::write_atomic(&self.dir, &format!("{}.json", r.group), &bytes)
-            .map_err(|e| e.to_string())
-    }
-
-    pub fn remove(&self, group: &str) -> Result<(), String> {
-        let path = self.dir.path().join(format!("{group}.json"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
-    }
-
-    /// Identities an operator released with `detach`: the daemon never
-    /// re-attaches them. Kept in `released.json`, pruned of processes that
-    /// have ended whenever it is written.
-    pub fn released(&self) -> Vec<ProcKey> {
-        let path = self.dir.path().join(RELEASED_FILE);
-        std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Vec<ProcKey>>(&b).ok())
-            .unwrap_or_default()
-    }
-
-    /// Adds `keys` to the released list (call under [`Records::lock`]).
-    pub fn release(&self, keys: &[ProcKey], reader: &mut ProcReader) -> Result<(), String> {
-        let mut list = self.released();
-        list.extend_from_slice(keys);
-        list.sort();
-        list.dedup();
-        list.retain(|k| matches!(reader.stat(k.pid), Ok(s) if s.start_ticks == k.start_ticks));
-        let bytes = serde_json::to_vec(&list).map_err(|e| e.to_string())?;
-        store::write_atomic(&self.dir, RELEASED_FILE, &bytes).map_err(|e| e.to_string())
-    }
-
-    /// Every record, for status and adoption. Unreadable ones are skipped
-    /// and named in the second list.
-    pub fn all(&self) -> (Vec<JobRecord>, Vec<String>) {
-        let mut out = Vec::new();
-        let mut bad = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
-            return (out, bad);
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(group) = name.strip_suffix(".json") else {
-                continue;
-            };
-            if name == RELEASED_FILE {
-                continue;
-            }
-            match self.load(group) {
-                Ok(Some(r)) => out.push(r),
-                Ok(None) => {}
-                Err(why) => bad.push(why),
-            }
-        }
-        out.sort_by(|a, b| a.group.cmp(&b.group));
-        (out, bad)
-    }
-}
-
 /// A group made ready for members: created, controllers enabled, limits
 /// written and read back.
 #[derive(Debug)]
@@ -227,6 +50,25 @@ pub struct Prepared {
     pub problems: Vec<String>,
     /// The group existed before (a pool, or a job being re-used).
     pub existed: bool,
+}
+
+/// A record for a group just prepared, with no members yet.
+pub fn new_record(
+    place: &Placement,
+    prepared: &Prepared,
+    limits: &Limits,
+    now_ms: u64,
+) -> JobRecord {
+    let mut r = JobRecord::new(
+        place.group_name(),
+        matches!(place, Placement::Pool(_)),
+        &prepared.path,
+        limits,
+        now_ms,
+    );
+    r.in_force = prepared.in_force;
+    r.problems = prepared.problems.clone();
+    r
 }
 
 /// Creates reeve's root when missing and, when it is delegated, moves reeve
@@ -357,9 +199,10 @@ pub fn identify(reader: &mut ProcReader, pid: u32) -> Result<ProcKey, String> {
 
 /// Moves `key` and its descendants into `place` with `limits`, recording
 /// where each came from. Fails only when `key` itself could not be moved.
+/// The caller holds the records lock (`held`) for the whole read-modify-write.
 pub fn attach(
     h: &Hierarchy,
-    records: &Records,
+    held: &RecordsLock<'_>,
     reader: &mut ProcReader,
     key: ProcKey,
     place: &Placement,
@@ -367,7 +210,7 @@ pub fn attach(
     now_ms: u64,
 ) -> Result<AttachReport, String> {
     let group_name = place.group_name();
-    let _lock = records.lock()?;
+    let records = held.records();
     let prepared = prepare(h, place, limits)?;
     let group = Group::new(&prepared.path);
     let mut record = match records.load(&group_name)? {
@@ -377,7 +220,7 @@ pub fn attach(
             r.problems = prepared.problems.clone();
             r
         }
-        _ => JobRecord::new(place, &prepared.path, limits, &prepared, now_ms),
+        _ => new_record(place, &prepared, limits, now_ms),
     };
     let mut moved = Vec::new();
     let mut members = Vec::new();
@@ -462,12 +305,12 @@ fn nearest_existing(h: &Hierarchy, want: &Path) -> PathBuf {
 /// it is empty.
 pub fn detach(
     h: &Hierarchy,
-    records: &Records,
+    held: &RecordsLock<'_>,
     reader: &mut ProcReader,
     group_name: &str,
     only: Option<ProcKey>,
 ) -> Result<DetachReport, String> {
-    let _lock = records.lock()?;
+    let records = held.records();
     let path = h.root.join(group_name);
     let group = Group::new(&path);
     if !path.is_dir() {
