@@ -141,9 +141,11 @@ pub fn run(
     drop(procs);
     let pid = child.id();
     let start_ticks = reader.stat(pid).map_or(0, |s| s.start_ticks);
-    let mut record = records.load(&group_name).ok().flatten().unwrap_or_else(|| {
-        placement::new_record(&spec.place, &prepared, &spec.limits, sys::realtime_ms())
-    });
+    let mut record = records
+        .load(&group_name)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| placement::new_record(&spec.place, &prepared, sys::realtime_ms()));
     record.members.push(Member {
         pid,
         start_ticks,
