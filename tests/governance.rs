@@ -416,11 +416,10 @@ fn run_forwards_sigterm() {
         .iter()
         .next()
         .expect("one child");
-    assert_eq!(
-        fs::read_link(format!("/proc/{child}/exe")).ok().as_deref(),
-        Some(target.path.as_path()),
-        "the job's process is the command"
-    );
+    // The child joins the group just before exec: wait for the exec.
+    wait_until("the job's process is the command", QUICK, || {
+        fs::read_link(format!("/proc/{child}/exe")).ok().as_deref() == Some(target.path.as_path())
+    });
 
     // The command starts with the signals reeve forwards deliverable:
     // neither blocked (reeve blocks them for its signalfd) nor ignored.
@@ -1024,4 +1023,64 @@ fn detached_process_is_not_reattached() {
     d.wait_scans(3, WAIT);
     assert_ne!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("rel"))));
     d.stop_ok();
+}
+
+// ------------------------------------------------- run: check and state ---
+
+#[test]
+fn run_starts_command_with_default_signal_state() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("gov-run-sigstate");
+    let mut procs = ProcGuard::new();
+    let cfg = cli_config(&dir, &sub);
+    let target = Target::new(dir.path());
+    // A shell's background job starts with SIGINT and SIGQUIT ignored, and
+    // exec keeps SIG_IGN: reeve inherits both here.
+    let script = format!(
+        "trap '' INT QUIT; exec '{}' run --config '{}' --job s -- '{}' 30",
+        Path::new(REEVE).display(),
+        cfg.display(),
+        target.path.display()
+    );
+    let reeve = procs.push(spawn_retry(
+        Command::new("/bin/sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    let child = *wait_procs(&sub.job("s"), 1, QUICK)
+        .iter()
+        .next()
+        .expect("one child");
+    wait_until("reeve exec'd", QUICK, || {
+        fs::read_link(format!("/proc/{reeve}/exe")).is_ok_and(|p| p == Path::new(REEVE))
+    });
+    let reeve_ignored = sigset(reeve, "SigIgn");
+    assert!(
+        reeve_ignored & (bit(libc::SIGINT) | bit(libc::SIGQUIT)) != 0,
+        "the test's premise: reeve inherits ignored INT/QUIT (SigIgn {reeve_ignored:016x})"
+    );
+    // The child joins the group just before exec: wait for the exec.
+    wait_until("the job's process is the command", QUICK, || {
+        fs::read_link(format!("/proc/{child}/exe")).ok().as_deref() == Some(target.path.as_path())
+    });
+    // sleep changes no disposition and blocks nothing itself.
+    let (ignored, blocked) = (sigset(child, "SigIgn"), sigset(child, "SigBlk"));
+    assert_eq!(
+        (ignored, blocked),
+        (0, 0),
+        "the command inherited signal state: SigIgn {ignored:016x} SigBlk {blocked:016x}"
+    );
+
+    // SAFETY: kill(2) on the pid of our unreaped child (the shell exec'd reeve).
+    unsafe { libc::kill(reeve as libc::pid_t, libc::SIGTERM) };
+    let status = procs
+        .wait_exit(reeve, Duration::from_secs(10))
+        .expect("reeve ended after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "the command died of the forwarded SIGTERM"
+    );
 }
