@@ -159,9 +159,9 @@ pub fn run(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     let mut on_event = |event: &str, fields: &[(&str, Val<'_>)]| {
         audit(&config.state_dir, event, fields);
     };
-    spawn::run(&h, &records, &spec, &mut on_event).map_err(|e| match e.code {
-        2 => CliError::Usage(e.message),
-        code => CliError::Exit(code, e.message),
+    spawn::run(&h, &records, &spec, &mut on_event).map_err(|e| match e {
+        spawn::RunError::NoCommand => CliError::Usage(e.to_string()),
+        e => CliError::Exit(e.exit_code(), e.to_string()),
     })
 }
 
@@ -184,14 +184,29 @@ fn audit(state_dir: &std::path::Path, event: &str, fields: &[(&str, Val<'_>)]) {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 if log.pending() > 0 {
-                    eprintln!("reeve: warning: audit log busy or full; event {event} not recorded");
+                    warn(&format!(
+                        "reeve: warning: audit log busy or full; event {event} not recorded"
+                    ));
                 }
             }
             Ok(())
         });
     if let Err(e) = result {
-        eprintln!("reeve: warning: audit log: {e}; event {event} not recorded");
+        warn(&format!(
+            "reeve: warning: audit log: {e}; event {event} not recorded"
+        ));
     }
+}
+
+/// A warning line on stderr. It runs while `reeve run`'s command may be
+/// running, when stderr may be a closed pipe: a failed write is dropped,
+/// because the warning has nowhere else to go and the caller's exit
+/// status still tells the story.
+fn warn(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    // Dropped on purpose: see above.
+    let _ = err.write_all(format!("{line}\n").as_bytes());
 }
 
 fn parse_pid(p: &mut lexopt::Parser) -> Result<u32, CliError> {
