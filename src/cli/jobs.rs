@@ -20,7 +20,11 @@ usage: reeve run [--job NAME | --pool NAME] [LIMITS] [--detach] [--config FILE] 
 
 Starts CMD inside its own cgroup, with every limit in force before CMD runs
 its first instruction. If a limit cannot be put in force, CMD is not started
-(exit 1). Foreground: forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT and exits
+(exit 1). A job whose group already holds processes, or a group reeve has no
+record of, is refused before anything is written (exit 1). The limits given
+are the group's whole set: a limit not given is reset to the kernel's
+default (a pool joined without limits keeps its budget). CMD starts with
+default signal dispositions and an empty signal mask. Foreground: forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT and exits
 with CMD's status (128+N for a signal). kill -9 of reeve leaves CMD running
 in its group. --detach prints pid=, job= and cgroup= and returns at once;
 the detached command reads /dev/null and writes its output to reeve's stderr.
