@@ -34,7 +34,11 @@ pub enum RunError {
         cleanup: Option<String>,
     },
     /// The group's cgroup.procs could not be opened for the child.
-    OpenProcs { path: PathBuf, err: io::Error },
+    OpenProcs {
+        path: PathBuf,
+        err: io::Error,
+        cleanup: Option<String>,
+    },
     /// Signal forwarding could not be set up.
     Signals(io::Error),
     /// fork or exec failed.
@@ -65,10 +69,11 @@ impl RunError {
     }
 }
 
-/// Appends `; <what was left behind>` when a cleanup failed.
+/// Appends `; <what was left behind>` when undoing the preparation of the
+/// group failed.
 fn cleanup_note(f: &mut fmt::Formatter<'_>, cleanup: &Option<String>) -> fmt::Result {
     match cleanup {
-        Some(e) => write!(f, "; the new group was not removed: {e}"),
+        Some(note) => write!(f, "; {note}"),
         None => Ok(()),
     }
 }
@@ -105,7 +110,10 @@ impl fmt::Display for RunError {
                 )?;
                 cleanup_note(f, cleanup)
             }
-            RunError::OpenProcs { path, err } => write!(f, "{}: {err}", path.display()),
+            RunError::OpenProcs { path, err, cleanup } => {
+                write!(f, "{}: {err}", path.display())?;
+                cleanup_note(f, cleanup)
+            }
             RunError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
             RunError::Spawn {
                 program,

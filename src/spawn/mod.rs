@@ -109,13 +109,30 @@ fn check_first(
     Ok(Some(record))
 }
 
-/// Removes a group this run created and did not use; says why not when
-/// that fails.
-fn remove_if_new(group: &Group, existed: bool) -> Option<String> {
-    if existed {
-        return None;
+/// Undoes what preparing the group left when the command does not run: a
+/// group this run created is removed; an existing group keeps the limits
+/// just written, so its record is brought up to what the kernel now holds.
+/// Says what could not be undone.
+fn undo(
+    records: &Records,
+    group: &Group,
+    prepared: &placement::Prepared,
+    prior: Option<JobRecord>,
+) -> Option<String> {
+    if !prepared.existed {
+        return group
+            .remove()
+            .err()
+            .map(|e| format!("the new group was not removed: {e}"));
     }
-    group.remove().err().map(|e| e.to_string())
+    let mut r = prior?;
+    r.limits = prepared.limits.clone();
+    r.in_force = prepared.in_force;
+    r.problems = prepared.problems.clone();
+    records
+        .save(&r)
+        .err()
+        .map(|e| format!("the record of {} was not updated: {e}", r.group))
 }
 
 /// Runs the command; returns the exit code for `reeve run`.
@@ -132,29 +149,7 @@ pub fn run(
     sys::ignore_sigpipe().map_err(RunError::Signals)?;
     let group_name = spec.place.group_name();
     let mut reader = ProcReader::open().map_err(RunError::Proc)?;
-    let lock = records.lock().map_err(RunError::Records)?;
-    let prior = check_first(h, records, &spec.place)?;
-    let prepared = placement::prepare(h, &spec.place, &spec.limits).map_err(RunError::Prepare)?;
-    let group = Group::new(&prepared.path);
-    if !prepared.in_force {
-        return Err(RunError::NotInForce {
-            program: program_text,
-            problems: prepared.problems.clone(),
-            cleanup: remove_if_new(&group, prepared.existed),
-        });
-    }
     let original = h.process_cgroup(sys::getpid()).map_err(RunError::Cgroup)?;
-    // No memory.events means no memory controller, so no OOM kill to count.
-    let oom_before = cgroup::memory_events(&prepared.path).map_or(0, |e| e.oom_kill);
-
-    let procs_path = prepared.path.join("cgroup.procs");
-    let procs = OpenOptions::new()
-        .write(true)
-        .open(&procs_path)
-        .map_err(|err| RunError::OpenProcs {
-            path: procs_path.clone(),
-            err,
-        })?;
     // Signals that foreground mode forwards are blocked before the child
     // exists, so none can be lost in between; the child's pre-exec hook
     // restores an empty mask and default dispositions.
@@ -162,6 +157,32 @@ pub fn run(
         None
     } else {
         Some(sys::signalfd_for(&sys::DAEMON_SIGNALS).map_err(RunError::Signals)?)
+    };
+    let lock = records.lock().map_err(RunError::Records)?;
+    let prior = check_first(h, records, &spec.place)?;
+    // From here on the group is written: every failure undoes what it can.
+    let prepared = placement::prepare(h, &spec.place, &spec.limits).map_err(RunError::Prepare)?;
+    let group = Group::new(&prepared.path);
+    if !prepared.in_force {
+        return Err(RunError::NotInForce {
+            program: program_text,
+            problems: prepared.problems.clone(),
+            cleanup: undo(records, &group, &prepared, prior),
+        });
+    }
+    // No memory.events means no memory controller, so no OOM kill to count.
+    let oom_before = cgroup::memory_events(&prepared.path).map_or(0, |e| e.oom_kill);
+
+    let procs_path = prepared.path.join("cgroup.procs");
+    let procs = match OpenOptions::new().write(true).open(&procs_path) {
+        Ok(f) => f,
+        Err(err) => {
+            return Err(RunError::OpenProcs {
+                path: procs_path,
+                err,
+                cleanup: undo(records, &group, &prepared, prior),
+            })
+        }
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -179,7 +200,7 @@ pub fn run(
             return Err(RunError::Spawn {
                 program: program_text,
                 err,
-                cleanup: remove_if_new(&group, prepared.existed),
+                cleanup: undo(records, &group, &prepared, prior),
             })
         }
     };
@@ -192,8 +213,8 @@ pub fn run(
                 Ok(()) => e.to_string(),
                 Err(end) => format!("{e}; ending it failed too: {end}"),
             };
-            let cleanup = remove_if_new(&group, prepared.existed)
-                .map_or(String::new(), |c| format!("; group not removed: {c}"));
+            let cleanup = undo(records, &group, &prepared, prior)
+                .map_or(String::new(), |note| format!("; {note}"));
             on_event(
                 "run_failed",
                 &[

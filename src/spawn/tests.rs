@@ -267,11 +267,45 @@ fn joining_a_pool_without_limits_keeps_its_budget() {
 }
 
 #[test]
+fn a_refused_pool_run_leaves_the_record_saying_what_the_kernel_holds() {
+    let host = Host::new();
+    // The pool's group shows no cpu.max: the cpu limit cannot be in force.
+    let group = host.group(
+        "pool.r",
+        &[
+            ("cgroup.procs", ""),
+            ("cgroup.events", "populated 1\nfrozen 0\n"),
+            ("memory.max", "1073741824\n"),
+        ],
+    );
+    host.save("pool.r", &memory(1 << 30), Vec::new());
+    let cpu = Limits {
+        cpu: Some(CpuLimit::Millicores(500)),
+        ..Limits::default()
+    };
+    let (result, events) = host.run(Placement::Pool("r".into()), cpu, &["true"]);
+    let err = result.unwrap_err();
+    assert!(matches!(err, RunError::NotInForce { .. }), "{err}");
+    assert!(err.to_string().contains("cpu.max"), "{err}");
+    assert!(events.is_empty());
+    // memory.max was reset before the cpu limit failed: the record says so.
+    assert_eq!(read(&group.join("memory.max")), "max");
+    let r = host.records.load("pool.r").unwrap().unwrap();
+    assert_eq!(r.limits, Limits::default());
+    assert!(!r.in_force);
+    assert!(
+        r.problems.iter().any(|p| p.contains("cpu.max")),
+        "{:?}",
+        r.problems
+    );
+}
+
+#[test]
 fn errors_are_one_line_with_their_exit_codes() {
     let enoent = RunError::Spawn {
         program: "x".into(),
         err: io::Error::from_raw_os_error(libc::ENOENT),
-        cleanup: Some("/g: removing: busy".into()),
+        cleanup: Some("the new group was not removed: /g: removing: busy".into()),
     };
     assert_eq!(enoent.exit_code(), 127);
     let text = enoent.to_string();
