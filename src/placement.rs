@@ -42,7 +42,7 @@ impl Placement {
 }
 
 /// A group made ready for members: created, controllers enabled, limits
-/// written and read back.
+/// written, and what the kernel then holds read back.
 #[derive(Debug)]
 pub struct Prepared {
     pub path: PathBuf,
@@ -50,20 +50,24 @@ pub struct Prepared {
     pub problems: Vec<String>,
     /// The group existed before (a pool, or a job being re-used).
     pub existed: bool,
+    /// The limits the kernel enforces on the group now, read back from its
+    /// files after the writes (memory in whole pages, CPU lists canonical,
+    /// io.max per device and key). This, not the request, goes into the
+    /// job record.
+    pub limits: Limits,
+    /// Limit files put back to the kernel's default because the limit set
+    /// no longer names them (e.g. "memory.max").
+    pub reset: Vec<String>,
 }
 
-/// A record for a group just prepared, with no members yet.
-pub fn new_record(
-    place: &Placement,
-    prepared: &Prepared,
-    limits: &Limits,
-    now_ms: u64,
-) -> JobRecord {
+/// A record for a group just prepared, with no members yet, holding the
+/// limits the kernel enforces.
+pub fn new_record(place: &Placement, prepared: &Prepared, now_ms: u64) -> JobRecord {
     let mut r = JobRecord::new(
         place.group_name(),
         matches!(place, Placement::Pool(_)),
         &prepared.path,
-        limits,
+        &prepared.limits,
         now_ms,
     );
     r.in_force = prepared.in_force;
@@ -83,10 +87,16 @@ pub fn ensure_root(h: &Hierarchy) -> Result<(), String> {
     h.enter_supervisor_leaf().map_err(|e| e.to_string())
 }
 
-/// Creates the group for `place` and puts `limits` in force. A limit that
-/// cannot be put in force is a problem in the result, never an error: the
-/// caller decides whether that is fatal (`reeve run`) or reported
-/// (`attach`, the daemon).
+/// Creates the group for `place` and makes `limits` its complete limit
+/// set: a limit file `limits` does not name is put back to the kernel's
+/// default, so a limit dropped from the config or the command line stops
+/// being enforced. A pool joined without limits keeps the budget it has
+/// (joining is not a change of budget). What the kernel holds afterwards
+/// is read back into [`Prepared::limits`].
+///
+/// A limit that cannot be put in force is a problem in the result, never
+/// an error: the caller decides whether that is fatal (`reeve run`) or
+/// reported (`attach`, the daemon).
 pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prepared, String> {
     ensure_root(h)?;
     let path = place.path(h).map_err(|e| e.to_string())?;
@@ -96,18 +106,30 @@ pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prep
         problems.push(e.to_string());
     }
     Group::new(&path).create().map_err(|e| e.to_string())?;
-    if problems.is_empty() {
-        for a in cgroup::apply(&path, limits) {
-            if let Err(e) = a.result {
-                problems.push(e.to_string());
+    let keep = existed && limits.is_empty() && matches!(place, Placement::Pool(_));
+    let mut reset = Vec::new();
+    if problems.is_empty() && !keep {
+        for a in cgroup::apply_exactly(&path, limits) {
+            match a.result {
+                Err(e) => problems.push(e.to_string()),
+                Ok(()) if a.reset => reset.push(a.file),
+                Ok(()) => {}
             }
         }
     }
+    let (held, unreadable) = cgroup::held(&path);
+    problems.extend(
+        unreadable
+            .iter()
+            .map(|e| format!("{e}; the job record cannot say what the kernel holds for this file")),
+    );
     Ok(Prepared {
         in_force: problems.is_empty(),
         path,
         problems,
         existed,
+        limits: held,
+        reset,
     })
 }
 
@@ -215,12 +237,12 @@ pub fn attach(
     let group = Group::new(&prepared.path);
     let mut record = match records.load(&group_name)? {
         Some(mut r) if prepared.existed => {
-            r.limits = limits.clone();
+            r.limits = prepared.limits.clone();
             r.in_force = prepared.in_force;
             r.problems = prepared.problems.clone();
             r
         }
-        _ => new_record(place, &prepared, limits, now_ms),
+        _ => new_record(place, &prepared, now_ms),
     };
     let mut moved = Vec::new();
     let mut members = Vec::new();

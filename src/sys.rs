@@ -480,6 +480,64 @@ pub fn unblock_signals(signals: &[libc::c_int]) -> io::Result<()> {
     Ok(())
 }
 
+/// One past the highest signal number on Linux (the kernel's _NSIG).
+const NSIG: libc::c_int = 65;
+
+/// Ignores SIGPIPE for this process, so a write to a closed stdout or
+/// stderr is an EPIPE error the caller handles, not a silent death before
+/// reeve records what it was doing. A child gets the default back before
+/// exec ([`setsid_and_join_cgroup_before_exec`]).
+pub fn ignore_sigpipe() -> io::Result<()> {
+    // SAFETY: SIG_IGN installs no handler code; the sigaction struct is a
+    // zeroed local with sa_sigaction set, and the old action is not read.
+    let r = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut())
+    };
+    cvt(r).map(|_| ())
+}
+
+/// In a forked child before exec: every signal back to SIG_DFL (exec keeps
+/// SIG_IGN, so a shell's background job would pass on ignored SIGINT and
+/// SIGQUIT, and glibc's posix_spawn leaves its two internal signals, 32
+/// and 33, ignored in what it starts) and an empty mask (the parent blocks
+/// the signals it reads through a signalfd). Uses the rt_sigaction system
+/// call directly, because the C library refuses its internal signals; in
+/// a single-threaded child about to exec nothing sends those. Calls only
+/// rt_sigaction and sigprocmask, both async-signal-safe; allocates nothing.
+fn default_signal_state_in_child() -> io::Result<()> {
+    // The kernel's struct sigaction for SIG_DFL: handler, flags, restorer
+    // and mask all zero (no field of any architecture's layout is larger
+    // than these four words).
+    let default_action = [0u64; 4];
+    for sig in 1..NSIG {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `default_action` (valid, zeroed: SIG_DFL,
+        // no flags, empty mask) and writes no old action (null); the last
+        // argument is the kernel's sigset size, 8 bytes for 64 signals.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default_action.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+        cvt(r as libc::c_int)?;
+    }
+    // SAFETY: `empty` is a local initialised by sigemptyset before use.
+    let r = unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut())
+    };
+    cvt(r).map(|_| ())
+}
+
 // ---------------------------------------------------------------------------
 // Processes
 
@@ -511,27 +569,22 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     cvt(r as libc::c_int).map(|_| ())
 }
 
-/// Arranges for the child of `cmd` to start with an empty signal mask (the
-/// parent blocks the signals it reads through a signalfd, and a blocked
-/// mask is inherited across exec), start its own session and join the
+/// Arranges for the child of `cmd` to start with every signal at its
+/// default disposition and an empty mask (see
+/// [`default_signal_state_in_child`]), start its own session and join the
 /// cgroup whose `cgroup.procs` is open for writing as `procs_fd`, after
 /// fork and before exec: the program runs no instruction outside its
 /// group. A failure aborts the spawn with that error.
 pub fn setsid_and_join_cgroup_before_exec(cmd: &mut std::process::Command, procs_fd: RawFd) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only sigemptyset, sigprocmask, setsid(2) and write(2), all
-    // async-signal-safe; it allocates nothing and touches no lock. The
-    // sigset is a local, initialised by sigemptyset before use.
+    // only rt_sigaction, sigemptyset, sigprocmask, setsid(2) and write(2), all
+    // async-signal-safe; it allocates nothing and touches no lock.
     // `procs_fd` stays open in the child until exec because the caller
     // holds it open across spawn.
     unsafe {
         cmd.pre_exec(move || {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            default_signal_state_in_child()?;
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -416,11 +416,10 @@ fn run_forwards_sigterm() {
         .iter()
         .next()
         .expect("one child");
-    assert_eq!(
-        fs::read_link(format!("/proc/{child}/exe")).ok().as_deref(),
-        Some(target.path.as_path()),
-        "the job's process is the command"
-    );
+    // The child joins the group just before exec: wait for the exec.
+    wait_until("the job's process is the command", QUICK, || {
+        fs::read_link(format!("/proc/{child}/exe")).ok().as_deref() == Some(target.path.as_path())
+    });
 
     // The command starts with the signals reeve forwards deliverable:
     // neither blocked (reeve blocks them for its signalfd) nor ignored.
@@ -1024,4 +1023,333 @@ fn detached_process_is_not_reattached() {
     d.wait_scans(3, WAIT);
     assert_ne!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("rel"))));
     d.stop_ok();
+}
+
+// ------------------------------------------------- run: check and state ---
+
+#[test]
+fn run_starts_command_with_default_signal_state() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("gov-run-sigstate");
+    let mut procs = ProcGuard::new();
+    let cfg = cli_config(&dir, &sub);
+    let target = Target::new(dir.path());
+    // A shell's background job starts with SIGINT and SIGQUIT ignored, and
+    // exec keeps SIG_IGN: reeve inherits both here.
+    let script = format!(
+        "trap '' INT QUIT; exec '{}' run --config '{}' --job s -- '{}' 30",
+        Path::new(REEVE).display(),
+        cfg.display(),
+        target.path.display()
+    );
+    let reeve = procs.push(spawn_retry(
+        Command::new("/bin/sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    let child = *wait_procs(&sub.job("s"), 1, QUICK)
+        .iter()
+        .next()
+        .expect("one child");
+    wait_until("reeve exec'd", QUICK, || {
+        fs::read_link(format!("/proc/{reeve}/exe")).is_ok_and(|p| p == Path::new(REEVE))
+    });
+    let reeve_ignored = sigset(reeve, "SigIgn");
+    assert!(
+        reeve_ignored & (bit(libc::SIGINT) | bit(libc::SIGQUIT)) != 0,
+        "the test's premise: reeve inherits ignored INT/QUIT (SigIgn {reeve_ignored:016x})"
+    );
+    // The child joins the group just before exec: wait for the exec.
+    wait_until("the job's process is the command", QUICK, || {
+        fs::read_link(format!("/proc/{child}/exe")).ok().as_deref() == Some(target.path.as_path())
+    });
+    // sleep changes no disposition and blocks nothing itself.
+    let (ignored, blocked) = (sigset(child, "SigIgn"), sigset(child, "SigBlk"));
+    assert_eq!(
+        (ignored, blocked),
+        (0, 0),
+        "the command inherited signal state: SigIgn {ignored:016x} SigBlk {blocked:016x}"
+    );
+
+    // SAFETY: kill(2) on the pid of our unreaped child (the shell exec'd reeve).
+    unsafe { libc::kill(reeve as libc::pid_t, libc::SIGTERM) };
+    let status = procs
+        .wait_exit(reeve, Duration::from_secs(10))
+        .expect("reeve ended after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "the command died of the forwarded SIGTERM"
+    );
+}
+
+/// The events of a test's audit log (`<state_dir>/events.jsonl`).
+fn audit_events(dir: &TempDir) -> Vec<Value> {
+    json_lines(&fs::read(dir.join("state/events.jsonl")).unwrap_or_default())
+}
+
+/// The audit events named `event` about job group `job`.
+fn job_events<'a>(events: &'a [Value], event: &str, job: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|v| event_name(v) == event && v["job"] == job)
+        .collect()
+}
+
+#[test]
+fn run_refuses_a_running_job_before_writing_anything() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("gov-run-busy");
+    let mut procs = ProcGuard::new();
+    let cfg = cli_config(&dir, &sub);
+    let target = Target::new(dir.path());
+    let fg = Foreground::start(
+        &mut procs,
+        &dir,
+        &args![
+            "run",
+            "--config",
+            &cfg,
+            "--job",
+            "enc1",
+            "--",
+            &target.path,
+            "30"
+        ],
+    );
+    wait_procs(&sub.job("enc1"), 1, QUICK);
+    let record = dir.join("state/jobs/job.enc1.json");
+    wait_until("the first run's record", QUICK, || {
+        job_events(&audit_events(&dir), "job_started", "job.enc1").len() == 1
+    });
+    let bytes = fs::read(&record).expect("record of the running job");
+    let mtime = fs::metadata(&record)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let events_before = audit_events(&dir).len();
+
+    let ran = run_reeve(
+        &dir,
+        &args![
+            "run",
+            "--config",
+            &cfg,
+            "--job",
+            "enc1",
+            "--memory",
+            "100M",
+            "--",
+            "/bin/true"
+        ],
+        QUICK,
+    );
+    let ctx = ran.ctx();
+    assert_eq!(ran.status.code(), Some(1), "refused\n{ctx}");
+    let err = lines_of(&ran.stderr);
+    assert_eq!(err.len(), 1, "one error line\n{ctx}");
+    assert!(
+        err[0].contains("job.enc1")
+            && err[0].contains("running")
+            && err[0].contains("nothing was changed"),
+        "the line says the job is running and nothing changed\n{ctx}"
+    );
+    assert_eq!(
+        fs::read(&record).expect("record"),
+        bytes,
+        "record bytes\n{ctx}"
+    );
+    assert_eq!(
+        fs::metadata(&record)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+        mtime,
+        "record rewritten\n{ctx}"
+    );
+    let after = audit_events(&dir);
+    assert_eq!(
+        after.len(),
+        events_before,
+        "the refused run logged something: {:?}",
+        &after[events_before..]
+    );
+    assert!(
+        !after.iter().any(|v| event_name(v) == "limit_failed"),
+        "a limit write was attempted: {after:?}"
+    );
+    assert_eq!(
+        procs_of(&sub.job("enc1")).len(),
+        1,
+        "the running job is untouched"
+    );
+
+    // SAFETY: kill(2) on the pid of our unreaped child.
+    unsafe { libc::kill(fg.pid as libc::pid_t, libc::SIGTERM) };
+    procs
+        .wait_exit(fg.pid, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("reeve ignored SIGTERM\n{}", fg.stderr()));
+}
+
+#[test]
+fn run_refuses_a_group_that_is_not_reeves() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("gov-run-foreign");
+    let cfg = cli_config(&dir, &sub);
+    // Someone else's group under reeve's root, with no record.
+    fs::create_dir_all(sub.job("foreign")).expect("mkdir foreign group");
+    let ran = run_reeve(
+        &dir,
+        &args![
+            "run",
+            "--config",
+            &cfg,
+            "--job",
+            "foreign",
+            "--",
+            "/bin/true"
+        ],
+        QUICK,
+    );
+    let ctx = ran.ctx();
+    assert_eq!(ran.status.code(), Some(1), "refused\n{ctx}");
+    assert_eq!(lines_of(&ran.stderr).len(), 1, "one error line\n{ctx}");
+    assert!(ran.stderr.contains("no record"), "{ctx}");
+    assert!(
+        sub.job("foreign").is_dir(),
+        "the foreign group is left alone\n{ctx}"
+    );
+    assert!(
+        !dir.join("state/jobs/job.foreign.json").exists(),
+        "no record was made\n{ctx}"
+    );
+}
+
+/// Runs `reeve ARGS` with stdout or stderr (or both) a pipe whose reading
+/// end is closed before reeve writes anything; returns the exit status.
+fn run_with_closed(dir: &TempDir, args: &[OsString], stdout: bool, stderr: bool) -> ExitStatus {
+    let log = dir.join(&format!("closed-{}.log", random_hex16()));
+    let mut cmd = Command::new(REEVE);
+    cmd.args(args).stdin(Stdio::null());
+    cmd.stdout(if stdout {
+        Stdio::piped()
+    } else {
+        Stdio::from(fs::File::create(&log).expect("log"))
+    });
+    cmd.stderr(if stderr {
+        Stdio::piped()
+    } else {
+        Stdio::from(fs::File::create(&log).expect("log"))
+    });
+    let mut child = spawn_retry(&mut cmd);
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let deadline = Instant::now() + QUICK;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("reeve {args:?} hung with a closed stream");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn run_records_the_end_when_stdout_or_stderr_is_closed() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("gov-run-epipe");
+    let cfg = cli_config(&dir, &sub);
+    for (job, stdout, stderr) in [
+        ("out", true, false),
+        ("err", false, true),
+        ("both", true, true),
+    ] {
+        let status = run_with_closed(
+            &dir,
+            &args![
+                "run",
+                "--config",
+                &cfg,
+                "--job",
+                job,
+                "--",
+                "/bin/sh",
+                "-c",
+                "echo a; echo b; sleep 0.2"
+            ],
+            stdout,
+            stderr,
+        );
+        let group = format!("job.{job}");
+        let events = audit_events(&dir);
+        let ended = job_events(&events, "job_ended", &group);
+        assert_eq!(
+            ended.len(),
+            1,
+            "{job}: one job_ended (reeve ended with {status}): {events:?}"
+        );
+        let code = ended[0]["exit_code"].as_i64().expect("exit_code");
+        assert_eq!(
+            status.code().map(i64::from),
+            Some(code),
+            "{job}: reeve's exit is the command's status, recorded as {code}"
+        );
+        if stdout {
+            // The command's own stdout is the closed pipe: it dies of
+            // SIGPIPE (default disposition) at its first echo.
+            assert_eq!(code, 128 + libc::SIGPIPE as i64, "{job}: {:?}", ended[0]);
+        } else {
+            assert_eq!(code, 0, "{job}: {:?}", ended[0]);
+        }
+        if stderr {
+            assert!(
+                ended[0]["output_lost"].as_u64() >= Some(1),
+                "{job}: reeve's end line to the closed stderr is counted: {:?}",
+                ended[0]
+            );
+        }
+        assert!(
+            !sub.job(job).exists(),
+            "{job}: job group removed after the end"
+        );
+        assert!(
+            !dir.join(&format!("state/jobs/{group}.json")).exists(),
+            "{job}: record removed after the end"
+        );
+    }
+
+    // Detached, reeve's only output is the pid line.
+    let status = run_with_closed(
+        &dir,
+        &args![
+            "run",
+            "--config",
+            &cfg,
+            "--job",
+            "det",
+            "--detach",
+            "--",
+            "/bin/sleep",
+            "30"
+        ],
+        true,
+        false,
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "--detach with stdout closed: {status}"
+    );
+    let events = audit_events(&dir);
+    let started = job_events(&events, "job_started", "job.det");
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(
+        started[0]["output_lost"], 1,
+        "the lost pid= line is said: {:?}",
+        started[0]
+    );
 }

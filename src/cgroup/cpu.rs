@@ -8,8 +8,8 @@ use std::path::Path;
 
 use super::limits::{cpu_quota_us, DEFAULT_CPU_PERIOD_US};
 use super::{
-    flat_get, flat_require, parse_flat_keyed, parse_u64, read_parsed, verify_number,
-    write_then_verify, Applied, CgroupError, Controller, Limits,
+    flat_get, flat_require, parse_flat_keyed, parse_u64, read_held, read_parsed, reset_file,
+    verify_number, write_then_verify, Applied, CgroupError, Controller, Limits,
 };
 use crate::units::CpuLimit;
 
@@ -39,6 +39,72 @@ pub fn apply(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
             |got| verify_number(u64::from(w), got),
         ));
     }
+}
+
+/// cpu.weight when none is set.
+pub const DEFAULT_CPU_WEIGHT: u64 = 100;
+
+/// Resets cpu.max to "max 100000" when `limits` sets neither an amount nor
+/// a period, and cpu.weight to 100 when it sets no weight.
+pub fn reset(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
+    if limits.cpu.is_none() && limits.cpu_period_us.is_none() {
+        let default = max_value(None, DEFAULT_CPU_PERIOD_US);
+        reset_file(
+            group,
+            Controller::Cpu,
+            "cpu.max",
+            &default,
+            |got| verify_max(None, DEFAULT_CPU_PERIOD_US, got),
+            out,
+        );
+    }
+    if limits.cpu_weight.is_none() {
+        let default = DEFAULT_CPU_WEIGHT.to_string();
+        reset_file(
+            group,
+            Controller::Cpu,
+            "cpu.weight",
+            &default,
+            |got| verify_number(DEFAULT_CPU_WEIGHT, got),
+            out,
+        );
+    }
+}
+
+/// Reads what cpu.max and cpu.weight hold into `into`. A quota becomes the
+/// smallest CPU amount whose quota is at least it, which is exactly the
+/// amount written when reeve wrote it (periods are at least 1ms, so
+/// `quota * 1000 / period` is within one millicore below it). No quota is
+/// no limit, whatever the period; weight 100 is no weight.
+pub fn held(group: &Path, into: &mut Limits, errors: &mut Vec<CgroupError>) {
+    let cpu = read_held(
+        group,
+        "cpu.max",
+        |text| match parse_max(text)? {
+            (_, 0) => Err("period 0".to_string()),
+            (None, _) => Ok(None),
+            (Some(q), p) => {
+                let m = (u128::from(q) * 1000).div_ceil(u128::from(p));
+                let m = u64::try_from(m).unwrap_or(u64::MAX);
+                Ok(Some((CpuLimit::Millicores(m), p)))
+            }
+        },
+        errors,
+    );
+    into.cpu = cpu.map(|(c, _)| c);
+    into.cpu_period_us = cpu.map(|(_, p)| p).filter(|&p| p != DEFAULT_CPU_PERIOD_US);
+    into.cpu_weight = read_held(
+        group,
+        "cpu.weight",
+        |text| match parse_u64(text.trim_end()) {
+            Some(DEFAULT_CPU_WEIGHT) => Ok(None),
+            Some(w) => u32::try_from(w)
+                .map(Some)
+                .map_err(|_| format!("weight {w} out of range")),
+            None => Err("not a number".to_string()),
+        },
+        errors,
+    );
 }
 
 /// The cpu.max text: "250000 100000", or "max 100000" for no quota.
@@ -162,6 +228,52 @@ mod tests {
         for bad in ["", "max", "x 100000", "1 2 3", "1 -2", "\n"] {
             assert!(parse_max(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reset_and_held() {
+        let fx = Fixture::new();
+        fx.file("cpu.max", "50000 100000\n")
+            .file("cpu.weight", "300\n");
+        let mut out = Vec::new();
+        reset(fx.dir(), &Limits::default(), &mut out);
+        let files: Vec<(&str, &str, bool)> = out
+            .iter()
+            .map(|a| (a.file.as_str(), a.wanted.as_str(), a.reset))
+            .collect();
+        assert_eq!(
+            files,
+            [("cpu.max", "max 100000", true), ("cpu.weight", "100", true)]
+        );
+        assert!(out.iter().all(|a| a.result.is_ok()), "{out:?}");
+        let (mut l, mut errors) = (Limits::default(), Vec::new());
+        held(fx.dir(), &mut l, &mut errors);
+        assert_eq!((l.cpu, l.cpu_period_us, l.cpu_weight), (None, None, None));
+
+        // Every amount reeve can write reads back as itself, whatever the
+        // period, though the quota is rounded down to whole microseconds.
+        for (m, period) in [(333, 1001), (2500, 100_000), (1, 1_000_000), (7, 3333)] {
+            let want = Limits {
+                cpu: Some(CpuLimit::Millicores(m)),
+                cpu_period_us: Some(period),
+                ..Limits::default()
+            };
+            let mut out = Vec::new();
+            apply(fx.dir(), &want, &mut out);
+            held(fx.dir(), &mut l, &mut errors);
+            assert_eq!(l.cpu, Some(CpuLimit::Millicores(m)), "{m} per {period}");
+            let p = (period != DEFAULT_CPU_PERIOD_US).then_some(period);
+            assert_eq!(l.cpu_period_us, p);
+        }
+        assert!(errors.is_empty(), "{errors:?}");
+        // Someone else's quota: the smallest amount that grants it.
+        fx.file("cpu.max", "1500 100000\n");
+        held(fx.dir(), &mut l, &mut errors);
+        assert_eq!(l.cpu, Some(CpuLimit::Millicores(15)));
+        fx.file("cpu.max", "10 0\n");
+        held(fx.dir(), &mut l, &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(l.cpu, None);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use super::{parse_u64, write_then_verify, Applied, Controller, Limits};
+use super::{
+    parse_u64, read_held, reset_file, write_then_verify, Applied, CgroupError, Controller, Limits,
+};
 
 /// A CPU number above this is a typing error, not a machine (the kernel's
 /// NR_CPUS tops out at 8192).
@@ -22,6 +24,40 @@ pub fn apply(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
             cpus.clone(),
             |got| verify_cpus(cpus, got),
         ));
+    }
+}
+
+/// Empties cpuset.cpus (the group then uses its parent's CPUs) when
+/// `limits` sets no CPU list. The kernel strips the newline written, as
+/// an empty write(2) would never reach it.
+pub fn reset(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
+    if limits.cpuset.is_none() {
+        reset_file(
+            group,
+            Controller::Cpuset,
+            "cpuset.cpus",
+            "\n",
+            verify_cpus_empty,
+            out,
+        );
+    }
+}
+
+/// Reads the canonical CPU list cpuset.cpus holds into `into` (empty is
+/// no limit).
+pub fn held(group: &Path, into: &mut Limits, errors: &mut Vec<CgroupError>) {
+    into.cpuset = read_held(
+        group,
+        "cpuset.cpus",
+        |text| canonicalize(text).map(|c| (!c.is_empty()).then_some(c)),
+        errors,
+    );
+}
+
+fn verify_cpus_empty(got: &str) -> Result<(), String> {
+    match canonicalize(got)? {
+        c if c.is_empty() => Ok(()),
+        c => Err(format!("CPUs {c:?}, not the parent's")),
     }
 }
 
@@ -188,5 +224,24 @@ mod tests {
         apply(fx.dir(), &l, &mut out);
         assert!(out[0].result.is_ok(), "{out:?}");
         assert_eq!(fx.read("cpuset.cpus"), "0-1,3");
+    }
+
+    #[test]
+    fn reset_empties_the_list_and_held_is_canonical() {
+        let fx = Fixture::new();
+        fx.file("cpuset.cpus", "3,0-1\n");
+        let (mut l, mut errors) = (Limits::default(), Vec::new());
+        held(fx.dir(), &mut l, &mut errors);
+        assert_eq!(l.cpuset.as_deref(), Some("0-1,3"));
+        let mut out = Vec::new();
+        reset(fx.dir(), &Limits::default(), &mut out);
+        assert!(out[0].reset && out[0].result.is_ok(), "{out:?}");
+        assert_eq!(fx.read("cpuset.cpus"), "\n");
+        held(fx.dir(), &mut l, &mut errors);
+        assert_eq!(l.cpuset, None);
+        assert!(errors.is_empty());
+        let mut out = Vec::new();
+        reset(fx.dir(), &Limits::default(), &mut out);
+        assert!(out.is_empty(), "already empty: nothing written");
     }
 }

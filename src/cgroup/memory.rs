@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use super::{
-    flat_require, parse_flat_keyed, parse_u64, read_parsed, write_then_verify, Applied,
-    CgroupError, Controller, Limits,
+    flat_require, parse_flat_keyed, parse_u64, read_held, read_parsed, reset_file,
+    write_then_verify, Applied, CgroupError, Controller, Limits,
 };
 use crate::units::SizeLimit;
 
@@ -38,6 +38,46 @@ pub fn apply(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
             ));
         }
     }
+}
+
+/// Resets each of the three files that `limits` leaves unset to "max".
+pub fn reset(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
+    for (file, limit) in [
+        ("memory.high", limits.memory_high),
+        ("memory.max", limits.memory),
+        ("memory.swap.max", limits.swap),
+    ] {
+        if limit.is_none() {
+            reset_file(
+                group,
+                Controller::Memory,
+                file,
+                "max",
+                |got| verify_size(SizeLimit::Max, got),
+                out,
+            );
+        }
+    }
+}
+
+/// Reads what the three files hold into `into` ("max" is no limit).
+pub fn held(group: &Path, into: &mut Limits, errors: &mut Vec<CgroupError>) {
+    let read = |file: &str, errors: &mut Vec<CgroupError>| {
+        read_held(
+            group,
+            file,
+            |text| {
+                parse_size_file(text).map(|s| match s {
+                    SizeLimit::Max => None,
+                    bytes => Some(bytes),
+                })
+            },
+            errors,
+        )
+    };
+    into.memory_high = read("memory.high", errors);
+    into.memory = read("memory.max", errors);
+    into.swap = read("memory.swap.max", errors);
 }
 
 /// The text written: bytes, or "max".
@@ -177,6 +217,58 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("memory.max: wrote \"1000000\""), "{text}");
         assert!(text.contains("not in force"), "{text}");
+    }
+
+    #[test]
+    fn unset_limits_are_reset_to_max_and_read_back_in_pages() {
+        let fx = Fixture::new();
+        fx.file("memory.max", "1073741824\n")
+            .file("memory.high", "536870912\n")
+            .file("memory.swap.max", "max\n");
+        // memory.max stays wanted, memory.high is no longer named.
+        let l = Limits {
+            memory: Some(SizeLimit::Bytes(1_000_000)),
+            ..Limits::default()
+        };
+        let mut out = Vec::new();
+        reset(fx.dir(), &l, &mut out);
+        assert_eq!(out.len(), 1, "only memory.high held a value: {out:?}");
+        assert_eq!(out[0].file, "memory.high");
+        assert!(out[0].reset && out[0].result.is_ok(), "{out:?}");
+        assert_eq!(fx.read("memory.high"), "max");
+        assert_eq!(
+            fx.read("memory.max"),
+            "1073741824\n",
+            "a wanted file is not reset"
+        );
+
+        // The kernel would show the wanted bytes in whole pages.
+        fx.file("memory.max", "999424\n");
+        let mut held_limits = Limits::default();
+        let mut errors = Vec::new();
+        held(fx.dir(), &mut held_limits, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(held_limits.memory, Some(SizeLimit::Bytes(999_424)));
+        assert_eq!(held_limits.memory_high, None, "max is no limit");
+        assert_eq!(held_limits.swap, None);
+
+        // A group without the controller holds nothing and resets nothing.
+        let bare = Fixture::new();
+        let mut out = Vec::new();
+        reset(bare.dir(), &Limits::default(), &mut out);
+        assert!(out.is_empty());
+        let mut errors = Vec::new();
+        held(bare.dir(), &mut held_limits, &mut errors);
+        assert_eq!(held_limits, Limits::default());
+        assert!(errors.is_empty());
+        fx.file("memory.high", "lots\n");
+        held(fx.dir(), &mut held_limits, &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("memory.high"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

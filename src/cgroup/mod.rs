@@ -11,6 +11,7 @@ mod controllers;
 pub mod cpu;
 pub mod cpuset;
 mod group;
+mod held;
 mod hierarchy;
 pub mod io;
 pub mod limits;
@@ -33,6 +34,8 @@ use serde::Serialize;
 pub use controllers::{available_controllers, parse_controllers};
 pub use cpu::{stat as cpu_stat, CpuStat};
 pub use group::{parse_populated, parse_procs, Group};
+pub use held::{apply_exactly, held, reset_unwanted};
+pub(crate) use held::{read_held, reset_file};
 pub use hierarchy::Hierarchy;
 pub use limits::{IoMax, IoRate, Limits, LimitsError, PidsLimit};
 pub use memory::{events as memory_events, MemoryEvents};
@@ -292,11 +295,15 @@ pub struct Applied {
     /// The exact text written.
     pub wanted: String,
     pub result: Result<(), CgroupError>,
+    /// The write put the kernel's default back: the limit set no longer
+    /// names this file, and it held something else.
+    pub reset: bool,
 }
 
 /// Writes every limit in `limits` into `group` and reads each back. One
 /// entry per write; a failed entry does not stop the others, so the caller
-/// sees every problem at once.
+/// sees every problem at once. Files `limits` does not name are left alone
+/// (see [`reset_unwanted`]).
 pub fn apply(group: &Path, limits: &Limits) -> Vec<Applied> {
     let mut out = Vec::new();
     cpuset::apply(group, limits, &mut out);
@@ -346,6 +353,7 @@ pub(crate) fn write_then_verify(
         file: file.to_string(),
         wanted,
         result,
+        reset: false,
     }
 }
 
@@ -710,6 +718,7 @@ mod tests {
             let _ = pids::parse_events_max(&text);
             let _ = io::verify_max(&io, &text);
             let _ = io::verify_weight(100, &text);
+            let _ = io::parse_held_max(&text);
             let _ = cpuset::canonicalize(&text);
             let _ = cpuset::parse_cpu_list(&text, true);
             let mut l = Limits::default();

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    flat_require, parse_flat_keyed, parse_u64, read_parsed, verify_number, write_then_verify,
-    Applied, CgroupError, Controller, Limits, PidsLimit,
+    flat_require, parse_flat_keyed, parse_u64, read_held, read_parsed, reset_file, verify_number,
+    write_then_verify, Applied, CgroupError, Controller, Limits, PidsLimit,
 };
 
 /// Writes pids.max.
@@ -19,6 +19,35 @@ pub fn apply(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
             |got| verify_max(limit, got),
         ));
     }
+}
+
+/// Resets pids.max to "max" when `limits` leaves it unset.
+pub fn reset(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
+    if limits.pids.is_none() {
+        reset_file(
+            group,
+            Controller::Pids,
+            "pids.max",
+            "max",
+            |got| verify_max(PidsLimit::Max, got),
+            out,
+        );
+    }
+}
+
+/// Reads what pids.max holds into `into` ("max" is no limit).
+pub fn held(group: &Path, into: &mut Limits, errors: &mut Vec<CgroupError>) {
+    into.pids = read_held(
+        group,
+        "pids.max",
+        |text| match text.trim_end() {
+            "max" => Ok(None),
+            t => parse_u64(t)
+                .map(|n| Some(PidsLimit::Count(n)))
+                .ok_or_else(|| "not a number or max".to_string()),
+        },
+        errors,
+    );
 }
 
 /// Compares a pids.max read-back ("max" or a number) with `limit`.
@@ -80,6 +109,26 @@ mod tests {
             Err("max, not 64".into())
         );
         assert!(verify_max(PidsLimit::Count(64), "65\n").is_err());
+    }
+
+    #[test]
+    fn reset_and_held() {
+        let fx = Fixture::new();
+        fx.file("pids.max", "64\n");
+        let mut out = Vec::new();
+        reset(fx.dir(), &Limits::default(), &mut out);
+        assert!(out[0].reset && out[0].result.is_ok(), "{out:?}");
+        assert_eq!(fx.read("pids.max"), "max");
+        let mut out = Vec::new();
+        reset(fx.dir(), &Limits::default(), &mut out);
+        assert!(out.is_empty(), "already the default: nothing written");
+        let (mut l, mut errors) = (Limits::default(), Vec::new());
+        held(fx.dir(), &mut l, &mut errors);
+        assert_eq!(l.pids, None);
+        fx.file("pids.max", "32\n");
+        held(fx.dir(), &mut l, &mut errors);
+        assert_eq!(l.pids, Some(PidsLimit::Count(32)));
+        assert!(errors.is_empty());
     }
 
     #[test]

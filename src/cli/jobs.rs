@@ -20,7 +20,11 @@ usage: reeve run [--job NAME | --pool NAME] [LIMITS] [--detach] [--config FILE] 
 
 Starts CMD inside its own cgroup, with every limit in force before CMD runs
 its first instruction. If a limit cannot be put in force, CMD is not started
-(exit 1). Foreground: forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT and exits
+(exit 1). A job whose group already holds processes, or a group reeve has no
+record of, is refused before anything is written (exit 1). The limits given
+are the group's whole set: a limit not given is reset to the kernel's
+default (a pool joined without limits keeps its budget). CMD starts with
+default signal dispositions and an empty signal mask. Foreground: forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT and exits
 with CMD's status (128+N for a signal). kill -9 of reeve leaves CMD running
 in its group. --detach prints pid=, job= and cgroup= and returns at once;
 the detached command reads /dev/null and writes its output to reeve's stderr.
@@ -159,9 +163,9 @@ pub fn run(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     let mut on_event = |event: &str, fields: &[(&str, Val<'_>)]| {
         audit(&config.state_dir, event, fields);
     };
-    spawn::run(&h, &records, &spec, &mut on_event).map_err(|e| match e.code {
-        2 => CliError::Usage(e.message),
-        code => CliError::Exit(code, e.message),
+    spawn::run(&h, &records, &spec, &mut on_event).map_err(|e| match e {
+        spawn::RunError::NoCommand => CliError::Usage(e.to_string()),
+        e => CliError::Exit(e.exit_code(), e.to_string()),
     })
 }
 
@@ -184,14 +188,29 @@ fn audit(state_dir: &std::path::Path, event: &str, fields: &[(&str, Val<'_>)]) {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 if log.pending() > 0 {
-                    eprintln!("reeve: warning: audit log busy or full; event {event} not recorded");
+                    warn(&format!(
+                        "reeve: warning: audit log busy or full; event {event} not recorded"
+                    ));
                 }
             }
             Ok(())
         });
     if let Err(e) = result {
-        eprintln!("reeve: warning: audit log: {e}; event {event} not recorded");
+        warn(&format!(
+            "reeve: warning: audit log: {e}; event {event} not recorded"
+        ));
     }
+}
+
+/// A warning line on stderr. It runs while `reeve run`'s command may be
+/// running, when stderr may be a closed pipe: a failed write is dropped,
+/// because the warning has nowhere else to go and the caller's exit
+/// status still tells the story.
+fn warn(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    // Dropped on purpose: see above.
+    let _ = err.write_all(format!("{line}\n").as_bytes());
 }
 
 fn parse_pid(p: &mut lexopt::Parser) -> Result<u32, CliError> {
