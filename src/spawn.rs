@@ -60,7 +60,7 @@ pub fn run(
     };
     let group_name = spec.place.group_name();
     let mut reader = ProcReader::open().map_err(|e| fail(1, format!("cannot open /proc: {e}")))?;
-    let lock = records.lock().map_err(|e| fail(1, e))?;
+    let lock = records.lock().map_err(|e| fail(1, e.to_string()))?;
     let prepared = placement::prepare(h, &spec.place, &spec.limits).map_err(|e| fail(1, e))?;
     let group = Group::new(&prepared.path);
     let busy = group.procs().map(|p| !p.is_empty()).unwrap_or(false);

@@ -32,7 +32,7 @@ use serde::Serialize;
 
 pub use controllers::{available_controllers, parse_controllers};
 pub use cpu::{stat as cpu_stat, CpuStat};
-pub use group::{parse_populated, parse_procs, Group};
+pub use group::{parse_populated, parse_procs, Group, MoveOutcome};
 pub use hierarchy::Hierarchy;
 pub use limits::{IoMax, IoRate, Limits, LimitsError, PidsLimit};
 pub use memory::{events as memory_events, MemoryEvents};
