@@ -122,6 +122,9 @@ touch "$out/done"
 exec sleep 600
 "#;
 
+/// Whether reeve (built with this test) has the pause hook.
+const HOOKS: bool = cfg!(feature = "test-hooks");
+
 /// What one recycling run saw.
 struct Recycled {
     root: u32,
@@ -137,10 +140,9 @@ struct Recycled {
 /// Runs [`RECYCLE_SCRIPT`] in a new pid namespace whose processes start in
 /// `origin` (inside the test's subtree).
 fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, mode: &str) -> Recycled {
-    assert!(
-        cfg!(feature = "test-hooks"),
-        "this test needs the pause hook: run it with `cargo test --features test-hooks`"
-    );
+    if !HOOKS {
+        panic!("this test needs the pause hook: run it with `cargo test --features test-hooks`");
+    }
     let cfg = cli_config(dir, sub);
     let out = dir.join(&format!("ns-{mode}"));
     fs::create_dir(&out).expect("mkdir out");
