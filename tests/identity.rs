@@ -329,3 +329,174 @@ fn attach_refuses_init_reeve_and_its_ancestors() {
         sub.managed_groups()
     );
 }
+
+/// A watch config with one rule matching `name` by exe and governing it
+/// with `extra` (`pool`, `limits`).
+fn watch_config(dir: &TempDir, sub: &Subtree, rule: &str, name: &str, extra: Value) -> PathBuf {
+    let mut cfg = config_for(dir, rule, name, None, "auto", "200ms");
+    for (k, v) in extra.as_object().expect("extra is an object") {
+        cfg["targets"][0][k] = v.clone();
+    }
+    cfg["cgroup"] = json!({"root": sub.root()});
+    write_config(dir.path(), &cfg)
+}
+
+/// `reeve attach --pid PID ARGS...` with the test's config; its output.
+fn attach(cfg: &Path, pid: u32, args: &[&str]) -> std::process::Output {
+    let pid = pid.to_string();
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let mut all = vec!["attach", "--pid", pid.as_str(), "--config", cfg];
+    all.extend_from_slice(args);
+    reeve(&all)
+}
+
+/// A `sleep` of the test's own.
+fn sleeper(procs: &mut ProcGuard) -> u32 {
+    procs.push(spawn_retry(
+        Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ))
+}
+
+#[test]
+fn daemon_defers_attach_while_a_command_holds_the_records_lock() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-lock");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &sub, "lock", &target.name, json!({"pool": "lock"}));
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    let lock = PathBuf::from(state_dir(&dir)).join("jobs/.lock");
+    let held = dir.join("held");
+    // Another process holds jobs/.lock for 4 s, as a slow or suspended
+    // `reeve attach` would.
+    let holder = procs.push(spawn_retry(
+        Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sh", "-c", "touch \"$0\"; sleep 4"])
+            .arg(&held)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    wait_file(&held, WAIT, || d.log_tail());
+    let since = Instant::now();
+    let first = target.spawn(&mut procs, "60");
+    d.wait_event("attach_deferred", first, Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(300));
+    let second = target.spawn(&mut procs, "60");
+    // Discovery goes on while the lock is held.
+    d.wait_event("discovered", second, Duration::from_secs(2));
+    assert!(
+        since.elapsed() < Duration::from_millis(3500),
+        "discovery kept pace while the lock was held ({:?})",
+        since.elapsed()
+    );
+    assert_eq!(d.count("attached"), 0, "nothing attached under a held lock");
+    assert!(alive_child(holder), "the lock is still held");
+    // Released: both land, in order, on a later wakeup.
+    procs.wait_exit(holder, Duration::from_secs(10));
+    d.wait_event("attached", first, WAIT);
+    d.wait_event("attached", second, WAIT);
+    let pool = sub.pool("lock");
+    assert_eq!(cgroup_of(first.pid), Some(sub.rel(&pool)));
+    assert_eq!(cgroup_of(second.pid), Some(sub.rel(&pool)));
+    d.stop_ok();
+}
+
+/// Whether `pid` (a child of the test) has not exited.
+fn alive_child(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s.rsplit_once(')').map(|(_, r)| r.trim_start());
+        !state.is_some_and(|r| r.starts_with('Z'))
+    })
+}
+
+#[test]
+fn pool_record_drops_members_that_ended() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-prune");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let first = sleeper(&mut procs);
+    let out = attach(&cfg, first, &["--pool", "prune"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    procs.kill(first);
+    let second = sleeper(&mut procs);
+    let out = attach(&cfg, second, &["--pool", "prune"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let rec = record(&dir, "pool.prune").expect("pool record");
+    let pids: Vec<u64> = rec["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["pid"].as_u64())
+        .collect();
+    assert_eq!(pids, vec![u64::from(second)], "{rec}");
+}
+
+#[test]
+fn attach_to_a_pool_without_limits_keeps_its_limits() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-keep");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let first = sleeper(&mut procs);
+    // No controllers on this host: the limit is recorded, not in force.
+    let out = attach(&cfg, first, &["--pool", "keep", "--pids", "50"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let before = record(&dir, "pool.keep").expect("pool record")["limits"].clone();
+    assert_ne!(before, json!({}), "the limit is recorded");
+    let second = sleeper(&mut procs);
+    let out = attach(&cfg, second, &["--pool", "keep"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pids"),
+        "the report shows the kept limit: {text}"
+    );
+    let after = record(&dir, "pool.keep").expect("pool record")["limits"].clone();
+    assert_eq!(after, before, "an attach without limits keeps the pool's");
+    assert_eq!(cgroup_of(second), Some(sub.rel(&sub.pool("keep"))));
+}
+
+#[test]
+fn unreadable_released_list_stops_auto_attach() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-released");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &sub, "rel", &target.name, json!({"pool": "rel"}));
+    let jobs = PathBuf::from(state_dir(&dir)).join("jobs");
+    fs::create_dir(&jobs).expect("mkdir jobs");
+    fs::set_permissions(&jobs, fs::Permissions::from_mode(0o700)).expect("chmod jobs");
+    let released = jobs.join("released.json");
+    fs::write(&released, "[{\"pid\": 12, \"start_ti").expect("write released.json");
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    let id = target.spawn(&mut procs, "60");
+    let ev = d.wait_for("released_unreadable", WAIT, |v| {
+        event_name(v) == "released_unreadable"
+    });
+    assert!(
+        ev.to_string().contains("released.json"),
+        "the event names the file: {ev}"
+    );
+    d.wait_scans(3, WAIT);
+    assert_eq!(d.count("attached"), 0, "{}", d.log_tail());
+    assert_eq!(
+        d.count("released_unreadable"),
+        1,
+        "said once per failure run"
+    );
+    assert_ne!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("rel"))));
+    // Repaired: the queued attach goes through on a later wakeup.
+    fs::write(&released, "[]").expect("repair released.json");
+    d.wait_event("attached", id, WAIT);
+    assert_eq!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("rel"))));
+    d.stop_ok();
+}
