@@ -387,11 +387,12 @@ fn daemon_defers_attach_while_a_command_holds_the_records_lock() {
     wait_file(&held, WAIT, || d.log_tail());
     let since = Instant::now();
     let first = target.spawn(&mut procs, "60");
-    d.wait_event("attach_deferred", first, Duration::from_secs(2));
+    d.wait_event("discovered", first, Duration::from_secs(2));
     thread::sleep(Duration::from_millis(300));
     let second = target.spawn(&mut procs, "60");
-    // Discovery goes on while the lock is held.
+    // Discovery goes on while the lock is held; the attach waits queued.
     d.wait_event("discovered", second, Duration::from_secs(2));
+    d.wait_event("attach_deferred", first, Duration::from_secs(1));
     assert!(
         since.elapsed() < Duration::from_millis(3500),
         "discovery kept pace while the lock was held ({:?})",
