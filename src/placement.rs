@@ -570,8 +570,12 @@ mod tests {
         for k in &fam[1..] {
             // The test's own grandchildren, listed as the shell's children
             // just now (the shell is not reaped yet), signalled via pidfd.
+            // The pidfd is opened before the identity check, so the signal
+            // reaches the process checked or none.
             if let Ok(fd) = crate::sys::pidfd_open(k.pid) {
-                let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                if matches!(reader.stat(k.pid), Ok(s) if s.start_ticks == k.start_ticks) {
+                    let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                }
             }
         }
         let _ = sh.kill();

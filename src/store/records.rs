@@ -381,3 +381,86 @@ impl Records {
         (out, bad)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdir::TempDir;
+    use super::*;
+
+    #[test]
+    fn released_list_that_cannot_be_read_is_an_error_not_empty() {
+        let t = TempDir::new("released");
+        let records = Records::open(t.path()).unwrap();
+        assert_eq!(records.released().unwrap(), vec![]);
+        let path = t.path().join("jobs").join(RELEASED_FILE);
+        std::fs::write(&path, "[{\"pid\": 1").unwrap();
+        let err = records.released().unwrap_err();
+        let line = err.to_string();
+        assert!(matches!(err, RecordError::Released { .. }), "{line}");
+        assert!(
+            line.contains("released.json") && line.contains("removed"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+        let mut reader = ProcReader::open().unwrap();
+        assert!(
+            records.release(&[], &mut reader).is_err(),
+            "never overwritten"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[{\"pid\": 1");
+    }
+
+    #[test]
+    fn try_lock_does_not_wait_for_another_holder() {
+        let t = TempDir::new("trylock");
+        let records = Records::open(t.path()).unwrap();
+        let other = Records::open(t.path()).unwrap();
+        let held = records.lock().unwrap();
+        // flock locks belong to the open file description: a second open
+        // conflicts even within one process.
+        let err = other.try_lock().err().expect("busy while held");
+        assert!(matches!(err, RecordError::Busy { .. }), "{err}");
+        drop(held);
+        other.try_lock().unwrap();
+    }
+
+    #[test]
+    fn save_drops_members_that_ended_and_keeps_intents() {
+        let t = TempDir::new("prune");
+        let records = Records::open(t.path()).unwrap();
+        let mut reader = ProcReader::open().unwrap();
+        let me = reader.stat(crate::sys::getpid()).unwrap().key();
+        let mut r = JobRecord::new(
+            "pool.p".into(),
+            true,
+            Path::new("/x"),
+            &Limits::default(),
+            1,
+        );
+        let member = |k: ProcKey| Member {
+            pid: k.pid,
+            start_ticks: k.start_ticks,
+            original_cgroup: PathBuf::from("/o"),
+        };
+        let ended = ProcKey {
+            pid: me.pid,
+            start_ticks: me.start_ticks + 1,
+        };
+        r.members = vec![member(me), member(ended)];
+        r.pending = vec![Pending {
+            pid: 7,
+            start_ticks: 7,
+            from: "/o".into(),
+            to: "/x".into(),
+        }];
+        records.save(&r).unwrap();
+        let back = records.load("pool.p").unwrap().unwrap();
+        assert_eq!(back.members, vec![member(me)]);
+        assert_eq!(back.pending, r.pending);
+        // A record written before intents existed reads with none.
+        let old = r#"{"version":1,"group":"job.j","cgroup":"/x","pool":false,"limits":{},
+            "in_force":true,"problems":[],"created_ms":1,"members":[]}"#;
+        std::fs::write(t.path().join("jobs/job.j.json"), old).unwrap();
+        assert!(records.load("job.j").unwrap().unwrap().pending.is_empty());
+    }
+}
