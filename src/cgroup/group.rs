@@ -280,8 +280,9 @@ impl Group {
     /// another. A child born to a member inside this group in the same
     /// instant with the same pid cannot be told apart, and is moved out
     /// too: reeve does not keep a process whose placement it cannot prove.
-    /// The move back has its own bracket; should the stranger end in turn,
-    /// it is no longer in the group and nothing more is done.
+    /// The move back has its own bracket; a stranger that ends before it
+    /// is moved back is no longer in the group, and one reaped during the
+    /// move back is an error (the pid may have changed hands again).
     fn evict_stranger(
         &self,
         gone: ProcKey,
@@ -289,41 +290,23 @@ impl Group {
         reader: &mut ProcReader,
     ) -> Result<MoveOutcome, CgroupError> {
         let procs = self.path.join("cgroup.procs");
-        let here = self.procs()?;
-        if !here.contains(&gone.pid) {
-            return Ok(MoveOutcome::DiedInWindow);
-        }
-        let Some(from) = from else {
-            return Ok(match reader.stat(gone.pid) {
-                Ok(st) => MoveOutcome::StrangerLeft {
-                    stranger: st.key(),
-                    group: self.path.clone(),
-                },
-                Err(_) => MoveOutcome::DiedInWindow,
-            });
-        };
-        let back = from.join("cgroup.procs");
-        let what = format!(
-            "moving the process that took pid {} after {gone} ended back to {}",
-            gone.pid,
-            from.display()
-        );
-        let fail = |e: &std::io::Error| {
-            CgroupError::os(
-                CgroupErrorKind::Io,
-                &procs,
-                &what,
-                e,
-                "a process reeve did not check is in this group: move it out by hand",
-            )
-        };
+        let hand = "a process reeve did not check may be in this group: move it out by hand";
+        // The stranger's own bracket: its pidfd is opened before anything
+        // is read about it, and proved alive after the move back, so the
+        // membership, the identity and the write all concern one process.
         let pidfd = match sys::pidfd_open(gone.pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
                 return Ok(MoveOutcome::DiedInWindow)
             }
-            Err(e) => return Err(fail(&e)),
+            Err(e) => {
+                let what = format!("opening a pidfd for pid {} after {gone} ended", gone.pid);
+                return Err(CgroupError::os(CgroupErrorKind::Io, &procs, what, &e, hand));
+            }
         };
+        if !self.procs()?.contains(&gone.pid) {
+            return Ok(MoveOutcome::DiedInWindow);
+        }
         let stranger = match reader.stat(gone.pid) {
             Ok(st) => st.key(),
             Err(ReadError::Gone) => return Ok(MoveOutcome::DiedInWindow),
@@ -331,43 +314,46 @@ impl Group {
                 return Err(CgroupError::new(
                     CgroupErrorKind::Io,
                     &procs,
-                    format!("{what}: cannot read its identity: {e}"),
-                    "a process reeve did not check may be in this group: move it out by hand",
+                    format!("reading the process that took pid {}: {e}", gone.pid),
+                    hand,
                 ))
             }
         };
+        let Some(from) = from else {
+            return Ok(MoveOutcome::StrangerLeft {
+                stranger,
+                group: self.path.clone(),
+            });
+        };
+        let back = from.join("cgroup.procs");
+        let what = format!(
+            "moving process {stranger}, which took pid {} after {gone} ended, back to {}",
+            gone.pid,
+            from.display()
+        );
+        let fail = |e: &std::io::Error| CgroupError::os(CgroupErrorKind::Io, &back, &what, e, hand);
         let mut file = open_for_write(&back).map_err(|e| fail(&e))?;
-        match write_whole(&mut file, gone.pid.to_string().as_bytes()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => return Err(fail(&e)),
-        }
+        write_whole(&mut file, gone.pid.to_string().as_bytes()).map_err(|e| fail(&e))?;
         match sys::pidfd_send_signal(&pidfd, 0) {
-            Ok(()) => Ok(MoveOutcome::StrangerMovedBack {
-                stranger,
-                to: from.to_path_buf(),
-            }),
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(MoveOutcome::StrangerMovedBack {
-                stranger,
-                to: from.to_path_buf(),
-            }),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                if self.procs()?.contains(&gone.pid) {
-                    Err(CgroupError::new(
-                        CgroupErrorKind::Io,
-                        &procs,
-                        format!(
-                            "{what}: pid {} changed hands twice during the move",
-                            gone.pid
-                        ),
-                        "a process reeve did not check is in this group: move it out by hand",
-                    ))
-                } else {
-                    Ok(MoveOutcome::DiedInWindow)
-                }
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            // Reaped in turn: the write may have reached a third process.
+            // Two reuses of one pid within a move is beyond what pid_max
+            // allows in practice, but it is said, not assumed away.
+            Err(e) => {
+                return Err(CgroupError::os(
+                    CgroupErrorKind::Io,
+                    &back,
+                    format!("{what}: the pid changed hands again during the move back"),
+                    &e,
+                    "a process reeve did not check may have been moved there",
+                ))
             }
-            Err(e) => Err(fail(&e)),
         }
+        Ok(MoveOutcome::StrangerMovedBack {
+            stranger,
+            to: from.to_path_buf(),
+        })
     }
 
     /// Whether any process is in the group or below it (cgroup.events).
