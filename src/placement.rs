@@ -434,14 +434,17 @@ pub fn attach(
                 to: prepared.path.clone(),
             }),
             Err(e) if k == key => {
-                abandon(created, &group, records, &group_name);
-                return Err(match e.kind {
+                let why = match e.kind {
                     cgroup::CgroupErrorKind::ProcessGone => PlaceError::ProcessGone {
                         pid: key.pid,
                         detail: "ended before it was moved".into(),
                         stranger: None,
                     },
                     _ => PlaceError::Cgroup(e),
+                };
+                return Err(match abandon(created, &group, records, &group_name) {
+                    Some(c) => PlaceError::Incomplete(format!("{why}; cleaning up: {c}")),
+                    None => why,
                 });
             }
             Err(e) => failed.push((k, e.to_string())),
@@ -449,8 +452,11 @@ pub fn attach(
     }
     record.pending.extend(intents.iter().cloned());
     if let Err(e) = records.save(&record) {
-        abandon(created, &group, records, &group_name);
-        return Err(PlaceError::IntentNotWritten(e));
+        let why = PlaceError::IntentNotWritten(e);
+        return Err(match abandon(created, &group, records, &group_name) {
+            Some(c) => PlaceError::Incomplete(format!("{why}; cleaning up: {c}")),
+            None => why,
+        });
     }
     let mut members = Vec::new();
     let mut root_failed = None;

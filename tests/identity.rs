@@ -501,3 +501,44 @@ fn unreadable_released_list_stops_auto_attach() {
     assert_eq!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("rel"))));
     d.stop_ok();
 }
+
+#[test]
+fn attach_moves_nothing_when_its_intent_cannot_be_written() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-ahead");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let origin = sub.make_group("origin");
+    let pid = sleeper(&mut procs);
+    sub.move_into(&origin, pid);
+    // A full disk under the state directory, in a private mount namespace
+    // (the tmpfs vanishes with it): the job record cannot be written.
+    let state = state_dir(&dir);
+    let rc = dir.join("attach.rc");
+    let script = r#"
+mount -t tmpfs -o size=256k,mode=0700 reeve-test "$1" || exit 90
+mkdir -m 700 "$1/jobs" || exit 91
+dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null
+"$2" attach --pid "$3" --job ahead --config "$4"
+echo $? > "$5"
+"#;
+    let out = run_with_timeout(
+        Command::new("unshare")
+            .args(["--mount", "sh", "-c", script, "_"])
+            .arg(&state)
+            .arg(REEVE)
+            .arg(pid.to_string())
+            .arg(&cfg)
+            .arg(&rc),
+        WAIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        cgroup_of(pid),
+        Some(sub.rel(&origin)),
+        "the process stays where it was: {err}"
+    );
+    assert!(procs_of(&sub.job("ahead")).is_empty(), "{err}");
+    assert_eq!(read(&rc).trim(), "1", "{out:?}");
+    assert!(err.contains("nothing was moved"), "{err}");
+}
