@@ -542,3 +542,43 @@ echo $? > "$5"
     assert_eq!(read(&rc).trim(), "1", "{out:?}");
     assert!(err.contains("nothing was moved"), "{err}");
 }
+
+#[test]
+fn detach_moves_nothing_back_when_its_intent_cannot_be_written() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-detach-ahead");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let origin = sub.make_group("origin");
+    let pid = sleeper(&mut procs);
+    sub.move_into(&origin, pid);
+    // Attached with room on the disk, then the disk fills (a tmpfs in a
+    // private mount namespace) and detach runs.
+    let state = state_dir(&dir);
+    let rc = dir.join("rc");
+    let script = r#"
+mount -t tmpfs -o size=256k,mode=0700 reeve-test "$1" || exit 90
+"$2" attach --pid "$3" --job back --config "$4" > /dev/null || exit 92
+dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null
+"$2" detach --job back --config "$4"
+echo $? > "$5"
+"#;
+    let out = run_with_timeout(
+        Command::new("unshare")
+            .args(["--mount", "sh", "-c", script, "_"])
+            .arg(&state)
+            .arg(REEVE)
+            .arg(pid.to_string())
+            .arg(&cfg)
+            .arg(&rc),
+        WAIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        cgroup_of(pid),
+        Some(sub.rel(&sub.job("back"))),
+        "the process stays in its group, as its record says: {out:?}"
+    );
+    assert_eq!(read(&rc).trim(), "1", "{out:?}");
+    assert!(err.contains("nothing was moved"), "{err}");
+}
