@@ -2,18 +2,27 @@
 //! group under limits, and taking it out again, keeping the job records
 //! (`store::records`) that make that reversible.
 //!
-//! Invariants: every move is preceded by an identity check of the process
-//! (`Group::move_pid`); a group's limits are either verified in force or
-//! reported as not, with the reason (never silently dropped); the original
-//! cgroup of every process is recorded before it is moved, so `detach`
-//! can put it back; a record is written atomically under a lock shared by
-//! the daemon and the CLI commands.
+//! Invariants: every move is bracketed by a pidfd (`Group::move_pid`:
+//! opened before the identity check, proved alive after the write, a
+//! stranger that took the pid moved back out); every move is written ahead
+//! in the job record (identity, original cgroup, group) and confirmed
+//! after, so a group never holds a process its record does not name and
+//! `detach` moves nothing the record does not say; a group's limits are
+//! either verified in force or reported as not, with the reason; a record
+//! is written atomically under a lock shared by the daemon and the CLI
+//! commands. pid 1, reeve and reeve's ancestors are never moved.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::cgroup::{self, CgroupError, Group, Hierarchy, Limits};
+use crate::cgroup::{self, CgroupError, Group, Hierarchy, Limits, MoveOutcome};
 use crate::procfs::{ProcKey, ProcReader, ReadError};
-pub use crate::store::records::{JobRecord, Member, Records, RecordsLock};
+pub use crate::store::records::{JobRecord, Member, Pending, RecordError, Records, RecordsLock};
+use crate::sys;
+
+mod detach;
+mod error;
+pub use detach::{detach, DetachReport};
+pub use error::PlaceError;
 
 /// The group a process is governed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,16 +145,32 @@ pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prep
 /// `root` and its living descendants, parents before children. The
 /// children files of /proc name them directly; a kernel without those
 /// costs one pass over every process instead.
+///
+/// A parent's children file is read while a pidfd on the parent is held,
+/// with its start time checked after the pidfd was opened and the pidfd
+/// proved alive after the read: the pid cannot have been reused in
+/// between, so the children listed are that parent's. A parent that ended
+/// meanwhile contributes no children.
 pub fn family(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {
         let parent = out[i];
+        i += 1;
+        let Ok(pidfd) = sys::pidfd_open(parent.pid) else {
+            continue; // the parent ended: it has no children to move
+        };
+        if !matches!(reader.stat(parent.pid), Ok(s) if s.start_ticks == parent.start_ticks) {
+            continue;
+        }
         let children = match reader.children(parent.pid) {
             Ok(Some(c)) => c,
             Ok(None) => return family_by_scan(reader, root),
-            Err(_) => Vec::new(), // the parent ended meanwhile
+            Err(_) => continue, // the parent ended meanwhile
         };
+        if sys::pidfd_send_signal(&pidfd, 0).is_err() {
+            continue; // reaped while its children were read
+        }
         for pid in children {
             if let Ok(s) = reader.stat(pid) {
                 if is_child(&s, parent) && !out.contains(&s.key()) {
@@ -153,7 +178,6 @@ pub fn family(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
                 }
             }
         }
-        i += 1;
     }
     out
 }
@@ -206,22 +230,114 @@ pub struct AttachReport {
     pub members: Vec<Member>,
     /// Family members that could not be moved, and why.
     pub failed: Vec<(ProcKey, String)>,
+    /// The limits now recorded for the group (the group's own when the
+    /// attach gave none).
+    pub limits: Limits,
     pub in_force: bool,
     pub problems: Vec<String>,
+    /// The moves happened but the record confirming them was not written:
+    /// the record lists them as intents, settled on its next write.
+    pub unconfirmed: Option<RecordError>,
 }
 
 /// Reads a process's identity; `Err` when it is gone.
-pub fn identify(reader: &mut ProcReader, pid: u32) -> Result<ProcKey, String> {
+pub fn identify(reader: &mut ProcReader, pid: u32) -> Result<ProcKey, PlaceError> {
     match reader.stat(pid) {
         Ok(s) if !s.is_dead() => Ok(s.key()),
-        Ok(_) | Err(ReadError::Gone) => Err(format!("process {pid} does not exist")),
-        Err(e) => Err(format!("cannot read process {pid}: {e}")),
+        Ok(_) | Err(ReadError::Gone) => Err(PlaceError::ProcessGone {
+            pid,
+            detail: "no such process".into(),
+            stranger: None,
+        }),
+        Err(e) => Err(PlaceError::Proc {
+            pid,
+            detail: e.to_string(),
+        }),
     }
 }
 
-/// Moves `key` and its descendants into `place` with `limits`, recording
-/// where each came from. Fails only when `key` itself could not be moved.
-/// The caller holds the records lock (`held`) for the whole read-modify-write.
+/// Refuses processes that reeve must never move: pid 1, reeve itself and
+/// every ancestor of reeve (moving one would move the supervisor of the
+/// system, or of reeve, under a job's limits). The ancestors are read from
+/// reeve's own ppid chain, which cannot change under a living reeve except
+/// by reparenting to a subreaper or init, both still ancestors.
+pub fn refuse_protected(reader: &mut ProcReader, key: ProcKey) -> Result<(), PlaceError> {
+    let refused = |why| Err(PlaceError::Refused { pid: key.pid, why });
+    if key.pid == 1 {
+        return refused("it is pid 1, the init process");
+    }
+    let me = sys::getpid();
+    if key.pid == me {
+        return refused("it is reeve itself");
+    }
+    let mut pid = me;
+    // A ppid chain is at most as long as the nesting of pid namespaces
+    // allows; the bound only guards against a corrupt read.
+    for _ in 0..4096 {
+        let ppid = match reader.stat(pid) {
+            Ok(s) => s.ppid,
+            Err(e) => {
+                return Err(PlaceError::Proc {
+                    pid,
+                    detail: format!("reading reeve's ancestors: {e}"),
+                })
+            }
+        };
+        if ppid == key.pid {
+            return refused("it is an ancestor of reeve (its parent, or above)");
+        }
+        if ppid == 0 || ppid == 1 {
+            break;
+        }
+        pid = ppid;
+    }
+    Ok(())
+}
+
+/// Resolves intents a crash left in `record` from what the kernel shows:
+/// a process found where its intent was going has arrived (a member is
+/// added, or removed for a detach); anything else did not move, or ended.
+fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
+    for p in std::mem::take(&mut record.pending) {
+        let alive =
+            matches!(reader.stat(p.pid), Ok(s) if s.start_ticks == p.start_ticks && !s.is_dead());
+        if !alive || h.process_cgroup(p.pid).ok().as_deref() != Some(&p.to) {
+            continue;
+        }
+        record.members.retain(|m| m.key() != p.key());
+        if p.to == record.cgroup {
+            record.members.push(Member {
+                pid: p.pid,
+                start_ticks: p.start_ticks,
+                original_cgroup: p.from,
+            });
+        }
+    }
+}
+
+/// Removes a group this attach created when nothing was moved into it.
+fn abandon(created: bool, group: &Group, records: &Records, name: &str) -> Option<String> {
+    if !created {
+        return None;
+    }
+    let mut why = Vec::new();
+    if let Err(e) = group.remove() {
+        why.push(e.to_string());
+    }
+    if let Err(e) = records.remove(name) {
+        why.push(e.to_string());
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// Moves `key` and its descendants into `place`, each move written ahead
+/// in the job record: the intents (identity, original cgroup, group) are
+/// saved before the first write to cgroup.procs and confirmed after the
+/// last. Fails when `key` itself cannot be moved (the family root goes
+/// first, so nothing else was moved then), when the intents cannot be
+/// written (nothing is moved), or when `key` is refused. `limits` empty
+/// keeps an existing group's recorded limits. The caller holds the
+/// records lock (`held`) for the whole read-modify-write.
 pub fn attach(
     h: &Hierarchy,
     held: &RecordsLock<'_>,
@@ -230,12 +346,22 @@ pub fn attach(
     place: &Placement,
     limits: &Limits,
     now_ms: u64,
-) -> Result<AttachReport, String> {
+) -> Result<AttachReport, PlaceError> {
+    refuse_protected(reader, key)?;
     let group_name = place.group_name();
     let records = held.records();
-    let prepared = prepare(h, place, limits)?;
+    let existing = if place.path(h)?.is_dir() {
+        records.load(&group_name)?
+    } else {
+        None
+    };
+    let limits = match &existing {
+        Some(r) if limits.is_empty() => r.limits.clone(),
+        _ => limits.clone(),
+    };
+    let prepared = prepare(h, place, &limits).map_err(PlaceError::Prepare)?;
     let group = Group::new(&prepared.path);
-    let mut record = match records.load(&group_name)? {
+    let mut record = match existing {
         Some(mut r) if prepared.existed => {
             r.limits = prepared.limits.clone();
             r.in_force = prepared.in_force;
@@ -244,50 +370,118 @@ pub fn attach(
         }
         _ => new_record(place, &prepared, now_ms),
     };
-    let mut moved = Vec::new();
-    let mut members = Vec::new();
+    settle(h, reader, &mut record);
+    let created = !prepared.existed;
     let mut failed = Vec::new();
+    let mut intents = Vec::new();
     for k in family(reader, key) {
-        let original = match h.process_cgroup(k.pid) {
-            Ok(p) => p,
-            Err(e) => {
-                failed.push((k, e.to_string()));
-                continue;
-            }
-        };
-        if original == prepared.path {
-            continue;
-        }
-        match group.move_pid(k, reader) {
-            Ok(()) => {
-                let m = Member {
-                    pid: k.pid,
-                    start_ticks: k.start_ticks,
-                    original_cgroup: original,
+        match h.process_cgroup(k.pid) {
+            Ok(from) if from == prepared.path => {}
+            Ok(from) => intents.push(Pending {
+                pid: k.pid,
+                start_ticks: k.start_ticks,
+                from,
+                to: prepared.path.clone(),
+            }),
+            Err(e) if k == key => {
+                let why = match e.kind {
+                    cgroup::CgroupErrorKind::ProcessGone => PlaceError::ProcessGone {
+                        pid: key.pid,
+                        detail: "ended before it was moved".into(),
+                        stranger: None,
+                    },
+                    _ => PlaceError::Cgroup(e),
                 };
-                record.members.retain(|old| old.key() != k);
-                record.members.push(m.clone());
-                members.push(m);
-                moved.push(k);
+                return Err(match abandon(created, &group, records, &group_name) {
+                    Some(c) => PlaceError::Incomplete(format!("{why}; cleaning up: {c}")),
+                    None => why,
+                });
             }
             Err(e) => failed.push((k, e.to_string())),
         }
     }
-    if let Some((_, why)) = failed.iter().find(|(k, _)| *k == key) {
-        if !prepared.existed && moved.is_empty() {
-            let _ = group.remove();
-        }
-        return Err(format!("cannot move process {}: {why}", key.pid));
+    record.pending.extend(intents.iter().cloned());
+    if let Err(e) = records.save(&record) {
+        let why = PlaceError::IntentNotWritten(e);
+        return Err(match abandon(created, &group, records, &group_name) {
+            Some(c) => PlaceError::Incomplete(format!("{why}; cleaning up: {c}")),
+            None => why,
+        });
     }
-    records.save(&record)?;
+    let mut members = Vec::new();
+    let mut root_failed = None;
+    for p in &intents {
+        let k = p.key();
+        let why = match group.move_pid(k, Some(&p.from), reader) {
+            Ok(MoveOutcome::Moved) => {
+                members.push(Member {
+                    pid: k.pid,
+                    start_ticks: k.start_ticks,
+                    original_cgroup: p.from.clone(),
+                });
+                continue;
+            }
+            Ok(o) => PlaceError::ProcessGone {
+                pid: k.pid,
+                detail: o.describe(k),
+                stranger: match o {
+                    MoveOutcome::StrangerMovedBack { stranger, .. }
+                    | MoveOutcome::StrangerLeft { stranger, .. } => Some(stranger),
+                    _ => None,
+                },
+            },
+            Err(e) => PlaceError::Cgroup(e),
+        };
+        if k == key {
+            root_failed = Some(why);
+            break;
+        }
+        failed.push((k, why.to_string()));
+    }
+    record.pending.clear();
+    for m in &members {
+        record.members.retain(|old| old.key() != m.key());
+        record.members.push(m.clone());
+    }
+    if let Some(why) = root_failed {
+        // The root goes first: nothing of this attach is in the group.
+        let cleanup = if members.is_empty() && created {
+            abandon(created, &group, records, &group_name)
+        } else {
+            records.save(&record).err().map(|e| e.to_string())
+        };
+        return Err(match (why, cleanup) {
+            (
+                PlaceError::ProcessGone {
+                    pid,
+                    detail,
+                    stranger,
+                },
+                Some(c),
+            ) => PlaceError::ProcessGone {
+                pid,
+                detail: format!(
+                    "{detail}; the job record keeps the intent until its next write: {c}"
+                ),
+                stranger,
+            },
+            (why, Some(c)) => PlaceError::Incomplete(format!(
+                "{why}; the job record keeps the intent until its next write: {c}"
+            )),
+            (why, None) => why,
+        });
+    }
+    let unconfirmed = records.save(&record).err();
     Ok(AttachReport {
         group: group_name,
         cgroup: prepared.path,
-        moved,
+        moved: members.iter().map(Member::key).collect(),
         members,
         failed,
+        limits,
         in_force: prepared.in_force,
         problems: prepared.problems,
+        unconfirmed,
     })
 }
 
@@ -300,93 +494,6 @@ pub fn managed_group(h: &Hierarchy, pid: u32) -> Option<String> {
     }
     let name = cg.file_name()?.to_str()?;
     (name.starts_with("job.") || name.starts_with("pool.")).then(|| name.to_string())
-}
-
-/// What a detach did.
-#[derive(Debug)]
-pub struct DetachReport {
-    pub group: String,
-    pub moved: Vec<(ProcKey, PathBuf)>,
-    pub failed: Vec<(u32, String)>,
-    pub removed: bool,
-}
-
-/// The nearest existing group at or above `want` inside the mount.
-fn nearest_existing(h: &Hierarchy, want: &Path) -> PathBuf {
-    let mut p = want.to_path_buf();
-    while !(p.join("cgroup.procs").is_file()) && p.starts_with(&h.mount) && p != h.mount {
-        if !p.pop() {
-            break;
-        }
-    }
-    p
-}
-
-/// Moves the processes of `group` (all of them, or only `only` and its
-/// descendants) back to where they came from, and removes the group when
-/// it is empty.
-pub fn detach(
-    h: &Hierarchy,
-    held: &RecordsLock<'_>,
-    reader: &mut ProcReader,
-    group_name: &str,
-    only: Option<ProcKey>,
-) -> Result<DetachReport, String> {
-    let records = held.records();
-    let path = h.root.join(group_name);
-    let group = Group::new(&path);
-    if !path.is_dir() {
-        records.remove(group_name)?;
-        return Err(format!("no such job: {} does not exist", path.display()));
-    }
-    let record = records.load(group_name)?;
-    let members = record.as_ref().map_or(&[][..], |r| &r.members[..]);
-    // A process born in the group after attach goes where its first member
-    // came from; without any record, to the parent of reeve's root.
-    let fallback = members
-        .first()
-        .map(|m| m.original_cgroup.clone())
-        .or_else(|| h.root.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| h.mount.clone());
-    let wanted: Option<Vec<ProcKey>> = only.map(|k| family(reader, k));
-    let mut moved = Vec::new();
-    let mut failed = Vec::new();
-    for pid in group.procs().map_err(|e| e.to_string())? {
-        let Ok(key) = identify(reader, pid) else {
-            continue;
-        };
-        if let Some(w) = &wanted {
-            if !w.contains(&key) {
-                continue;
-            }
-        }
-        let origin = members
-            .iter()
-            .find(|m| m.key() == key)
-            .map_or(fallback.clone(), |m| m.original_cgroup.clone());
-        let dest = nearest_existing(h, &origin);
-        match Group::new(&dest).move_pid(key, reader) {
-            Ok(()) => moved.push((key, dest)),
-            Err(e) => failed.push((pid, e.to_string())),
-        }
-    }
-    let released: Vec<ProcKey> = moved.iter().map(|(k, _)| *k).collect();
-    records.release(&released, reader)?;
-    let empty = group.procs().map(|p| p.is_empty()).unwrap_or(false);
-    let removed = empty && group.remove().is_ok();
-    if removed {
-        records.remove(group_name)?;
-    } else if let Some(mut r) = record {
-        r.members
-            .retain(|m| !moved.iter().any(|(k, _)| *k == m.key()));
-        records.save(&r)?;
-    }
-    Ok(DetachReport {
-        group: group_name.to_string(),
-        moved,
-        failed,
-        removed,
-    })
 }
 
 #[cfg(test)]
@@ -419,8 +526,12 @@ mod tests {
         for k in &fam[1..] {
             // The test's own grandchildren, listed as the shell's children
             // just now (the shell is not reaped yet), signalled via pidfd.
+            // The pidfd is opened before the identity check, so the signal
+            // reaches the process checked or none.
             if let Ok(fd) = crate::sys::pidfd_open(k.pid) {
-                let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                if matches!(reader.stat(k.pid), Ok(s) if s.start_ticks == k.start_ticks) {
+                    let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                }
             }
         }
         let _ = sh.kill();

@@ -2,9 +2,10 @@
 //! member processes, see whether it is populated, kill everything in it,
 //! remove it.
 //!
-//! A pid is written to cgroup.procs only right after its start time was
-//! checked against the expected [`ProcKey`], with the file already open, so
-//! a reused pid is never moved.
+//! A pid is written to cgroup.procs only inside a pidfd bracket: the pidfd
+//! is opened before the start time is checked against the expected
+//! [`ProcKey`] and proves after the write that the process written was the
+//! one checked; when it was not, the stranger is moved back out.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,89 @@ use super::{
     CgroupErrorKind,
 };
 use crate::procfs::{ProcKey, ProcReader, ReadError};
+use crate::sys;
+
+/// What became of one [`Group::move_pid`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// The process checked is in the group.
+    Moved,
+    /// The process had ended, or its pid belonged to another process,
+    /// before anything was written.
+    GoneBeforeWrite,
+    /// The process ended between the check and the proof after the write;
+    /// no other process was moved (or one that was is gone again).
+    DiedInWindow,
+    /// The process ended inside the bracket and another process, which took
+    /// its pid, was found in the group and moved back to `to`.
+    StrangerMovedBack { stranger: ProcKey, to: PathBuf },
+    /// The process ended inside the bracket and another process, which took
+    /// its pid, is in `group` (a move with nowhere to move it back to).
+    StrangerLeft { stranger: ProcKey, group: PathBuf },
+}
+
+impl MoveOutcome {
+    /// One line for a report: why a process is not in the group.
+    pub fn describe(&self, key: ProcKey) -> String {
+        match self {
+            MoveOutcome::Moved => format!("process {key} moved"),
+            MoveOutcome::GoneBeforeWrite => {
+                format!("process {key} ended (or its pid was reused) before it was moved")
+            }
+            MoveOutcome::DiedInWindow => {
+                format!("process {key} ended while it was being moved; no other process was moved")
+            }
+            MoveOutcome::StrangerMovedBack { stranger, to } => format!(
+                "process {key} ended while it was being moved; process {stranger}, which took \
+                 its pid, was found in the group and moved back to {}",
+                to.display()
+            ),
+            MoveOutcome::StrangerLeft { stranger, group } => format!(
+                "process {key} ended while it was being moved; process {stranger}, which took \
+                 its pid, was moved to {} instead",
+                group.display()
+            ),
+        }
+    }
+}
+
+/// Hooks that only test builds compile: they hold a move between its
+/// identity check and its write so a test can recycle the pid there.
+#[cfg(feature = "test-hooks")]
+mod hooks {
+    use crate::procfs::ProcKey;
+    use std::time::{Duration, Instant};
+
+    /// `REEVE_TEST_PAUSE_BEFORE_MOVE=<pid>:<path>`: before writing `pid`,
+    /// create `<path>.paused` and wait (at most 60 s) for `<path>.go`.
+    pub fn pause_before_move(key: ProcKey) {
+        let Some(spec) = std::env::var_os("REEVE_TEST_PAUSE_BEFORE_MOVE") else {
+            return;
+        };
+        let spec = spec.to_string_lossy().into_owned();
+        let Some((pid, path)) = spec.split_once(':') else {
+            return;
+        };
+        if pid.parse::<u32>().ok() != Some(key.pid) {
+            return;
+        }
+        if let Err(e) = std::fs::write(format!("{path}.paused"), key.pid.to_string()) {
+            eprintln!("reeve: test hook: cannot create {path}.paused: {e}");
+            return;
+        }
+        let go = std::path::PathBuf::from(format!("{path}.go"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !go.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+mod hooks {
+    #[inline(always)]
+    pub fn pause_before_move(_: crate::procfs::ProcKey) {}
+}
 
 /// A cgroup v2 group, by path. Holds no file descriptors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,22 +138,35 @@ impl Group {
         read_parsed(&self.path, "cgroup.procs", parse_procs)
     }
 
-    /// Moves the process `key` into this group. The identity is checked
-    /// immediately before the one write(2) of the pid, with cgroup.procs
-    /// already open; a process that exited or whose pid was reused is a
-    /// [`CgroupErrorKind::ProcessGone`] error.
-    pub fn move_pid(&self, key: ProcKey, reader: &mut ProcReader) -> Result<(), CgroupError> {
+    /// Moves the process `key` into this group, bracketed by a pidfd:
+    ///
+    /// 1. a pidfd for `key.pid` is opened first: from now on it names the
+    ///    process that held the pid at this instant, for that process's
+    ///    whole life, and while it lives (or is an unreaped zombie) its pid
+    ///    cannot be given to anyone else;
+    /// 2. the start time in /proc/<pid>/stat is checked against `key`;
+    /// 3. the pid is written to cgroup.procs (one write(2));
+    /// 4. `pidfd_send_signal(pidfd, 0)` proves the pidfd's process still
+    ///    exists. If it does, it held the pid from step 1 to step 4, so the
+    ///    check in step 2 and the write in step 3 both reached it and no
+    ///    other process. If it does not (ESRCH), it was reaped inside the
+    ///    window and the write may have reached a stranger that took the
+    ///    pid: see [`Group::evict_stranger`].
+    ///
+    /// `from` is where the process was before (the caller read it, and
+    /// wrote it ahead in the job record); a stranger found in this group
+    /// after the write is moved there. Without `from` (a move out of
+    /// reeve's groups) a stranger is left where it is and reported. A
+    /// failed system call is an error; everything else is a [`MoveOutcome`].
+    pub fn move_pid(
+        &self,
+        key: ProcKey,
+        from: Option<&Path>,
+        reader: &mut ProcReader,
+    ) -> Result<MoveOutcome, CgroupError> {
         let procs = self.path.join("cgroup.procs");
         let pid = key.pid.to_string();
         let what = format!("moving process {key} (writing {pid:?})");
-        let gone = |detail: &str| {
-            CgroupError::new(
-                CgroupErrorKind::ProcessGone,
-                &procs,
-                format!("{what}: {detail}"),
-                "",
-            )
-        };
         let mut file = open_for_write(&procs).map_err(|e| {
             let hint = if self.path.is_dir() {
                 "reeve needs root, or a cgroup subtree delegated to it"
@@ -78,11 +175,35 @@ impl Group {
             };
             CgroupError::os(CgroupErrorKind::Io, &procs, &what, &e, hint)
         })?;
-        match reader.stat(key.pid) {
-            Ok(st) if st.start_ticks == key.start_ticks => {}
-            Ok(_) | Err(ReadError::Gone) => {
-                return Err(gone("process is gone or its pid was reused"))
+        let pidfd = match sys::pidfd_open(key.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Ok(MoveOutcome::GoneBeforeWrite)
             }
+            // A thread id names a thread, not a process: writing it would
+            // move the whole thread group of someone else's identity.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(CgroupError::os(
+                    CgroupErrorKind::ProcessGone,
+                    &procs,
+                    format!("{what}: opening a pidfd"),
+                    &e,
+                    "the pid is not a process (a thread id?); nothing was moved",
+                ))
+            }
+            Err(e) => {
+                return Err(CgroupError::os(
+                    CgroupErrorKind::Io,
+                    &procs,
+                    format!("{what}: opening a pidfd"),
+                    &e,
+                    "",
+                ))
+            }
+        };
+        match reader.stat(key.pid) {
+            Ok(st) if st.start_ticks == key.start_ticks && !st.is_dead() => {}
+            Ok(_) | Err(ReadError::Gone) => return Ok(MoveOutcome::GoneBeforeWrite),
             Err(e) => {
                 return Err(CgroupError::new(
                     CgroupErrorKind::Io,
@@ -92,17 +213,146 @@ impl Group {
                 ))
             }
         }
-        write_whole(&mut file, pid.as_bytes()).map_err(|e| match e.raw_os_error() {
-            Some(libc::ESRCH) => gone("process exited"),
-            Some(libc::EBUSY) => CgroupError::os(
-                CgroupErrorKind::InternalProcesses,
+        hooks::pause_before_move(key);
+        let written = write_whole(&mut file, pid.as_bytes());
+        let written = match written {
+            Ok(()) => true,
+            // Nobody held the pid at the write: nothing was moved.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(CgroupError::os(
+                    CgroupErrorKind::InternalProcesses,
+                    &procs,
+                    &what,
+                    &e,
+                    "this group has controllers enabled for child groups, so it cannot hold \
+                     processes (the no-internal-processes rule); move the process into a leaf",
+                ))
+            }
+            Err(e) => return Err(CgroupError::os(CgroupErrorKind::Io, &procs, &what, &e, "")),
+        };
+        match sys::pidfd_send_signal(&pidfd, 0) {
+            // EPERM still means the process exists.
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                if !written {
+                    return Ok(MoveOutcome::DiedInWindow);
+                }
+                return self.evict_stranger(key, from, reader);
+            }
+            Err(e) => {
+                return Err(CgroupError::os(
+                    CgroupErrorKind::Io,
+                    &procs,
+                    format!("{what}: proving the process is the one checked (pidfd)"),
+                    &e,
+                    "",
+                ))
+            }
+        }
+        // The pidfd's process held the pid throughout; if it is a zombie
+        // now it ended in the window, and the write reached it or nothing.
+        match reader.stat(key.pid) {
+            Ok(st) if st.is_dead() => Ok(MoveOutcome::DiedInWindow),
+            Ok(_) if written => Ok(MoveOutcome::Moved),
+            Ok(_) | Err(ReadError::Gone) => Ok(MoveOutcome::DiedInWindow),
+            Err(e) => Err(CgroupError::new(
+                CgroupErrorKind::Io,
                 &procs,
-                &what,
-                &e,
-                "this group has controllers enabled for child groups, so it cannot hold \
-                 processes (the no-internal-processes rule); move the process into a leaf",
-            ),
-            _ => CgroupError::os(CgroupErrorKind::Io, &procs, &what, &e, ""),
+                format!("{what}: written, but its state cannot be read: {e}"),
+                "",
+            )),
+        }
+    }
+
+    /// After a write whose process was reaped inside the bracket: whoever
+    /// holds `gone.pid` now and is in this group is a stranger the write
+    /// may have moved, and is moved to `from`.
+    ///
+    /// The stranger's own group before the write cannot be read any more
+    /// (the write replaced it). It was created inside the bracket (the pid
+    /// was free only after `gone` was reaped, after the pidfd was opened),
+    /// so it has existed for the length of one move; `from` is the group
+    /// the attach found the family in and wrote ahead in the job record,
+    /// outside reeve's groups. Taking it out of this group is what
+    /// matters: no process is left under limits and a record meant for
+    /// another. A child born to a member inside this group in the same
+    /// instant with the same pid cannot be told apart, and is moved out
+    /// too: reeve does not keep a process whose placement it cannot prove.
+    /// The move back has its own bracket; a stranger that ends before it
+    /// is moved back is no longer in the group, and one reaped during the
+    /// move back is an error (the pid may have changed hands again).
+    fn evict_stranger(
+        &self,
+        gone: ProcKey,
+        from: Option<&Path>,
+        reader: &mut ProcReader,
+    ) -> Result<MoveOutcome, CgroupError> {
+        let procs = self.path.join("cgroup.procs");
+        let hand = "a process reeve did not check may be in this group: move it out by hand";
+        // The stranger's own bracket: its pidfd is opened before anything
+        // is read about it, and proved alive after the move back, so the
+        // membership, the identity and the write all concern one process.
+        let pidfd = match sys::pidfd_open(gone.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Ok(MoveOutcome::DiedInWindow)
+            }
+            Err(e) => {
+                let what = format!("opening a pidfd for pid {} after {gone} ended", gone.pid);
+                return Err(CgroupError::os(CgroupErrorKind::Io, &procs, what, &e, hand));
+            }
+        };
+        if !self.procs()?.contains(&gone.pid) {
+            return Ok(MoveOutcome::DiedInWindow);
+        }
+        let stranger = match reader.stat(gone.pid) {
+            Ok(st) => st.key(),
+            Err(ReadError::Gone) => return Ok(MoveOutcome::DiedInWindow),
+            Err(e) => {
+                return Err(CgroupError::new(
+                    CgroupErrorKind::Io,
+                    &procs,
+                    format!("reading the process that took pid {}: {e}", gone.pid),
+                    hand,
+                ))
+            }
+        };
+        let Some(from) = from else {
+            return Ok(MoveOutcome::StrangerLeft {
+                stranger,
+                group: self.path.clone(),
+            });
+        };
+        let back = from.join("cgroup.procs");
+        let what = format!(
+            "moving process {stranger}, which took pid {} after {gone} ended, back to {}",
+            gone.pid,
+            from.display()
+        );
+        let fail = |e: &std::io::Error| CgroupError::os(CgroupErrorKind::Io, &back, &what, e, hand);
+        let mut file = open_for_write(&back).map_err(|e| fail(&e))?;
+        write_whole(&mut file, gone.pid.to_string().as_bytes()).map_err(|e| fail(&e))?;
+        match sys::pidfd_send_signal(&pidfd, 0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            // Reaped in turn: the write may have reached a third process.
+            // Two reuses of one pid within a move is beyond what pid_max
+            // allows in practice, but it is said, not assumed away.
+            Err(e) => {
+                return Err(CgroupError::os(
+                    CgroupErrorKind::Io,
+                    &back,
+                    format!("{what}: the pid changed hands again during the move back"),
+                    &e,
+                    "a process reeve did not check may have been moved there",
+                ))
+            }
+        }
+        Ok(MoveOutcome::StrangerMovedBack {
+            stranger,
+            to: from.to_path_buf(),
         })
     }
 
@@ -210,9 +460,13 @@ mod tests {
         let fx = Fixture::new();
         fx.file("cgroup.procs", "");
         let g = Group::new(fx.dir());
+        let from = fx.dir().join("origin");
         let mut reader = ProcReader::open().unwrap();
         let me = reader.stat(sys::getpid()).unwrap().key();
-        g.move_pid(me, &mut reader).unwrap();
+        assert_eq!(
+            g.move_pid(me, Some(&from), &mut reader),
+            Ok(MoveOutcome::Moved)
+        );
         assert_eq!(fx.read("cgroup.procs"), me.pid.to_string());
         assert_eq!(g.procs().unwrap(), vec![me.pid]);
 
@@ -221,22 +475,20 @@ mod tests {
             pid: me.pid,
             start_ticks: me.start_ticks + 1,
         };
-        let err = g.move_pid(reused, &mut reader).unwrap_err();
-        assert_eq!(err.kind, CgroupErrorKind::ProcessGone);
-        assert!(
-            err.to_string().contains("gone or its pid was reused"),
-            "{err}"
-        );
+        let outcome = g.move_pid(reused, Some(&from), &mut reader).unwrap();
+        assert_eq!(outcome, MoveOutcome::GoneBeforeWrite);
+        assert!(outcome.describe(reused).contains("before it was moved"));
         assert_eq!(fx.read("cgroup.procs"), "", "nothing written");
+        // Beyond the largest pid_max: no process can hold it.
         let vanished = ProcKey {
-            pid: u32::MAX,
+            pid: (1 << 22) + 1000,
             start_ticks: 1,
         };
-        let err = g.move_pid(vanished, &mut reader).unwrap_err();
-        assert_eq!(err.kind, CgroupErrorKind::ProcessGone);
+        let outcome = g.move_pid(vanished, None, &mut reader).unwrap();
+        assert_eq!(outcome, MoveOutcome::GoneBeforeWrite);
 
         let missing = Group::new(fx.dir().join("nope"));
-        let err = missing.move_pid(me, &mut reader).unwrap_err();
+        let err = missing.move_pid(me, Some(&from), &mut reader).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 

@@ -95,7 +95,10 @@ fn membership_kill_and_removal_on_the_host_hierarchy() {
     let original = h.process_cgroup(pid).unwrap();
     assert!(original.starts_with(&h.mount));
 
-    job.move_pid(key, &mut reader).unwrap();
+    assert_eq!(
+        job.move_pid(key, Some(&original), &mut reader).unwrap(),
+        MoveOutcome::Moved
+    );
     assert_eq!(job.procs().unwrap(), vec![pid]);
     assert!(job.populated().unwrap());
     assert_eq!(h.process_cgroup(pid).unwrap(), job.path());
@@ -103,10 +106,10 @@ fn membership_kill_and_removal_on_the_host_hierarchy() {
         pid,
         start_ticks: key.start_ticks + 1,
     };
-    let err = Group::new(&original)
-        .move_pid(stale, &mut reader)
-        .unwrap_err();
-    assert_eq!(err.kind, CgroupErrorKind::ProcessGone);
+    let outcome = Group::new(&original)
+        .move_pid(stale, Some(job.path()), &mut reader)
+        .unwrap();
+    assert_eq!(outcome, MoveOutcome::GoneBeforeWrite);
     assert_eq!(h.process_cgroup(pid).unwrap(), job.path(), "not moved");
 
     // A group with a member cannot be removed.
@@ -145,13 +148,15 @@ fn membership_kill_and_removal_on_the_host_hierarchy() {
     }
 
     // Back to where it came from.
-    Group::new(&original).move_pid(key, &mut reader).unwrap();
+    Group::new(&original)
+        .move_pid(key, Some(job.path()), &mut reader)
+        .unwrap();
     assert_eq!(h.process_cgroup(pid).unwrap(), original);
     assert!(job.procs().unwrap().is_empty());
     assert!(!job.populated().unwrap());
 
     // cgroup.kill ends everything in the group.
-    job.move_pid(key, &mut reader).unwrap();
+    job.move_pid(key, Some(&original), &mut reader).unwrap();
     job.kill().unwrap();
     let status = tree.sleeper.take().map(|mut c| c.wait().unwrap());
     use std::os::unix::process::ExitStatusExt;

@@ -33,7 +33,7 @@ use serde::Serialize;
 
 pub use controllers::{available_controllers, parse_controllers};
 pub use cpu::{stat as cpu_stat, CpuStat};
-pub use group::{parse_populated, parse_procs, Group};
+pub use group::{parse_populated, parse_procs, Group, MoveOutcome};
 pub use held::{apply_exactly, held, reset_unwanted};
 pub(crate) use held::{read_held, reset_file};
 pub use hierarchy::Hierarchy;

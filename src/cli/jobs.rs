@@ -49,8 +49,10 @@ pub const ATTACH_USAGE: &str = "\
 usage: reeve attach --pid PID [--job NAME | --pool NAME] [LIMITS] [--config FILE]
 
 Moves a running process and its descendants into a job (or pool) group and
-puts the limits in force (see 'reeve help run' for LIMITS). Exit 1 when the
-process was moved but a limit is not in force; the reason is printed.
+puts the limits in force (see 'reeve help run' for LIMITS). Without LIMITS an
+existing group keeps its limits. Exit 1 when the process was moved but a
+limit is not in force (the reason is printed), and when the process is pid 1,
+reeve itself or an ancestor of reeve: those are never moved.
 ";
 
 pub const DETACH_USAGE: &str = "\
@@ -116,7 +118,8 @@ impl Common {
         let config = load_config(self.config.as_deref())?;
         let h = Hierarchy::detect(config.cgroup_root.as_deref())
             .map_err(|e| CliError::Runtime(e.to_string()))?;
-        let records = Records::open(&config.state_dir).map_err(CliError::Runtime)?;
+        let records =
+            Records::open(&config.state_dir).map_err(|e| CliError::Runtime(e.to_string()))?;
         Ok((config, h, records))
     }
 }
@@ -213,6 +216,11 @@ fn warn(line: &str) {
     let _ = err.write_all(format!("{line}\n").as_bytes());
 }
 
+/// A failure of the work itself: exit 1 with its one-line message.
+fn runtime(e: impl std::fmt::Display) -> CliError {
+    CliError::Runtime(e.to_string())
+}
+
 fn parse_pid(p: &mut lexopt::Parser) -> Result<u32, CliError> {
     let v = p.value()?.string()?;
     v.parse::<u32>()
@@ -245,7 +253,8 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     };
     let limits = common.limits()?;
     let mut reader = ProcReader::open().map_err(|e| CliError::Runtime(e.to_string()))?;
-    let key = placement::identify(&mut reader, pid).map_err(CliError::Runtime)?;
+    let key = placement::identify(&mut reader, pid).map_err(runtime)?;
+    placement::refuse_protected(&mut reader, key).map_err(runtime)?;
     let place = common.placement(|| {
         let comm = reader
             .stat(pid)
@@ -255,10 +264,11 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     })?;
     let (config, h, records) = common.setup()?;
     let now = crate::sys::realtime_ms();
-    let held = records.lock().map_err(CliError::Runtime)?;
-    let report = placement::attach(&h, &held, &mut reader, key, &place, &limits, now)
-        .map_err(CliError::Runtime)?;
+    let held = records.lock().map_err(runtime)?;
+    let report =
+        placement::attach(&h, &held, &mut reader, key, &place, &limits, now).map_err(runtime)?;
     drop(held);
+    let limits = &report.limits;
     audit(
         &config.state_dir,
         "attached",
@@ -291,6 +301,12 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
         out.push_str(&format!("not moved: pid {}: {why}\n", k.pid));
     }
     print(&out)?;
+    if let Some(e) = &report.unconfirmed {
+        return Err(CliError::Exit(
+            1,
+            format!("moved, but the job record was not confirmed: {e}; it lists the moves as intents, settled on its next write"),
+        ));
+    }
     if !report.in_force {
         return Err(CliError::Exit(
             1,
@@ -320,7 +336,7 @@ pub fn detach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     let mut reader = ProcReader::open().map_err(|e| CliError::Runtime(e.to_string()))?;
     let (group, only) = match (pid, &common.job, &common.pool) {
         (Some(pid), None, None) => {
-            let key = placement::identify(&mut reader, pid).map_err(CliError::Runtime)?;
+            let key = placement::identify(&mut reader, pid).map_err(runtime)?;
             let group = placement::managed_group(&h, pid).ok_or_else(|| {
                 CliError::Runtime(format!(
                     "process {pid} is not in a job or pool group under {}",
@@ -338,9 +354,8 @@ pub fn detach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
             ))
         }
     };
-    let held = records.lock().map_err(CliError::Runtime)?;
-    let report =
-        placement::detach(&h, &held, &mut reader, &group, only).map_err(CliError::Runtime)?;
+    let held = records.lock().map_err(runtime)?;
+    let report = placement::detach(&h, &held, &mut reader, &group, only).map_err(runtime)?;
     drop(held);
     audit(
         &config.state_dir,
@@ -365,6 +380,12 @@ pub fn detach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
         out.push_str(&format!("not moved: pid {pid}: {why}\n"));
     }
     print(&out)?;
+    if let Some(e) = &report.unconfirmed {
+        return Err(CliError::Exit(
+            1,
+            format!("moved back, but the job record was not confirmed: {e}"),
+        ));
+    }
     if !report.failed.is_empty() {
         return Err(CliError::Exit(1, "some processes were not moved".into()));
     }

@@ -4,19 +4,35 @@
 //!
 //! Work arrives in bounded queues filled by discovery and is drained a
 //! bounded number of items per loop wakeup. Every outcome is a log event:
-//! `attached`, `adopted`, `attach_failed`, `limit_failed`, `job_removed`.
+//! `attached`, `adopted`, `attach_failed`, `limit_failed`, `not_moved`,
+//! `record_failed`, `job_removed`.
+//!
+//! Invariant: the daemon never waits on another process. The records lock
+//! is only tried; when a CLI command holds it (or released.json cannot be
+//! read) the item is [`Outcome::Retry`]: it stays queued for the next
+//! wakeup, with one `attach_deferred` debug event and a count.
 
 use crate::cgroup::{self, Group, Hierarchy};
 use crate::config::{Config, Rule};
 use crate::discovery::{Discovery, ADOPTED_RULE};
 use crate::log::{Logger, Val};
-use crate::placement::{self, Placement, Records};
+use crate::placement::{self, PlaceError, Placement, RecordError, Records};
 use crate::procfs::{ProcKey, ProcReader};
 use crate::state::{GovernanceView, Governed, JobState};
 use crate::sys;
 
 /// Attaches handled per wakeup.
 pub const ATTACH_PER_WAKE: usize = 64;
+
+/// What the loop does with a queued item after one try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled (attached, adopted, skipped, or failed and said so).
+    Done,
+    /// Could not be handled without waiting on another process: keep it
+    /// queued and try again at the next wakeup.
+    Retry,
+}
 
 /// The rule that made a group: `pool.NAME` is the pool of the first rule
 /// naming it; `job.RULE-PID` is the job of rule RULE.
@@ -45,6 +61,11 @@ pub struct AutoAttach {
     reader: ProcReader,
     /// What is governed, for the state snapshot.
     pub view: GovernanceView,
+    /// Items put back in their queue because the records lock was held.
+    pub deferred: u64,
+    /// released.json was unreadable at the last try (its error is logged
+    /// once per run of failures).
+    released_broken: bool,
 }
 
 impl AutoAttach {
@@ -58,13 +79,15 @@ impl AutoAttach {
         let setup = || -> Result<AutoAttach, String> {
             let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
             placement::ensure_root(&h)?;
-            let records = Records::open(&config.state_dir)?;
+            let records = Records::open(&config.state_dir).map_err(|e| e.to_string())?;
             let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
             Ok(AutoAttach {
                 h,
                 records,
                 reader,
                 view: GovernanceView::default(),
+                deferred: 0,
+                released_broken: false,
             })
         };
         match setup() {
@@ -178,10 +201,25 @@ impl AutoAttach {
         cgroup::sanitize_job_name(&format!("{}-{pid}", rule.name))
     }
 
+    /// Counts and logs an item put back in its queue.
+    fn defer(&mut self, log: &mut Logger, key: ProcKey, what: &str, why: &str) {
+        self.deferred += 1;
+        log.debug(
+            "attach_deferred",
+            &[
+                ("pid", Val::U(key.pid.into())),
+                ("start_ticks", Val::U(key.start_ticks)),
+                ("work", Val::S(what)),
+                ("reason", Val::S(why)),
+                ("deferred_total", Val::U(self.deferred)),
+            ],
+        );
+    }
+
     /// Attaches (or adopts) one discovered process.
-    pub fn attach(&mut self, log: &mut Logger, key: ProcKey, rule: &Rule) {
+    pub fn attach(&mut self, log: &mut Logger, key: ProcKey, rule: &Rule) -> Outcome {
         if !governs(rule) {
-            return;
+            return Outcome::Done;
         }
         let base = [
             ("pid", Val::U(key.pid.into())),
@@ -192,34 +230,72 @@ impl AutoAttach {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
             self.note_adopted(key, &group);
-            return;
+            return Outcome::Done;
         }
-        if self.records.released().contains(&key) {
-            log.info(
-                "not_attached",
-                &[
-                    base[0],
-                    base[1],
-                    base[2],
-                    ("reason", Val::S("released by reeve detach")),
-                ],
-            );
-            return;
+        match self.records.released() {
+            Ok(list) => {
+                if self.released_broken {
+                    self.released_broken = false;
+                    log.info("released_readable", &[base[0], base[1], base[2]]);
+                }
+                if list.contains(&key) {
+                    log.info(
+                        "not_attached",
+                        &[
+                            base[0],
+                            base[1],
+                            base[2],
+                            ("reason", Val::S("released by reeve detach")),
+                        ],
+                    );
+                    return Outcome::Done;
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if !self.released_broken {
+                    self.released_broken = true;
+                    log.error(
+                        "released_unreadable",
+                        &[
+                            base[0],
+                            base[1],
+                            base[2],
+                            ("reason", Val::S(&why)),
+                            (
+                                "effect",
+                                Val::S("nothing is attached automatically until it is readable; retried at each wakeup"),
+                            ),
+                        ],
+                    );
+                }
+                self.defer(log, key, "attach", &why);
+                return Outcome::Retry;
+            }
         }
         let place = match &rule.pool {
             Some(p) => Placement::Pool(p.clone()),
             None => Placement::Job(Self::job_name(rule, key.pid)),
         };
         let now = sys::realtime_ms();
-        let held = match self.records.lock() {
+        let held = match self.records.try_lock() {
             Ok(l) => l,
-            Err(why) => {
-                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
+            Err(e @ RecordError::Busy { .. }) => {
+                self.defer(log, key, "attach", &e.to_string());
+                return Outcome::Retry;
+            }
+            Err(e) => {
+                let f = [
+                    base[0],
+                    base[1],
+                    base[2],
+                    ("reason", Val::S(&e.to_string())),
+                ];
                 log.error("attach_failed", &f);
-                return;
+                return Outcome::Done;
             }
         };
-        match placement::attach(
+        let result = placement::attach(
             &self.h,
             &held,
             &mut self.reader,
@@ -227,99 +303,170 @@ impl AutoAttach {
             &place,
             &rule.limits,
             now,
-        ) {
-            Ok(r) => {
-                let cg = r.cgroup.display().to_string();
-                let limits = rule.limits.describe();
+        );
+        drop(held);
+        match result {
+            Ok(r) => self.attached(log, key, rule, &r, now),
+            Err(PlaceError::ProcessGone {
+                detail, stranger, ..
+            }) => {
+                // A target that ended before it could be moved is not a
+                // failure of governance; a stranger that took its pid
+                // inside the move is said louder.
+                let f = [base[0], base[1], base[2], ("reason", Val::S(&detail))];
+                if stranger.is_some() {
+                    log.warn("attach_skipped", &f);
+                } else {
+                    log.debug("attach_skipped", &f);
+                }
+            }
+            Err(e) => {
                 let f = [
                     base[0],
                     base[1],
                     base[2],
-                    ("job", Val::S(&r.group)),
-                    ("cgroup", Val::S(&cg)),
-                    ("moved", Val::U(r.moved.len() as u64)),
-                    ("limits", Val::S(&limits)),
-                    ("in_force", Val::Bool(r.in_force)),
+                    ("reason", Val::S(&e.to_string())),
                 ];
-                log.info("attached", &f);
-                for m in &r.members {
-                    self.view.procs.insert(
-                        m.key(),
-                        Governed {
-                            job: r.group.clone(),
-                            cgroup: r.cgroup.clone(),
-                            original_cgroup: Some(m.original_cgroup.clone()),
-                            attached_ms: now,
-                        },
-                    );
-                }
-                self.view.jobs.insert(
-                    r.group.clone(),
-                    JobState {
-                        group: r.group.clone(),
-                        cgroup: r.cgroup.clone(),
-                        pool: rule.pool.is_some(),
-                        limits: rule.limits.clone(),
-                        in_force: r.in_force,
-                        problems: r.problems.clone(),
-                    },
-                );
-                self.view.generation += 1;
-                for why in &r.problems {
-                    log.error(
-                        "limit_failed",
-                        &[
-                            ("job", Val::S(&r.group)),
-                            ("reason", Val::S(why)),
-                            ("effect", Val::S("the process runs without this limit")),
-                        ],
-                    );
-                }
-            }
-            Err(why) => {
-                // A target that ended before it could be moved is not a
-                // failure of governance.
-                if placement::identify(&mut self.reader, key.pid).ok() != Some(key) {
-                    let f = [
-                        base[0],
-                        base[1],
-                        base[2],
-                        ("reason", Val::S("the process ended before it was attached")),
-                    ];
-                    log.debug("attach_skipped", &f);
-                    return;
-                }
-                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
                 log.error("attach_failed", &f);
             }
+        }
+        Outcome::Done
+    }
+
+    /// Logs and records a successful attach.
+    fn attached(
+        &mut self,
+        log: &mut Logger,
+        key: ProcKey,
+        rule: &Rule,
+        r: &placement::AttachReport,
+        now: u64,
+    ) {
+        let base = [
+            ("pid", Val::U(key.pid.into())),
+            ("start_ticks", Val::U(key.start_ticks)),
+            ("rule", Val::S(&rule.name)),
+        ];
+        let cg = r.cgroup.display().to_string();
+        let limits = r.limits.describe();
+        let f = [
+            base[0],
+            base[1],
+            base[2],
+            ("job", Val::S(&r.group)),
+            ("cgroup", Val::S(&cg)),
+            ("moved", Val::U(r.moved.len() as u64)),
+            ("limits", Val::S(&limits)),
+            ("in_force", Val::Bool(r.in_force)),
+        ];
+        log.info("attached", &f);
+        for (k, why) in &r.failed {
+            log.warn(
+                "not_moved",
+                &[
+                    ("pid", Val::U(k.pid.into())),
+                    ("start_ticks", Val::U(k.start_ticks)),
+                    ("job", Val::S(&r.group)),
+                    ("reason", Val::S(why)),
+                ],
+            );
+        }
+        if let Some(e) = &r.unconfirmed {
+            log.error(
+                "record_failed",
+                &[
+                    ("job", Val::S(&r.group)),
+                    ("reason", Val::S(&e.to_string())),
+                    (
+                        "effect",
+                        Val::S("the moves are done and the record lists them as intents; the next write of the record settles them"),
+                    ),
+                ],
+            );
+        }
+        for m in &r.members {
+            self.view.procs.insert(
+                m.key(),
+                Governed {
+                    job: r.group.clone(),
+                    cgroup: r.cgroup.clone(),
+                    original_cgroup: Some(m.original_cgroup.clone()),
+                    attached_ms: now,
+                },
+            );
+        }
+        self.view.jobs.insert(
+            r.group.clone(),
+            JobState {
+                group: r.group.clone(),
+                cgroup: r.cgroup.clone(),
+                pool: rule.pool.is_some(),
+                limits: r.limits.clone(),
+                in_force: r.in_force,
+                problems: r.problems.clone(),
+            },
+        );
+        self.view.generation += 1;
+        for why in &r.problems {
+            log.error(
+                "limit_failed",
+                &[
+                    ("job", Val::S(&r.group)),
+                    ("reason", Val::S(why)),
+                    ("effect", Val::S("the process runs without this limit")),
+                ],
+            );
         }
     }
 
     /// After a process in an auto-attached job ended: remove the job's
     /// group and record once nothing runs in it. Pools stay.
-    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: Option<&Rule>) {
+    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: Option<&Rule>) -> Outcome {
         if self.view.procs.remove(&key).is_some() {
             self.view.generation += 1;
         }
         let Some(rule) = rule else {
-            return;
+            return Outcome::Done;
         };
         if !governs(rule) || rule.pool.is_some() {
-            return;
+            return Outcome::Done;
         }
         let name = format!("job.{}", Self::job_name(rule, key.pid));
         let path = self.h.root.join(&name);
         if !path.is_dir() {
-            return;
+            return Outcome::Done;
         }
         let group = Group::new(&path);
-        let Ok(_lock) = self.records.lock() else {
-            return;
+        let _held = match self.records.try_lock() {
+            Ok(l) => l,
+            Err(e @ RecordError::Busy { .. }) => {
+                self.defer(log, key, "job_removal", &e.to_string());
+                return Outcome::Retry;
+            }
+            Err(e) => {
+                log.error(
+                    "job_remove_failed",
+                    &[("job", Val::S(&name)), ("reason", Val::S(&e.to_string()))],
+                );
+                return Outcome::Done;
+            }
         };
         if matches!(group.populated(), Ok(false)) {
             match group.remove() {
                 Ok(()) => {
-                    let _ = self.records.remove(&name);
+                    if let Err(e) = self.records.remove(&name) {
+                        log.error(
+                            "job_remove_failed",
+                            &[
+                                ("job", Val::S(&name)),
+                                ("reason", Val::S(&e.to_string())),
+                                (
+                                    "effect",
+                                    Val::S("the group is gone; its stale record stays"),
+                                ),
+                            ],
+                        );
+                    }
                     self.view.jobs.remove(&name);
                     self.view.generation += 1;
                     log.info("job_removed", &[("job", Val::S(&name))]);
@@ -330,5 +477,6 @@ impl AutoAttach {
                 ),
             }
         }
+        Outcome::Done
     }
 }

@@ -308,14 +308,14 @@ impl Daemon {
                 self.scan_now()?;
             }
             self.discovery.evict_expired(sys::realtime_ms());
-            self.govern_some();
+            let more = self.govern_some();
             let view = self.auto.as_ref().map(|g| &g.view);
             self.persist
                 .maybe_save(&self.discovery, view, &mut self.log, false);
             persist::Persistence::tick(&mut self.log);
 
             let now = sys::monotonic_ns();
-            let wait_ms = if self.to_attach.is_empty() && self.ended.is_empty() {
+            let wait_ms = if !more {
                 self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000)
             } else {
                 0
@@ -339,26 +339,42 @@ impl Daemon {
 
     /// Drains a bounded part of the governance queues. Without auto-attach
     /// (no rule governs, or it is unavailable and said so) they are dropped.
-    fn govern_some(&mut self) {
+    /// An item that would have to wait on another process (the records
+    /// lock held by a CLI command) stays queued, in order, for the next
+    /// wakeup. Returns whether items that can proceed at once are left, so
+    /// the loop polls without sleeping only then.
+    fn govern_some(&mut self) -> bool {
         let Some(gov) = self.auto.as_mut() else {
             self.to_attach.clear();
             self.ended.clear();
-            return;
+            return false;
         };
         let n = self.to_attach.len().min(autoattach::ATTACH_PER_WAKE);
+        let mut kept_attach = 0;
         for i in 0..n {
             let (key, rule) = self.to_attach[i];
-            if let Some(r) = self.config.targets.get(rule as usize) {
-                gov.attach(&mut self.log, key, r);
+            let outcome = match self.config.targets.get(rule as usize) {
+                Some(r) => gov.attach(&mut self.log, key, r),
+                None => autoattach::Outcome::Done,
+            };
+            if outcome == autoattach::Outcome::Retry {
+                self.to_attach[kept_attach] = (key, rule);
+                kept_attach += 1;
             }
         }
-        self.to_attach.drain(..n);
+        self.to_attach.drain(kept_attach..n);
         let n = self.ended.len().min(autoattach::ATTACH_PER_WAKE);
+        let mut kept_ended = 0;
         for i in 0..n {
             let (key, rule) = self.ended[i];
-            gov.ended(&mut self.log, key, self.config.targets.get(rule as usize));
+            let outcome = gov.ended(&mut self.log, key, self.config.targets.get(rule as usize));
+            if outcome == autoattach::Outcome::Retry {
+                self.ended[kept_ended] = (key, rule);
+                kept_ended += 1;
+            }
         }
-        self.ended.drain(..n);
+        self.ended.drain(kept_ended..n);
+        self.to_attach.len() > kept_attach || self.ended.len() > kept_ended
     }
 
     fn scan_now(&mut self) -> Result<(), String> {

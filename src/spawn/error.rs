@@ -18,7 +18,7 @@ pub enum RunError {
     Proc(io::Error),
     /// The records lock or the group's record could not be used (an
     /// unreadable record is set aside, never silently replaced).
-    Records(String),
+    Records(crate::store::records::RecordError),
     /// A group of that name exists without a record: not reeve's to use.
     NotOurs(PathBuf),
     /// The job's group already holds processes.
@@ -83,7 +83,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::NoCommand => f.write_str("run needs a command after --"),
             RunError::Proc(e) => write!(f, "/proc: cannot open: {e}"),
-            RunError::Records(why) => f.write_str(why),
+            RunError::Records(why) => write!(f, "{why}"),
             RunError::NotOurs(path) => write!(
                 f,
                 "{}: exists but reeve has no record of it; nothing was changed; choose \

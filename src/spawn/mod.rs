@@ -249,7 +249,7 @@ pub fn run(
         original_cgroup: original,
     });
     let mut console = Console::default();
-    let record_error = records.save(&record).err();
+    let record_error = records.save(&record).err().map(|e| e.to_string());
     drop(lock);
     if let Some(e) = &record_error {
         console.err(&format!(

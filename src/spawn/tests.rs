@@ -199,9 +199,16 @@ fn new_pool_limits_reset_dropped_ones_and_the_record_holds_the_read_back() {
             ("pids.max", "max\n"),
         ],
     );
+    // Another member that still runs (this test process: records drop
+    // members whose process has ended).
+    let me = crate::procfs::ProcReader::open()
+        .unwrap()
+        .stat(crate::sys::getpid())
+        .unwrap()
+        .key();
     let other = Member {
-        pid: 4242,
-        start_ticks: 7,
+        pid: me.pid,
+        start_ticks: me.start_ticks,
         original_cgroup: host.h.mount.clone(),
     };
     host.save("pool.p", &memory(1 << 30), vec![other.clone()]);

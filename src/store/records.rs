@@ -2,18 +2,26 @@
 //! group in `<state_dir>/jobs/<group>.json`, plus the list of identities an
 //! operator released with `detach`.
 //!
-//! Invariant: a record is read-modified-written only while the caller
+//! Invariants: a record is read-modified-written only while the caller
 //! holds [`RecordsLock`] (the `jobs/.lock` flock shared by the daemon and
 //! the CLI commands), and written atomically through [`write_atomic`].
+//! Every cgroup move is written ahead: the record lists the move as a
+//! [`Pending`] intent (identity, from, to) durably before the move, and
+//! the intent becomes a member (or stops being one) in the write after it.
+//! An intent left by a crash is settled from what the kernel shows the next
+//! time the record is written, so a group never holds a process that
+//! neither its members nor its intents name.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
-use super::{load_versioned, write_atomic, Loaded, StateDir};
+use super::{load_versioned, write_atomic, Loaded, StateDir, StoreError};
 use crate::cgroup::Limits;
 use crate::procfs::{ProcKey, ProcReader};
 
@@ -31,6 +39,104 @@ impl Member {
             pid: self.pid,
             start_ticks: self.start_ticks,
         }
+    }
+}
+
+/// A move written ahead of its cgroup.procs write: the process
+/// `pid`@`start_ticks` is about to go (or went) from `from` to `to`.
+/// `to` is the record's group for an attach, `from` is for a detach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub from: PathBuf,
+    pub to: PathBuf,
+}
+
+impl Pending {
+    pub fn key(&self) -> ProcKey {
+        ProcKey {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
+}
+
+/// Why a record operation failed. Displays as one line that names the file
+/// and what to do.
+#[derive(Debug)]
+pub enum RecordError {
+    /// The state directory or a record file could not be used or written.
+    Store(StoreError),
+    /// `jobs/.lock` is held by another process ([`Records::try_lock`]).
+    Busy { path: PathBuf },
+    /// Opening or locking `jobs/.lock` failed.
+    Lock { path: PathBuf, source: io::Error },
+    /// A record that cannot be used: set aside to `moved_to`, or left in
+    /// place when it could not be moved.
+    Unusable {
+        group: String,
+        reason: String,
+        moved_to: Option<PathBuf>,
+    },
+    /// `released.json` cannot be read or parsed.
+    Released { path: PathBuf, reason: String },
+    /// A record or list that could not be encoded.
+    Encode { what: String, reason: String },
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Store(e) => write!(f, "{e}"),
+            RecordError::Busy { path } => write!(
+                f,
+                "{}: held by another reeve command; the work is retried later",
+                path.display()
+            ),
+            RecordError::Lock { path, source } => {
+                write!(f, "cannot lock {}: {source}", path.display())
+            }
+            RecordError::Unusable {
+                group,
+                reason,
+                moved_to: Some(to),
+            } => write!(
+                f,
+                "job record for {group} was unusable ({reason}); set aside as {}",
+                to.display()
+            ),
+            RecordError::Unusable {
+                group,
+                reason,
+                moved_to: None,
+            } => write!(
+                f,
+                "job record for {group}: {reason}; move the file aside to let reeve write a new one"
+            ),
+            RecordError::Released { path, reason } => write!(
+                f,
+                "{}: unreadable ({reason}); reeve attaches nothing automatically until it is \
+                 repaired or removed (removing it forgets which processes `reeve detach` released)",
+                path.display()
+            ),
+            RecordError::Encode { what, reason } => write!(f, "encoding {what}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+impl From<StoreError> for RecordError {
+    fn from(e: StoreError) -> RecordError {
+        RecordError::Store(e)
+    }
+}
+
+impl RecordError {
+    /// True when the failure is a full disk or quota.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, RecordError::Store(e) if e.is_disk_full())
     }
 }
 
@@ -52,6 +158,10 @@ pub struct JobRecord {
     pub problems: Vec<String>,
     pub created_ms: u64,
     pub members: Vec<Member>,
+    /// Moves written ahead and not yet confirmed. Records written before
+    /// intents existed have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
 }
 
 impl JobRecord {
@@ -73,7 +183,20 @@ impl JobRecord {
             problems: Vec::new(),
             created_ms: now_ms,
             members: Vec::new(),
+            pending: Vec::new(),
         }
+    }
+
+    /// Drops the members whose process has ended (or whose pid now names
+    /// another process), so a pool's record does not grow with every
+    /// process that ever ran in it. A member whose state cannot be read is
+    /// kept.
+    pub fn prune_exited(&mut self, reader: &mut ProcReader) {
+        self.members.retain(|m| match reader.stat(m.pid) {
+            Ok(s) => s.start_ticks == m.start_ticks && !s.is_dead(),
+            Err(crate::procfs::ReadError::Gone) => false,
+            Err(_) => true,
+        });
     }
 }
 
@@ -96,30 +219,55 @@ impl RecordsLock<'_> {
 }
 
 impl Records {
-    pub fn open(state_dir: &Path) -> Result<Records, String> {
-        StateDir::open(state_dir).map_err(|e| e.to_string())?;
-        let dir = StateDir::open(&state_dir.join("jobs")).map_err(|e| e.to_string())?;
+    pub fn open(state_dir: &Path) -> Result<Records, RecordError> {
+        StateDir::open(state_dir)?;
+        let dir = StateDir::open(&state_dir.join("jobs"))?;
         Ok(Records { dir })
     }
 
-    /// Serialises read-modify-write of records across processes.
-    pub fn lock(&self) -> Result<RecordsLock<'_>, String> {
+    fn open_lock_file(&self) -> Result<(PathBuf, File), RecordError> {
         let path = self.dir.path().join(".lock");
-        let file = OpenOptions::new()
+        match OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        FileExt::lock_exclusive(&file).map_err(|e| format!("locking {}: {e}", path.display()))?;
+        {
+            Ok(file) => Ok((path, file)),
+            Err(source) => Err(RecordError::Lock { path, source }),
+        }
+    }
+
+    /// Serialises read-modify-write of records across processes, waiting
+    /// for another holder. For the CLI commands only: the daemon uses
+    /// [`Records::try_lock`].
+    pub fn lock(&self) -> Result<RecordsLock<'_>, RecordError> {
+        let (path, file) = self.open_lock_file()?;
+        FileExt::lock_exclusive(&file).map_err(|source| RecordError::Lock { path, source })?;
         Ok(RecordsLock {
             records: self,
             _file: file,
         })
     }
 
-    pub fn load(&self, group: &str) -> Result<Option<JobRecord>, String> {
+    /// The records lock if nobody holds it, else [`RecordError::Busy`] at
+    /// once: the daemon never waits on another process.
+    pub fn try_lock(&self) -> Result<RecordsLock<'_>, RecordError> {
+        let (path, file) = self.open_lock_file()?;
+        match FileExt::try_lock_exclusive(&file) {
+            Ok(()) => Ok(RecordsLock {
+                records: self,
+                _file: file,
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                Err(RecordError::Busy { path })
+            }
+            Err(source) => Err(RecordError::Lock { path, source }),
+        }
+    }
+
+    pub fn load(&self, group: &str) -> Result<Option<JobRecord>, RecordError> {
         match load_versioned(
             &self.dir,
             &format!("{group}.json"),
@@ -128,48 +276,79 @@ impl Records {
         ) {
             Loaded::Missing => Ok(None),
             Loaded::Ok(r) => Ok(Some(r)),
-            Loaded::SetAside { reason, moved_to } => Err(format!(
-                "job record for {group} was unusable ({reason}); set aside as {}",
-                moved_to.display()
-            )),
-            Loaded::Unusable { reason } => Err(format!("job record for {group}: {reason}")),
+            Loaded::SetAside { reason, moved_to } => Err(RecordError::Unusable {
+                group: group.to_string(),
+                reason,
+                moved_to: Some(moved_to),
+            }),
+            Loaded::Unusable { reason } => Err(RecordError::Unusable {
+                group: group.to_string(),
+                reason,
+                moved_to: None,
+            }),
         }
     }
 
-    pub fn save(&self, r: &JobRecord) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(r).map_err(|e| e.to_string())?;
-        write_atomic(&self.dir, &format!("{}.json", r.group), &bytes).map_err(|e| e.to_string())
+    /// Writes `r` atomically. Members whose process has ended are left
+    /// out, so every write keeps a record to the processes it governs.
+    pub fn save(&self, r: &JobRecord) -> Result<(), RecordError> {
+        let mut r = r.clone();
+        if let Ok(mut reader) = ProcReader::open() {
+            r.prune_exited(&mut reader);
+        }
+        let bytes = serde_json::to_vec_pretty(&r).map_err(|e| RecordError::Encode {
+            what: format!("job record {}", r.group),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.dir, &format!("{}.json", r.group), &bytes)?;
+        Ok(())
     }
 
-    pub fn remove(&self, group: &str) -> Result<(), String> {
+    pub fn remove(&self, group: &str) -> Result<(), RecordError> {
         let path = self.dir.path().join(format!("{group}.json"));
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("remove job record", &path, e).into()),
         }
     }
 
     /// Identities an operator released with `detach`: the daemon never
     /// re-attaches them. Kept in `released.json`, pruned of processes that
-    /// have ended whenever it is written.
-    pub fn released(&self) -> Vec<ProcKey> {
+    /// have ended whenever it is written. A file that exists but cannot be
+    /// read or parsed is an error, never an empty list: an empty list
+    /// would let the daemon re-attach what an operator released.
+    pub fn released(&self) -> Result<Vec<ProcKey>, RecordError> {
         let path = self.dir.path().join(RELEASED_FILE);
-        std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Vec<ProcKey>>(&b).ok())
-            .unwrap_or_default()
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(RecordError::Released {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        serde_json::from_slice::<Vec<ProcKey>>(&bytes).map_err(|e| RecordError::Released {
+            path,
+            reason: e.to_string(),
+        })
     }
 
     /// Adds `keys` to the released list (call under [`Records::lock`]).
-    pub fn release(&self, keys: &[ProcKey], reader: &mut ProcReader) -> Result<(), String> {
-        let mut list = self.released();
+    pub fn release(&self, keys: &[ProcKey], reader: &mut ProcReader) -> Result<(), RecordError> {
+        let mut list = self.released()?;
         list.extend_from_slice(keys);
         list.sort();
         list.dedup();
         list.retain(|k| matches!(reader.stat(k.pid), Ok(s) if s.start_ticks == k.start_ticks));
-        let bytes = serde_json::to_vec(&list).map_err(|e| e.to_string())?;
-        write_atomic(&self.dir, RELEASED_FILE, &bytes).map_err(|e| e.to_string())
+        let bytes = serde_json::to_vec(&list).map_err(|e| RecordError::Encode {
+            what: RELEASED_FILE.to_string(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.dir, RELEASED_FILE, &bytes)?;
+        Ok(())
     }
 
     /// Every record, for status and adoption. Unreadable ones are skipped
@@ -177,8 +356,12 @@ impl Records {
     pub fn all(&self) -> (Vec<JobRecord>, Vec<String>) {
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
-            return (out, bad);
+        let entries = match std::fs::read_dir(self.dir.path()) {
+            Ok(e) => e,
+            Err(e) => {
+                bad.push(format!("{}: {e}", self.dir.path().display()));
+                return (out, bad);
+            }
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -191,10 +374,93 @@ impl Records {
             match self.load(group) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
-                Err(why) => bad.push(why),
+                Err(why) => bad.push(why.to_string()),
             }
         }
         out.sort_by(|a, b| a.group.cmp(&b.group));
         (out, bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdir::TempDir;
+    use super::*;
+
+    #[test]
+    fn released_list_that_cannot_be_read_is_an_error_not_empty() {
+        let t = TempDir::new("released");
+        let records = Records::open(t.path()).unwrap();
+        assert_eq!(records.released().unwrap(), vec![]);
+        let path = t.path().join("jobs").join(RELEASED_FILE);
+        std::fs::write(&path, "[{\"pid\": 1").unwrap();
+        let err = records.released().unwrap_err();
+        let line = err.to_string();
+        assert!(matches!(err, RecordError::Released { .. }), "{line}");
+        assert!(
+            line.contains("released.json") && line.contains("removed"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+        let mut reader = ProcReader::open().unwrap();
+        assert!(
+            records.release(&[], &mut reader).is_err(),
+            "never overwritten"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[{\"pid\": 1");
+    }
+
+    #[test]
+    fn try_lock_does_not_wait_for_another_holder() {
+        let t = TempDir::new("trylock");
+        let records = Records::open(t.path()).unwrap();
+        let other = Records::open(t.path()).unwrap();
+        let held = records.lock().unwrap();
+        // flock locks belong to the open file description: a second open
+        // conflicts even within one process.
+        let err = other.try_lock().err().expect("busy while held");
+        assert!(matches!(err, RecordError::Busy { .. }), "{err}");
+        drop(held);
+        other.try_lock().unwrap();
+    }
+
+    #[test]
+    fn save_drops_members_that_ended_and_keeps_intents() {
+        let t = TempDir::new("prune");
+        let records = Records::open(t.path()).unwrap();
+        let mut reader = ProcReader::open().unwrap();
+        let me = reader.stat(crate::sys::getpid()).unwrap().key();
+        let mut r = JobRecord::new(
+            "pool.p".into(),
+            true,
+            Path::new("/x"),
+            &Limits::default(),
+            1,
+        );
+        let member = |k: ProcKey| Member {
+            pid: k.pid,
+            start_ticks: k.start_ticks,
+            original_cgroup: PathBuf::from("/o"),
+        };
+        let ended = ProcKey {
+            pid: me.pid,
+            start_ticks: me.start_ticks + 1,
+        };
+        r.members = vec![member(me), member(ended)];
+        r.pending = vec![Pending {
+            pid: 7,
+            start_ticks: 7,
+            from: "/o".into(),
+            to: "/x".into(),
+        }];
+        records.save(&r).unwrap();
+        let back = records.load("pool.p").unwrap().unwrap();
+        assert_eq!(back.members, vec![member(me)]);
+        assert_eq!(back.pending, r.pending);
+        // A record written before intents existed reads with none.
+        let old = r#"{"version":1,"group":"job.j","cgroup":"/x","pool":false,"limits":{},
+            "in_force":true,"problems":[],"created_ms":1,"members":[]}"#;
+        std::fs::write(t.path().join("jobs/job.j.json"), old).unwrap();
+        assert!(records.load("job.j").unwrap().unwrap().pending.is_empty());
     }
 }
