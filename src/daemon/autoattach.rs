@@ -6,9 +6,10 @@
 //! bounded number of items per loop wakeup. Every outcome is a log event:
 //! `attached`, `adopted`, `attach_failed`, `limit_failed`, `job_removed`.
 
-use crate::cgroup::{self, Group, Hierarchy};
+use super::naming::{job_name, rule_of_group};
+use crate::cgroup::{Group, Hierarchy};
 use crate::config::{Config, Rule};
-use crate::discovery::{Discovery, ADOPTED_RULE};
+use crate::discovery::{Discovery, RuleId, Step};
 use crate::log::{Logger, Val};
 use crate::placement::{self, Placement, Records};
 use crate::procfs::{ProcKey, ProcReader};
@@ -17,22 +18,6 @@ use crate::sys;
 
 /// Attaches handled per wakeup.
 pub const ATTACH_PER_WAKE: usize = 64;
-
-/// The rule that made a group: `pool.NAME` is the pool of the first rule
-/// naming it; `job.RULE-PID` is the job of rule RULE.
-fn rule_of_group(rules: &[Rule], group: &str) -> Option<usize> {
-    if let Some(pool) = group.strip_prefix("pool.") {
-        return rules.iter().position(|r| r.pool.as_deref() == Some(pool));
-    }
-    let job = group.strip_prefix("job.")?;
-    rules.iter().position(|r| {
-        r.pool.is_none()
-            && job
-                .strip_prefix(&cgroup::sanitize_job_name(&r.name))
-                .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-    })
-}
 
 /// Whether a rule asks for governance at all.
 pub fn governs(rule: &Rule) -> bool {
@@ -113,11 +98,15 @@ impl AutoAttach {
                 let Ok(key) = placement::identify(&mut self.reader, pid) else {
                     continue;
                 };
-                let rule = rule_of_group(rules, &name).map_or(ADOPTED_RULE, |i| i as u16);
+                let rule = rule_of_group(rules, &name)
+                    .and_then(|i| rules.get(i))
+                    .map_or(RuleId::ADOPTED, |r| d.rule_id(&r.name));
                 let restored = d.tracked().get(&key).is_some_and(|t| t.alive());
                 // Restored from the snapshot or not: this daemon takes up
                 // its governance, and the audit log says so.
                 if restored || d.restore(key, rule, sys::realtime_ms()) {
+                    // Counted by discovery when refused (an exited entry).
+                    let _ = d.mark(key, Step::Adopt);
                     self.note_adopted(key, &name);
                     log.info(
                         "adopted",
@@ -174,10 +163,6 @@ impl AutoAttach {
         self.view.procs.contains_key(key)
     }
 
-    fn job_name(rule: &Rule, pid: u32) -> String {
-        cgroup::sanitize_job_name(&format!("{}-{pid}", rule.name))
-    }
-
     /// Attaches (or adopts) one discovered process.
     pub fn attach(&mut self, log: &mut Logger, key: ProcKey, rule: &Rule) {
         if !governs(rule) {
@@ -208,7 +193,7 @@ impl AutoAttach {
         }
         let place = match &rule.pool {
             Some(p) => Placement::Pool(p.clone()),
-            None => Placement::Job(Self::job_name(rule, key.pid)),
+            None => Placement::Job(job_name(&rule.name, key)),
         };
         let now = sys::realtime_ms();
         let held = match self.records.lock() {
@@ -296,18 +281,15 @@ impl AutoAttach {
     }
 
     /// After a process in an auto-attached job ended: remove the job's
-    /// group and record once nothing runs in it. Pools stay.
-    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: Option<&Rule>) {
+    /// group and record once nothing runs in it. Pools stay. `rule` is the
+    /// name of the rule that tracked it, also when a reload has removed
+    /// that rule since: the job's name holds the whole identity, so the
+    /// group found under it is this process's own.
+    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: &str) {
         if self.view.procs.remove(&key).is_some() {
             self.view.generation += 1;
         }
-        let Some(rule) = rule else {
-            return;
-        };
-        if !governs(rule) || rule.pool.is_some() {
-            return;
-        }
-        let name = format!("job.{}", Self::job_name(rule, key.pid));
+        let name = format!("job.{}", job_name(rule, key));
         let path = self.h.root.join(&name);
         if !path.is_dir() {
             return;
