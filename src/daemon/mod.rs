@@ -527,7 +527,8 @@ impl Daemon {
                 return;
             }
         };
-        if let Err(e) = self.discovery.set_rules(&new.targets) {
+        let queued = self.to_attach.iter().chain(&self.ended).map(|w| w.1);
+        if let Err(e) = self.discovery.set_rules(&new.targets, queued) {
             self.log.error(
                 "config_reload_failed",
                 &[

@@ -156,16 +156,22 @@ impl Discovery {
     /// Swaps in new rules (config reload). Tracked processes stay tracked
     /// under their rule's id, whatever its new place in the list; a rule
     /// the new list lacks keeps its name for them but no longer resolves
-    /// ([`Discovery::rule_index`] is `None`). The next deep scan applies
-    /// the new rules to everything else. On error nothing changed.
-    pub fn set_rules(&mut self, rules: &[Rule]) -> Result<(), RuleIdsExhausted> {
+    /// ([`Discovery::rule_index`] is `None`). `queued` are the ids the
+    /// caller still holds (work queued for later), kept alive like tracked
+    /// ones so a freed id is never reused under them. The next deep scan
+    /// applies the new rules to everything else. On error nothing changed.
+    pub fn set_rules(
+        &mut self,
+        rules: &[Rule],
+        queued: impl IntoIterator<Item = RuleId>,
+    ) -> Result<(), RuleIdsExhausted> {
         let rule_names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-        let tracked = &self.tracked;
-        let in_use = |id: RuleId| tracked.iter().any(|(_, t)| t.rule == id);
-        self.ids = self
+        let mut in_use: std::collections::HashSet<RuleId> = queued.into_iter().collect();
+        in_use.extend(self.tracked.iter().map(|(_, t)| t.rule));
+        let ids = self
             .names
-            .set_current(&rule_names, in_use)?
-            .into_boxed_slice();
+            .set_current(&rule_names, |id| in_use.contains(&id))?;
+        self.ids = ids.into_boxed_slice();
         self.rules = RuleSet::new(rules);
         self.name_hits = vec![false; self.rules.len()].into_boxed_slice();
         for (_, e) in self.seen.iter_mut() {

@@ -371,7 +371,7 @@ fn reload_keeps_each_tracked_process_under_its_own_rule() {
     let (ida, idb) = (id_of(&d, key(900, 1)), id_of(&d, key(901, 2)));
     assert_eq!((d.rule_index(ida), d.rule_index(idb)), (Some(0), Some(1)));
     // Reordered: the ids stay, the indexes follow the new order.
-    d.set_rules(&[b.clone(), a.clone()]).unwrap();
+    d.set_rules(&[b.clone(), a.clone()], []).unwrap();
     assert_eq!(id_of(&d, key(900, 1)), ida);
     assert_eq!((d.rule_index(ida), d.rule_index(idb)), (Some(1), Some(0)));
     fp.remove(900);
@@ -383,7 +383,7 @@ fn reload_keeps_each_tracked_process_under_its_own_rule() {
     d.scan(ScanKind::Deep, &mut r).unwrap();
     let ida2 = id_of(&d, key(902, 3));
     assert_eq!(ida2, ida);
-    d.set_rules(&[b]).unwrap();
+    d.set_rules(&[b], []).unwrap();
     assert_eq!(d.rule_index(ida), None);
     assert_eq!(d.rule_name(ida), "A");
     assert_eq!(d.rule_index(idb), Some(0));
