@@ -1193,6 +1193,55 @@ fn sighup_reorder_and_removal_keep_rule_identity() {
     d.stop_ok();
 }
 
+/// Attaches still queued when a reload reorders the rules keep their
+/// rule: every target of the governing rule is attached under it with its
+/// limits, none under the rule that now sits at its old index.
+#[test]
+fn sighup_with_attaches_queued_keeps_their_rule() {
+    const TARGETS: usize = 120;
+    let sub = common::cgroup::Subtree::new();
+    let dir = TempDir::new("reload-queued");
+    let mut procs = ProcGuard::new();
+    let ta = Target::new(dir.path());
+    let tb = Target::new(dir.path());
+    let rule_a = json!({
+        "name": "A", "match": {"exe": [ta.name]},
+        "filter": {"parent_pids": [me()]}, "limits": {"pids": 50},
+    });
+    let rule_b = json!({
+        "name": "B", "match": {"exe": [tb.name]}, "filter": {"parent_pids": [me()]},
+    });
+    let config = |targets: Value| {
+        json!({
+            "targets": targets,
+            "discovery": {"mode": "auto", "scan_interval": "100ms"},
+            "state_dir": state_dir(&dir),
+            "cgroup": {"root": sub.root()},
+        })
+    };
+    let cfg_path = write_config(dir.path(), &config(json!([rule_a, rule_b])));
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    // The reordered file waits on disk until the SIGHUP.
+    fs::write(&cfg_path, config(json!([rule_b, rule_a])).to_string()).unwrap();
+    let ids: Vec<Ident> = (0..TARGETS).map(|_| ta.spawn(&mut procs, "60")).collect();
+    reload(&mut d, "config_reloaded");
+    let queued_at_reload = ids
+        .iter()
+        .filter(|&&id| d.about("attached", id) == 0)
+        .count();
+    for &id in &ids {
+        let v = d.wait_for(&format!("attach decision about {id:?}"), WAIT, |v| {
+            matches!(event_name(v), "attached" | "attach_failed") && id.matches(v)
+        });
+        assert_eq!(event_name(&v), "attached", "{v}");
+        assert_eq!(v["rule"], "A", "{v}");
+        assert!(v["limits"].as_str().unwrap_or("").contains("50"), "{v}");
+    }
+    eprintln!("{queued_at_reload} of {TARGETS} attaches were still queued at the reload");
+    d.stop_ok();
+}
+
 /// A reload names every setting it cannot change; they keep their
 /// running values (the state stays in the first state directory).
 #[test]
