@@ -105,8 +105,7 @@ impl AutoAttach {
                 // Restored from the snapshot or not: this daemon takes up
                 // its governance, and the audit log says so.
                 if restored || d.restore(key, rule, sys::realtime_ms()) {
-                    // Counted by discovery when refused (an exited entry).
-                    let _ = d.mark(key, Step::Adopt);
+                    super::mark(d, log, key, Step::Adopt);
                     self.note_adopted(key, &name);
                     log.info(
                         "adopted",
