@@ -8,8 +8,10 @@
 //!
 //! Invariants: a process is discovered at most once per [`ProcKey`]; a pid
 //! whose start time changed is a new process and the old identity is
-//! recorded as exited; reeve never discovers itself or its descendants; all
-//! tables are sized at construction and nothing grows afterwards. A tracked
+//! recorded as exited; reeve never discovers itself or its descendants; the
+//! seen-set and the tracked table are sized at construction and never grow
+//! (the rule-id table changes only at a reload or a restore, bounded by the
+//! rules something refers to). A tracked
 //! identity's state changes only through [`lifecycle::Life::step`], and its
 //! rule is a [`RuleId`] that a reload does not change.
 
