@@ -1242,6 +1242,70 @@ fn sighup_with_attaches_queued_keeps_their_rule() {
     d.stop_ok();
 }
 
+/// Per-process jobs of a rule with a 64-character name: two targets get
+/// two jobs (the whole identity is in each name), and a restarted daemon
+/// with no snapshot finds the rule again from the group's name, so the
+/// exit is logged under it and the job is removed.
+#[test]
+fn long_rule_name_jobs_stay_apart_and_are_adopted_after_restart() {
+    let sub = common::cgroup::Subtree::new();
+    let dir = TempDir::new("long-rule");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let long = format!("enc-{}", "x".repeat(60));
+    assert_eq!(long.len(), 64);
+    let cfg = json!({
+        "targets": [{
+            "name": long, "match": {"exe": [target.name]},
+            "filter": {"parent_pids": [me()]}, "limits": {"pids": 40},
+        }],
+        "discovery": {"mode": "auto", "scan_interval": "100ms"},
+        "state_dir": state_dir(&dir),
+        "cgroup": {"root": sub.root()},
+    });
+    let cfg_path = write_config(dir.path(), &cfg);
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let a = target.spawn(&mut procs, "60");
+    let b = target.spawn(&mut procs, "60");
+    let ja = d.wait_event("attached", a, WAIT)["job"].clone();
+    let jb = d.wait_event("attached", b, WAIT)["job"].clone();
+    assert_ne!(ja, jb, "two processes, two jobs");
+    for (j, id) in [(&ja, a), (&jb, b)] {
+        let j = j.as_str().unwrap_or("");
+        assert!(j.len() <= 4 + 64, "{j}");
+        assert!(
+            j.ends_with(&format!("-{}-{}", id.pid, id.start_ticks)),
+            "{j}"
+        );
+    }
+    d.stop_ok();
+
+    // Without the snapshot, only the group names say which rule made them.
+    let state = std::path::PathBuf::from(state_dir(&dir)).join("state.json");
+    fs::remove_file(&state).unwrap();
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let v = d.wait_event("adopted", a, WAIT);
+    assert_eq!(v["job"], ja, "{v}");
+    d.wait_scans(2, WAIT);
+    procs.kill(a.pid);
+    let v = d.wait_event("exited", a, WAIT);
+    assert_eq!(v["rule"], long.as_str(), "{v}");
+    d.wait_for("job_removed of a", WAIT, |v| {
+        event_name(v) == "job_removed" && v["job"] == ja
+    });
+    assert!(
+        !sub.root().join(ja.as_str().unwrap()).exists(),
+        "a's job is gone"
+    );
+    assert!(
+        sub.root().join(jb.as_str().unwrap()).exists(),
+        "b's job stays"
+    );
+    d.stop_ok();
+}
+
 /// A reload names every setting it cannot change; they keep their
 /// running values (the state stays in the first state directory).
 #[test]
