@@ -474,6 +474,23 @@ fn config_that_is_not_a_regular_file_is_refused_at_once() {
     }
 }
 
+/// `watch` refuses a file that gives a key twice (the first `targets`
+/// would otherwise vanish) before it starts anything.
+#[test]
+fn watch_with_a_repeated_key_is_a_config_error() {
+    let dir = TempDir::new("cli-dup-watch");
+    let text = r#"{"targets": [{"name": "a", "match": {"exe": ["a"]}}],
+                   "targets": [{"name": "b", "match": {"exe": ["b"]}}]}"#;
+    let path = write_file(dir.path(), "dup.json", text);
+    let out = reeve(&["watch", "--config", path.to_str().unwrap()]);
+    assert_config_error(
+        &out,
+        &path,
+        &["targets: given twice"],
+        "watch with targets twice",
+    );
+}
+
 #[test]
 fn scan_with_invalid_config_is_a_config_error() {
     let dir = TempDir::new("cli-invalid-scan");
