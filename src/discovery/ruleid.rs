@@ -101,21 +101,33 @@ impl RuleNames {
 
     /// Makes `names` (in config order) the current rules and returns their
     /// ids. Ids that are neither current nor `in_use` are freed first, so a
-    /// removed rule's id lives on exactly while something refers to it.
+    /// removed rule's id lives on exactly while something refers to it. On
+    /// error (no id left for a new name) nothing changed.
     pub fn set_current(
         &mut self,
         names: &[&str],
         in_use: impl Fn(RuleId) -> bool,
     ) -> Result<Vec<RuleId>, RuleIdsExhausted> {
+        let stale = |slot: usize, n: &str| !names.contains(&n) && !in_use(RuleId(slot as u16));
+        let freeable = (self.names.iter().enumerate())
+            .filter(|(slot, n)| n.as_deref().is_some_and(|n| stale(*slot, n)))
+            .count();
+        let mut new: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !self.ids.contains_key(*n))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        let room = self.free.len() + freeable + (MAX_RULE_IDS - self.names.len());
+        if new.len() > room {
+            return Err(RuleIdsExhausted);
+        }
         for slot in 0..self.names.len() {
-            let id = RuleId(slot as u16);
-            let keep = self.names[slot]
-                .as_deref()
-                .is_some_and(|n| names.contains(&n) || in_use(id));
-            if !keep {
+            if self.names[slot].as_deref().is_some_and(|n| stale(slot, n)) {
                 if let Some(n) = self.names[slot].take() {
                     self.ids.remove(&n);
-                    self.free.push(id.0);
+                    self.free.push(slot as u16);
                 }
             }
         }
@@ -190,5 +202,16 @@ mod tests {
         }
         assert_eq!(t.intern("one-more"), Err(RuleIdsExhausted));
         assert!(t.intern("7").is_ok());
+        // Every id in use: a reload with a new name is refused whole.
+        let before = t.len();
+        let err = t.set_current(&["7", "new"], |_| true);
+        assert_eq!(err, Err(RuleIdsExhausted));
+        assert_eq!(t.len(), before);
+        assert_eq!(t.get("new"), None);
+        assert_eq!(t.name(RuleId(8)), "8");
+        // Nothing in use: the stale ids are freed and the new name fits.
+        let ids = t.set_current(&["7", "new"], |_| false).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.name(ids[1]), "new");
     }
 }
