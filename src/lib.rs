@@ -4,12 +4,16 @@
 //! learns about processes from [`discovery`] (netlink proc connector plus
 //! /proc rescans), proves their identity with [`procfs::ProcKey`] (pid +
 //! start time) and tracks them in the fixed-capacity [`table::SlotTable`].
-//! All `unsafe` code lives in [`sys`].
+//! All `unsafe` code lives in [`sys`]: every other module is compiled with
+//! `unsafe_code` denied.
+
+#![deny(unsafe_code)]
 
 pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod digits;
 pub mod discovery;
 pub mod log;
 pub mod placement;
@@ -17,6 +21,7 @@ pub mod procfs;
 pub mod spawn;
 pub mod state;
 pub mod store;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod table;
 pub mod units;

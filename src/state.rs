@@ -145,7 +145,7 @@ impl State {
             .map(|(k, t)| ProcState {
                 pid: k.pid,
                 start_ticks: k.start_ticks,
-                rule: d.rules().name(t.rule as usize).to_string(),
+                rule: d.rule_name(t.rule).to_string(),
                 comm: t.comm.to_string_lossy().into_owned(),
                 ppid: t.ppid,
                 uid: t.uid,

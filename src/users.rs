@@ -99,7 +99,7 @@ fn parse_line(line: &str) -> Option<(&str, u32)> {
 
 /// A decimal id as passwd writes it: digits only, no sign, fits in 32 bits.
 fn is_id(field: &str) -> bool {
-    !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit()) && field.parse::<u32>().is_ok()
+    crate::digits::parse_u32(field.as_bytes()).is_some()
 }
 
 #[cfg(test)]

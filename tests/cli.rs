@@ -342,9 +342,9 @@ fn check_config_rejects_bad_files_naming_file_and_field() {
             vec!["capacity"],
         ),
         (
-            "duplicate rule name",
+            "duplicate rule name names both rules",
             json!({"targets": [rule(json!({})), rule(json!({}))]}).to_string(),
-            vec!["targets[1].name"],
+            vec!["targets[1].name: duplicate of targets[0].name"],
         ),
         ("malformed JSON", "{\"targets\": [".to_string(), vec![]),
         (
@@ -376,6 +376,31 @@ fn check_config_rejects_bad_files_naming_file_and_field() {
             "rule without match",
             json!({"targets": [{"name": "t"}]}).to_string(),
             vec!["targets[0]", "match"],
+        ),
+        (
+            "targets given twice (the first list would vanish)",
+            r#"{"targets": [{"name": "a", "match": {"exe": ["a"]}}], "targets": []}"#.to_string(),
+            vec!["targets: given twice"],
+        ),
+        (
+            "a key repeated inside a rule",
+            r#"{"targets": [{"name": "a", "name": "b", "match": {"exe": ["a"]}}]}"#.to_string(),
+            vec!["targets[0].name: given twice"],
+        ),
+        (
+            "max_age 0 matches nothing",
+            json!({"targets": [rule(json!({"filter": {"max_age": "0s"}}))]}).to_string(),
+            vec!["targets[0].filter.max_age"],
+        ),
+        (
+            "min_age beyond any uptime",
+            json!({"targets": [rule(json!({"filter": {"min_age": "1000000h"}}))]}).to_string(),
+            vec!["targets[0].filter.min_age"],
+        ),
+        (
+            "a rule name that is not a group name",
+            json!({"targets": [{"name": "enc 1", "match": {"exe": ["x"]}}]}).to_string(),
+            vec!["targets[0].name"],
         ),
     ];
     let mut failures = Vec::new();
@@ -416,6 +441,54 @@ fn watch_with_missing_config_is_a_config_error() {
     let missing = dir.join("missing.json");
     let out = reeve(&["watch", "--config", missing.to_str().unwrap()]);
     assert_config_error(&out, &missing, &[], "watch --config missing.json");
+}
+
+/// A FIFO, a directory or a device is refused at once with one line and
+/// exit 2, by check-config and by watch: nothing waits for a writer.
+#[test]
+fn config_that_is_not_a_regular_file_is_refused_at_once() {
+    let dir = TempDir::new("cli-not-regular");
+    let fifo = dir.join("fifo.json");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let cases = [
+        (fifo.clone(), "a FIFO"),
+        (dir.path().to_path_buf(), "a directory"),
+        (Path::new("/dev/null").to_path_buf(), "a device"),
+    ];
+    for (path, kind) in &cases {
+        let p = path.to_str().expect("utf-8 path");
+        for args in [vec!["check-config", p], vec!["watch", "--config", p]] {
+            let what = format!("reeve {args:?} ({kind})");
+            let out = run_with_timeout(Command::new(REEVE).args(&args), Duration::from_secs(10));
+            assert_config_error(&out, path, &[], &what);
+            let line = one_line(&out);
+            assert!(
+                line.contains(&format!("not a regular file ({kind})")),
+                "{what}: {line:?}"
+            );
+        }
+    }
+}
+
+/// `watch` refuses a file that gives a key twice (the first `targets`
+/// would otherwise vanish) before it starts anything.
+#[test]
+fn watch_with_a_repeated_key_is_a_config_error() {
+    let dir = TempDir::new("cli-dup-watch");
+    let text = r#"{"targets": [{"name": "a", "match": {"exe": ["a"]}}],
+                   "targets": [{"name": "b", "match": {"exe": ["b"]}}]}"#;
+    let path = write_file(dir.path(), "dup.json", text);
+    let out = reeve(&["watch", "--config", path.to_str().unwrap()]);
+    assert_config_error(
+        &out,
+        &path,
+        &["targets: given twice"],
+        "watch with targets twice",
+    );
 }
 
 #[test]

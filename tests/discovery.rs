@@ -1084,6 +1084,299 @@ fn sighup_reloads_rules_and_refuses_a_bad_file() {
     d.stop_ok();
 }
 
+/// Sends SIGHUP to the daemon under test and waits for the reload's outcome.
+fn reload(d: &mut Daemon, outcome: &str) -> Value {
+    let mut cursor = d.events().len();
+    // SAFETY: kill(2) on the daemon this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(d.pid as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = d
+            .since(&mut cursor)
+            .iter()
+            .find(|v| matches!(event_name(v), "config_reloaded" | "config_reload_failed"))
+            .cloned();
+        if let Some(v) = found {
+            assert_eq!(event_name(&v), outcome, "{v}\n{}", d.log_tail());
+            return v;
+        }
+        d.check_alive("reload");
+        assert!(
+            Instant::now() < deadline,
+            "no reload outcome\n{}",
+            d.log_tail()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Rules keep their identity across a reload that reorders them and one
+/// that removes one: exits are logged under the rule that tracked the
+/// process, attaches get their own rule's limits, a removed rule's job
+/// group is still removed when its process ends, and nothing attaches
+/// under a removed rule.
+#[test]
+fn sighup_reorder_and_removal_keep_rule_identity() {
+    let sub = common::cgroup::Subtree::new();
+    let dir = TempDir::new("reload-ids");
+    let mut procs = ProcGuard::new();
+    let ta = Target::new(dir.path());
+    let tb = Target::new(dir.path());
+    let rule_a = json!({
+        "name": "A", "match": {"exe": [ta.name]},
+        "filter": {"parent_pids": [me()]}, "limits": {"pids": 50},
+    });
+    let rule_b = json!({
+        "name": "B", "match": {"exe": [tb.name]}, "filter": {"parent_pids": [me()]},
+    });
+    let config = |targets: Value| {
+        json!({
+            "targets": targets,
+            "discovery": {"mode": "auto", "scan_interval": "100ms"},
+            "state_dir": state_dir(&dir),
+            "cgroup": {"root": sub.root()},
+        })
+    };
+    let cfg_path = write_config(dir.path(), &config(json!([rule_a, rule_b])));
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let a1 = ta.spawn(&mut procs, "60");
+    let b1 = tb.spawn(&mut procs, "60");
+    let job_of = |id: Ident| format!("job.A-{}-{}", id.pid, id.start_ticks);
+    let v = d.wait_event("attached", a1, WAIT);
+    assert_eq!(
+        (v["rule"].as_str(), v["job"].as_str()),
+        (Some("A"), Some(&*job_of(a1))),
+        "{v}"
+    );
+    let v = d.wait_event("discovered", b1, WAIT);
+    assert_eq!(v["rule"], "B", "{v}");
+
+    // Reordered: B first, A second.
+    fs::write(&cfg_path, config(json!([rule_b, rule_a])).to_string()).unwrap();
+    reload(&mut d, "config_reloaded");
+    procs.kill(b1.pid);
+    let v = d.wait_event("exited", b1, WAIT);
+    assert_eq!(v["rule"], "B", "an exit after the reorder: {v}");
+    let a2 = ta.spawn(&mut procs, "60");
+    let v = d.wait_event("attached", a2, WAIT);
+    assert_eq!(v["rule"], "A", "{v}");
+    assert_eq!(v["job"].as_str(), Some(&*job_of(a2)), "{v}");
+    assert!(
+        v["limits"].as_str().unwrap_or("").contains("50"),
+        "A's limits: {v}"
+    );
+    procs.kill(a1.pid);
+    let v = d.wait_event("exited", a1, WAIT);
+    assert_eq!(v["rule"], "A", "{v}");
+    d.wait_for("job_removed of a1", WAIT, |v| {
+        event_name(v) == "job_removed" && v["job"].as_str() == Some(&*job_of(a1))
+    });
+
+    // A removed: its process still ends under A and its group goes.
+    fs::write(&cfg_path, config(json!([rule_b])).to_string()).unwrap();
+    reload(&mut d, "config_reloaded");
+    let a3 = ta.spawn(&mut procs, "60");
+    procs.kill(a2.pid);
+    let v = d.wait_event("exited", a2, WAIT);
+    assert_eq!(v["rule"], "A", "an exit after A was removed: {v}");
+    d.wait_for("job_removed of a2", WAIT, |v| {
+        event_name(v) == "job_removed" && v["job"].as_str() == Some(&*job_of(a2))
+    });
+    assert!(
+        !sub.root().join(job_of(a2)).exists(),
+        "a2's job group leaked"
+    );
+    d.wait_scans(3, WAIT);
+    assert_eq!(d.about("discovered", a3), 0, "no rule names a3 now");
+    assert_eq!(d.about("attached", a3), 0);
+    d.stop_ok();
+}
+
+/// Attaches still queued when a reload reorders the rules keep their
+/// rule: every target of the governing rule is attached under it with its
+/// limits, none under the rule that now sits at its old index.
+#[test]
+fn sighup_with_attaches_queued_keeps_their_rule() {
+    const TARGETS: usize = 120;
+    let sub = common::cgroup::Subtree::new();
+    let dir = TempDir::new("reload-queued");
+    let mut procs = ProcGuard::new();
+    let ta = Target::new(dir.path());
+    let tb = Target::new(dir.path());
+    let rule_a = json!({
+        "name": "A", "match": {"exe": [ta.name]},
+        "filter": {"parent_pids": [me()]}, "limits": {"pids": 50},
+    });
+    let rule_b = json!({
+        "name": "B", "match": {"exe": [tb.name]}, "filter": {"parent_pids": [me()]},
+    });
+    let config = |targets: Value| {
+        json!({
+            "targets": targets,
+            "discovery": {"mode": "auto", "scan_interval": "100ms"},
+            "state_dir": state_dir(&dir),
+            "cgroup": {"root": sub.root()},
+        })
+    };
+    let cfg_path = write_config(dir.path(), &config(json!([rule_a, rule_b])));
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    // The reordered file waits on disk until the SIGHUP.
+    fs::write(&cfg_path, config(json!([rule_b, rule_a])).to_string()).unwrap();
+    let ids: Vec<Ident> = (0..TARGETS).map(|_| ta.spawn(&mut procs, "60")).collect();
+    reload(&mut d, "config_reloaded");
+    let queued_at_reload = ids
+        .iter()
+        .filter(|&&id| d.about("attached", id) == 0)
+        .count();
+    for &id in &ids {
+        let v = d.wait_for(&format!("attach decision about {id:?}"), WAIT, |v| {
+            matches!(event_name(v), "attached" | "attach_failed") && id.matches(v)
+        });
+        assert_eq!(event_name(&v), "attached", "{v}");
+        assert_eq!(v["rule"], "A", "{v}");
+        assert!(v["limits"].as_str().unwrap_or("").contains("50"), "{v}");
+    }
+    eprintln!("{queued_at_reload} of {TARGETS} attaches were still queued at the reload");
+    d.stop_ok();
+}
+
+/// Per-process jobs of a rule with a 64-character name: two targets get
+/// two jobs (the whole identity is in each name), and a restarted daemon
+/// with no snapshot finds the rule again from the group's name, so the
+/// exit is logged under it and the job is removed.
+#[test]
+fn long_rule_name_jobs_stay_apart_and_are_adopted_after_restart() {
+    let sub = common::cgroup::Subtree::new();
+    let dir = TempDir::new("long-rule");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let long = format!("enc-{}", "x".repeat(60));
+    assert_eq!(long.len(), 64);
+    let cfg = json!({
+        "targets": [{
+            "name": long, "match": {"exe": [target.name]},
+            "filter": {"parent_pids": [me()]}, "limits": {"pids": 40},
+        }],
+        "discovery": {"mode": "auto", "scan_interval": "100ms"},
+        "state_dir": state_dir(&dir),
+        "cgroup": {"root": sub.root()},
+    });
+    let cfg_path = write_config(dir.path(), &cfg);
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let a = target.spawn(&mut procs, "60");
+    let b = target.spawn(&mut procs, "60");
+    let ja = d.wait_event("attached", a, WAIT)["job"].clone();
+    let jb = d.wait_event("attached", b, WAIT)["job"].clone();
+    assert_ne!(ja, jb, "two processes, two jobs");
+    for (j, id) in [(&ja, a), (&jb, b)] {
+        let j = j.as_str().unwrap_or("");
+        assert!(j.len() <= 4 + 64, "{j}");
+        assert!(
+            j.ends_with(&format!("-{}-{}", id.pid, id.start_ticks)),
+            "{j}"
+        );
+    }
+    d.stop_ok();
+
+    // Without the snapshot, only the group names say which rule made them.
+    let state = std::path::PathBuf::from(state_dir(&dir)).join("state.json");
+    fs::remove_file(&state).unwrap();
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let v = d.wait_event("adopted", a, WAIT);
+    assert_eq!(v["job"], ja, "{v}");
+    d.wait_scans(2, WAIT);
+    procs.kill(a.pid);
+    let v = d.wait_event("exited", a, WAIT);
+    assert_eq!(v["rule"], long.as_str(), "{v}");
+    d.wait_for("job_removed of a", WAIT, |v| {
+        event_name(v) == "job_removed" && v["job"] == ja
+    });
+    assert!(
+        !sub.root().join(ja.as_str().unwrap()).exists(),
+        "a's job is gone"
+    );
+    assert!(
+        sub.root().join(jb.as_str().unwrap()).exists(),
+        "b's job stays"
+    );
+    d.stop_ok();
+}
+
+/// A reload names every setting it cannot change; they keep their
+/// running values (the state stays in the first state directory).
+#[test]
+fn sighup_names_settings_that_need_a_restart() {
+    let dir = TempDir::new("reload-partial");
+    let target = Target::new(dir.path());
+    let mut cfg = config_for(&dir, "p", &target.name, Some(&[me()]), "auto", "100ms");
+    let cfg_path = write_config(dir.path(), &cfg);
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    // Only the scan interval and the rules: nothing to warn about.
+    cfg["discovery"]["scan_interval"] = json!("150ms");
+    fs::write(&cfg_path, cfg.to_string()).unwrap();
+    reload(&mut d, "config_reloaded");
+    assert_eq!(d.count("config_reload_partial"), 0);
+
+    let other_state = dir.join("other-state");
+    cfg["state_dir"] = json!(other_state);
+    cfg["cgroup"] = json!({"root": "/sys/fs/cgroup/unified/reeve-never-made"});
+    cfg["audit"] = json!({"keep": 2});
+    cfg["capacity"] = json!(128);
+    cfg["discovery"]["mode"] = json!("poll");
+    fs::write(&cfg_path, cfg.to_string()).unwrap();
+    reload(&mut d, "config_reloaded");
+    let v = d.wait_for("config_reload_partial", WAIT, |v| {
+        event_name(v) == "config_reload_partial"
+    });
+    assert_eq!(
+        v["settings"], "state_dir,cgroup.root,audit,capacity,discovery.mode",
+        "{v}"
+    );
+    assert_eq!(v["level"], "warn", "{v}");
+    d.stop_ok();
+    assert!(!other_state.exists(), "the state directory is not switched");
+    let state = std::path::PathBuf::from(state_dir(&dir)).join("state.json");
+    assert!(
+        state.exists(),
+        "state saved where it was: {}",
+        state.display()
+    );
+}
+
+/// A SIGHUP that finds a FIFO where the config was changes nothing and
+/// does not stop the loop: scans go on and the rules still hold.
+#[test]
+fn sighup_with_a_fifo_for_config_does_not_block() {
+    let dir = TempDir::new("reload-fifo");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let cfg = config_for(&dir, "f", &target.name, Some(&[me()]), "auto", "100ms");
+    let cfg_path = write_config(dir.path(), &cfg);
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    fs::remove_file(&cfg_path).unwrap();
+    let made = Command::new("mkfifo").arg(&cfg_path).status().unwrap();
+    assert!(made.success());
+    let v = reload(&mut d, "config_reload_failed");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a regular file (a FIFO)"),
+        "{v}"
+    );
+    d.wait_scans(3, Duration::from_secs(10));
+    let id = target.spawn(&mut procs, "60");
+    let v = d.wait_event("discovered", id, WAIT);
+    assert_eq!(v["rule"], "f", "{v}");
+    d.stop_ok();
+}
+
 // -------------------------------------------------------- events --follow ---
 
 /// `reeve events --follow` prints events as they are appended.

@@ -252,10 +252,7 @@ pub(crate) fn read_parsed<T>(
 
 /// Digits only: no sign, no spaces, no overflow.
 pub(crate) fn parse_u64(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+    crate::digits::parse_u64(s.as_bytes())
 }
 
 /// Parses a flat-keyed cgroup file ("populated 1\nfrozen 0\n") into

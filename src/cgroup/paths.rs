@@ -110,15 +110,33 @@ pub fn validate_job_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Turns any text (a rule name plus a pid, say) into a valid name: every
-/// other character becomes '_', the result is cut to 64 characters, and an
-/// empty, "." or ".." result becomes underscores.
+/// Turns any text (a command name plus a pid, say) into a valid name:
+/// every other character becomes '_', and an empty, "." or ".." result
+/// becomes underscores. A result longer than 64 characters loses
+/// characters before its last '-', so a trailing `-<pid>` survives and two
+/// names that differ only there stay different; a name whose last part is
+/// itself too long is cut at 64. Config names (rules, pools) are validated
+/// instead, never passed through here.
 pub fn sanitize_job_name(raw: &str) -> String {
-    let name: String = raw
+    let mapped: Vec<char> = raw
         .chars()
         .map(|c| if is_name_char(c) { c } else { '_' })
-        .take(MAX_NAME_LEN)
         .collect();
+    let name: String = if mapped.len() <= MAX_NAME_LEN {
+        mapped.into_iter().collect()
+    } else {
+        let tail = mapped
+            .iter()
+            .rposition(|&c| c == '-')
+            .map_or(0, |i| mapped.len() - i);
+        let head = MAX_NAME_LEN.saturating_sub(tail);
+        if tail == 0 || tail > MAX_NAME_LEN / 2 {
+            mapped.into_iter().take(MAX_NAME_LEN).collect()
+        } else {
+            let cut = mapped.len() - tail;
+            mapped[..head].iter().chain(&mapped[cut..]).collect()
+        }
+    };
     match name.as_str() {
         "" => "_".to_string(),
         "." | ".." => name.replace('.', "_"),
@@ -236,5 +254,16 @@ mod tests {
         );
         assert_eq!(sanitize_job_name("日本語"), "___");
         assert_eq!(sanitize_job_name(&"€".repeat(100)).len(), 64);
+        // A long command name keeps its pid.
+        let long = "x".repeat(80);
+        let a = sanitize_job_name(&format!("{long}-1234567"));
+        let b = sanitize_job_name(&format!("{long}-1234568"));
+        assert_eq!(a.len(), 64);
+        assert!(a.ends_with("x-1234567"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(validate_job_name(&a), Ok(()));
+        // A tail too long to keep is cut like any text.
+        let c = sanitize_job_name(&format!("a-{long}"));
+        assert_eq!(c, format!("a-{}", "x".repeat(62)));
     }
 }

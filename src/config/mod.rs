@@ -21,17 +21,22 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The hard maximum of `capacity`, the number of processes reeve tracks at
-/// once. The slot table is allocated at this size or less at start-up and
-/// never grows; a process beyond it is refused, counted and logged.
-pub const MAX_CAPACITY: usize = 262_144;
+/// The hard maximum of `capacity` (the slot table's, defined there).
+pub use crate::table::MAX_CAPACITY;
 /// `capacity` when the config does not set it.
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// The longest `comm` the kernel keeps (TASK_COMM_LEN - 1); a longer name is
 /// truncated, so a longer pattern could never match.
 pub const COMM_MAX: usize = 15;
-/// The longest rule name.
+/// The longest rule name. Rule names are unique and made of
+/// `[A-Za-z0-9._-]` only, so a name is never changed to fit a job group.
 pub const RULE_NAME_MAX: usize = 64;
+/// The most target rules a config may hold (discovery keeps one bit per
+/// rule for what a process's names matched).
+pub const MAX_RULES: usize = 64;
+/// The largest `min_age`: no process on a running host is older than
+/// ten years.
+pub const MAX_AGE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// `discovery.scan_interval` bounds and default.
 pub const MIN_SCAN_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_SCAN_INTERVAL: Duration = Duration::from_secs(3600);
@@ -363,9 +368,22 @@ impl Config {
     }
 
     /// Loads a config file. Errors carry no file name; the caller adds it.
+    /// Only a regular file (or a symlink to one) is read: a FIFO would
+    /// block the reader (the daemon's loop, on SIGHUP) until someone
+    /// writes to it, and a device or directory is never a config. The
+    /// file is opened non-blocking and checked again after the open, so a
+    /// file swapped for a FIFO in between is refused too.
     pub fn load(path: &Path, users: &UserDb) -> Result<Config, ConfigError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let cannot_read = |e: std::io::Error| ConfigError::new("", format!("cannot read: {e}"));
-        let file = std::fs::File::open(path).map_err(cannot_read)?;
+        let meta = std::fs::metadata(path).map_err(cannot_read)?;
+        check_regular(&meta)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(path)
+            .map_err(cannot_read)?;
+        check_regular(&file.metadata().map_err(cannot_read)?)?;
         let mut bytes = Vec::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_end(&mut bytes)
@@ -387,6 +405,29 @@ impl Config {
         serde_json::to_string_pretty(self)
             .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     }
+}
+
+/// Refuses anything but a regular file, naming what it is.
+fn check_regular(meta: &std::fs::Metadata) -> Result<(), ConfigError> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    Err(ConfigError::new(
+        "",
+        format!("not a regular file ({what}); give the path of a JSON file"),
+    ))
 }
 
 fn builtin_targets() -> Vec<Rule> {
@@ -453,148 +494,4 @@ fn clean_absolute(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(format!("/{}", parts.join("/"))))
 }
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PASSWD: &str = "root:x:0:0::/root:/bin/sh\nencoder:x:1001:1001::/srv:/bin/sh\n";
-
-    pub(super) fn users() -> UserDb {
-        UserDb::from_passwd(PASSWD)
-    }
-
-    pub(super) fn parse_ok(doc: &str) -> Config {
-        match Config::from_json(doc.as_bytes(), &users()) {
-            Ok(c) => c,
-            Err(e) => panic!("{doc}: {e}"),
-        }
-    }
-
-    /// A document that sets every field, governance included.
-    pub(super) const FULL: &str = r#"{
-      "targets": [
-        {
-          "name": "ffmpeg",
-          "match": {"comm": ["ffmpeg"], "exe": ["ffmpeg"], "argv0": [], "cmdline_contains": ["-f flv"]},
-          "filter": {
-            "users": ["encoder", 1001, 0], "exclude_users": ["root"],
-            "parent_pids": [1], "exclude_parent_pids": [4242],
-            "parent_comms": ["systemd"], "exclude_parent_comms": ["bash"],
-            "min_age": "0s", "max_age": "1h",
-            "cwd_prefixes": ["/srv/encode/", "/", "//tmp//x"]
-          },
-          "limits": {
-            "cpu": 2.5, "cpu_period": "50ms", "cpu_weight": 200,
-            "memory": "4G", "memory_high": "3G", "swap": "0", "pids": 64,
-            "io_weight": "300", "cpuset": "0-1,2-3,5",
-            "io": [
-              {"device": "8:0", "rbps": "50M", "wbps": "max", "riops": 1000, "wiops": "max"},
-              {"device": "259:0", "wbps": 1048577}
-            ]
-          }
-        },
-        {
-          "name": "gst_1.0-x", "match": {"argv0": ["gst-launch-1.0"]},
-          "limits": {"cpu": "1.5%", "pids": "max", "memory": "max"},
-          "pool": "live.encoders"
-        }
-      ],
-      "discovery": {"mode": "netlink", "scan_interval": "1.5s"},
-      "capacity": 262144,
-      "state_dir": "/var/lib/reeve/",
-      "cgroup": {"root": "/sys/fs/cgroup//encoders/"},
-      "log": {"format": "json", "level": "debug"}
-    }"#;
-
-    #[test]
-    fn embedded_document_is_valid_and_matches_the_builtin() {
-        let parsed = parse::document(EMBEDDED.as_bytes(), &UserDb::default(), Vec::new).unwrap();
-        assert_eq!(parsed, Config::builtin());
-        assert_eq!(Config::embedded(), parsed);
-        let names: Vec<_> = parsed.targets.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["ffmpeg", "gst-launch"]);
-        assert_eq!(parsed.capacity, DEFAULT_CAPACITY);
-        assert_eq!(parsed.discovery.scan_interval, Duration::from_secs(1));
-        assert!(parsed.targets.iter().all(|r| r.limits.is_empty()));
-        assert!(parsed.targets.iter().all(|r| r.pool.is_none()));
-        assert_eq!(parsed.cgroup_root, None);
-    }
-
-    #[test]
-    fn empty_document_takes_every_default() {
-        let c = parse_ok("{}");
-        assert_eq!(c, Config::embedded());
-        assert_eq!(c.state_dir, default_state_dir());
-        assert_eq!(c.log.level, LogLevel::Info);
-        assert_eq!(c.discovery.mode, DiscoveryMode::Auto);
-    }
-
-    #[test]
-    fn error_display_joins_path_and_message() {
-        let err = ConfigError::new("capacity", "must be between 1 and 262144, the maximum");
-        assert_eq!(
-            err.to_string(),
-            "capacity: must be between 1 and 262144, the maximum"
-        );
-        assert_eq!(ConfigError::new("", "oops").to_string(), "oops");
-    }
-
-    #[test]
-    fn load_reads_files_and_reports_errors() {
-        let dir = std::env::temp_dir().join(format!("reeve-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let good = dir.join("good.json");
-        std::fs::write(&good, FULL).unwrap();
-        assert_eq!(Config::load(&good, &users()).unwrap(), parse_ok(FULL));
-        let missing = Config::load(&dir.join("absent.json"), &users()).unwrap_err();
-        assert!(missing.message.starts_with("cannot read: "), "{missing}");
-        let big = dir.join("big.json");
-        std::fs::write(&big, vec![b' '; MAX_CONFIG_BYTES as usize + 1]).unwrap();
-        let err = Config::load(&big, &users()).unwrap_err();
-        assert!(err.message.contains("larger than 1 MiB"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn state_dir_defaults_follow_the_user() {
-        let os = |s: &str| Some(OsString::from(s));
-        let dir = |p: &str| PathBuf::from(p);
-        assert_eq!(
-            state_dir_for(Some(0), os("/x"), os("/root")),
-            dir("/var/lib/reeve")
-        );
-        assert_eq!(state_dir_for(Some(7), os("/x/"), os("/h")), dir("/x/reeve"));
-        assert_eq!(
-            state_dir_for(Some(7), os("rel"), os("/h")),
-            dir("/h/.local/state/reeve")
-        );
-        assert_eq!(
-            state_dir_for(Some(7), None, os("/h/../e")),
-            dir("/tmp/reeve-7")
-        );
-        assert_eq!(state_dir_for(Some(7), os(""), None), dir("/tmp/reeve-7"));
-        assert_eq!(state_dir_for(None, None, None), dir("/tmp/reeve"));
-        assert!(default_state_dir().is_absolute());
-    }
-
-    #[test]
-    fn log_levels_order_by_severity() {
-        assert!(LogLevel::Debug < LogLevel::Info);
-        assert!(LogLevel::Info < LogLevel::Warn);
-        assert!(LogLevel::Warn < LogLevel::Error);
-        assert_eq!(LogLevel::from_name("warn"), Some(LogLevel::Warn));
-        assert_eq!(LogFormat::from_name("JSON"), None);
-        assert_eq!(DiscoveryMode::from_name("poll"), Some(DiscoveryMode::Poll));
-        for (name, level) in LogLevel::NAMES {
-            assert_eq!(level.as_str(), *name);
-        }
-        for (name, format) in LogFormat::NAMES {
-            assert_eq!(format.as_str(), *name);
-        }
-        for (name, mode) in DiscoveryMode::NAMES {
-            assert_eq!(mode.as_str(), *name);
-        }
-        assert_eq!(LogLevel::NAMES.len(), 4);
-        assert_eq!(LogFormat::NAMES.len(), 2);
-        assert_eq!(DiscoveryMode::NAMES.len(), 3);
-    }
-}
+mod tests;

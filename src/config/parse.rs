@@ -10,13 +10,14 @@ use super::walk::Node;
 use super::{
     default_state_dir, AuditSettings, Config, ConfigError, Discovery, DiscoveryMode, Filter,
     LogFormat, LogLevel, LogSettings, Match, Rule, UserRef, COMM_MAX, DEFAULT_CAPACITY,
-    DEFAULT_SCAN_INTERVAL, MAX_CAPACITY, MAX_SCAN_INTERVAL, MIN_SCAN_INTERVAL, RULE_NAME_MAX,
+    DEFAULT_SCAN_INTERVAL, MAX_AGE, MAX_CAPACITY, MAX_RULES, MAX_SCAN_INTERVAL, MIN_SCAN_INTERVAL,
+    RULE_NAME_MAX,
 };
 use crate::cgroup::{self, Limits};
 use crate::units::format_duration;
 use crate::users::UserDb;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +30,12 @@ pub(super) fn document(
     let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", e.to_string()))?;
+    if let Some(path) = super::walk::first_duplicate_key(bytes) {
+        return Err(ConfigError::new(
+            path,
+            "given twice; JSON keeps only the last, so write it once",
+        ));
+    }
     let top = Node::root(&value).object(&[
         "targets",
         "discovery",
@@ -61,14 +68,22 @@ fn rules(node: &Node, users: &UserDb) -> Result<Vec<Rule>, ConfigError> {
     if items.is_empty() {
         return Err(node.error("at least one target rule is needed"));
     }
-    let mut seen = HashSet::new();
+    if items.len() > MAX_RULES {
+        return Err(node.error(format!(
+            "{} rules; at most {MAX_RULES} are allowed",
+            items.len()
+        )));
+    }
+    // A rule's name is its identity (logs, job groups, reloads): unique.
+    let mut seen: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
         let rule = rule(item, users)?;
-        if !seen.insert(rule.name.clone()) {
-            let message = format!("duplicate rule name '{}'", rule.name);
-            return Err(ConfigError::new(format!("{}.name", item.path), message));
+        let at = format!("{}.name", item.path);
+        if let Some(first) = seen.get(&rule.name) {
+            return Err(ConfigError::new(at, format!("duplicate of {first}")));
         }
+        seen.insert(rule.name.clone(), at);
         out.push(rule);
     }
     Ok(out)
@@ -180,8 +195,30 @@ fn filter(node: &Node, users: &UserDb) -> Result<Filter, ConfigError> {
         max_age: obj.or("max_age", |n| n.duration().map(Some), || None)?,
         cwd_prefixes: obj.items("cwd_prefixes", "absolute paths", Node::absolute_path)?,
     };
-    if let (Some(min), Some(max), Some(at)) = (f.min_age, f.max_age, obj.get("min_age")) {
-        if min > max {
+    check_ages(&f, &obj)?;
+    Ok(f)
+}
+
+/// Refuses ages no process can meet: a `max_age` of zero (every process
+/// is older), a `min_age` beyond [`MAX_AGE`] (no host has been up that
+/// long), a `min_age` above the `max_age`.
+fn check_ages(f: &Filter, obj: &super::walk::Object) -> Result<(), ConfigError> {
+    if let (Some(max), Some(at)) = (f.max_age, obj.get("max_age")) {
+        if max.is_zero() {
+            return Err(at.error(
+                "0s matches no process (every process is older); remove it or give a positive age",
+            ));
+        }
+    }
+    if let (Some(min), Some(at)) = (f.min_age, obj.get("min_age")) {
+        if min > MAX_AGE {
+            return Err(at.error(format!(
+                "{} is more than {}; no process on a running host is that old",
+                format_duration(min),
+                format_duration(MAX_AGE)
+            )));
+        }
+        if let Some(max) = f.max_age.filter(|&max| min > max) {
             return Err(at.error(format!(
                 "{} is more than max_age {}",
                 format_duration(min),
@@ -189,7 +226,7 @@ fn filter(node: &Node, users: &UserDb) -> Result<Filter, ConfigError> {
             )));
         }
     }
-    Ok(f)
+    Ok(())
 }
 
 fn user_ref(node: &Node, users: &UserDb) -> Result<UserRef, ConfigError> {
@@ -433,7 +470,14 @@ mod tests {
             (rule(r#"{"name":5,"match":{"comm":["b"]}}"#), "targets[1].name", "expected a string"),
             (rule(r#"{"match":{"comm":["b"]}}"#), "targets[1]", "missing required field 'name'"),
             (rule(r#"{"name":"b"}"#), "targets[1]", "missing required field 'match'"),
-            (rule(r#"{"name":"a","match":{"comm":["b"]}}"#), "targets[1].name", "duplicate rule name 'a'"),
+            (rule(r#"{"name":"a","match":{"comm":["b"]}}"#), "targets[1].name", "duplicate of targets[0].name"),
+            (r#"{"capacity":1,"targets":[],"capacity":2}"#.into(), "capacity", "given twice; JSON keeps only the last"),
+            (r#"{"targets":[{"name":"a","match":{"comm":["a"]}}],"targets":[{"name":"b","match":{"comm":["b"]}}]}"#.into(), "targets", "given twice"),
+            (rule(r#"{"name":"b","match":{"comm":["b"],"comm":["c"]}}"#), "targets[1].match.comm", "given twice"),
+            (filter(r#"{"max_age":"0s"}"#), "targets[1].filter.max_age", "0s matches no process"),
+            (filter(r#"{"max_age":"0ms","min_age":"0s"}"#), "targets[1].filter.max_age", "matches no process"),
+            (filter(r#"{"min_age":"100000h"}"#), "targets[1].filter.min_age", "no process on a running host is that old"),
+            (format!(r#"{{"targets":[{}]}}"#, (0..65).map(|i| format!(r#"{{"name":"r{i}","match":{{"comm":["x"]}}}}"#)).collect::<Vec<_>>().join(",")), "targets", "65 rules; at most 64"),
             (rule(r#"{"name":"../x","match":{"comm":["b"]}}"#), "targets[1].name", "'../x' is not a valid rule name"),
             (rule(r#"{"name":"","match":{"comm":["b"]}}"#), "targets[1].name", "is not a valid rule name"),
             (rule(r#"{"name":"..","match":{"comm":["b"]}}"#), "targets[1].name", "is not a valid rule name"),

@@ -7,7 +7,10 @@
 
 use super::{clean_absolute, from_name, ConfigError, Named};
 use crate::units::parse_duration;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -159,6 +162,88 @@ impl<'a> Object<'a> {
     }
 }
 
+/// The path of the first key that an object of the document repeats, if
+/// any. A `Value` keeps only the last of two equal keys, so a repeated
+/// `targets` would silently drop a whole list of rules; this pass over the
+/// raw document sees every key. Syntax errors are the value parser's to
+/// report, so they count as "no duplicate" here.
+pub(super) fn first_duplicate_key(bytes: &[u8]) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    DupCheck { path: "" }.deserialize(&mut de).ok().flatten()
+}
+
+/// Walks one JSON value, returning the path of the first repeated key.
+struct DupCheck<'p> {
+    path: &'p str,
+}
+
+impl<'de> DeserializeSeed<'de> for DupCheck<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DupCheck<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut i = 0usize;
+        loop {
+            let path = format!("{}[{i}]", self.path);
+            match seq.next_element_seed(DupCheck { path: &path })? {
+                Some(inner) => found = found.or(inner),
+                None => return Ok(found),
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = HashSet::new();
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let path = field_path(self.path, &key.escape_debug().to_string());
+            if !keys.insert(key) && found.is_none() {
+                found = Some(path.clone());
+            }
+            let inner = map.next_value_seed(DupCheck { path: &path })?;
+            found = found.or(inner);
+        }
+        Ok(found)
+    }
+}
+
 /// The path of field `key` of the object at `path` ("" is the document).
 fn field_path(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -192,5 +277,28 @@ mod tests {
         );
         let err = root.object(&["a"]).unwrap().require("z").unwrap_err();
         assert_eq!(err.to_string(), "missing required field 'z'");
+    }
+
+    #[test]
+    fn repeated_keys_are_found_at_any_depth() {
+        let first = |doc: &str| first_duplicate_key(doc.as_bytes());
+        assert_eq!(first(r#"{"a":1,"b":{"c":[1,{"d":2}]}}"#), None);
+        assert_eq!(first(r#"{"a":1,"a":2}"#).as_deref(), Some("a"));
+        assert_eq!(
+            first(r#"{"t":[{"x":1},{"y":{"z":1,"q":[],"z":2}}]}"#).as_deref(),
+            Some("t[1].y.z")
+        );
+        // The first one in document order wins; nested before a later one.
+        assert_eq!(
+            first(r#"{"a":{"b":1,"b":2},"a":3}"#).as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(first(r#"{"a\n":1,"a\n":1}"#).as_deref(), Some("a\\n"));
+        assert_eq!(
+            first(r#"{"a":1,"a":"#),
+            None,
+            "syntax errors are not duplicates"
+        );
+        assert_eq!(first(&"[".repeat(100_000)), None);
     }
 }

@@ -12,9 +12,10 @@
 //! read) the item is [`Outcome::Retry`]: it stays queued for the next
 //! wakeup, with one `attach_deferred` debug event and a count.
 
-use crate::cgroup::{self, Group, Hierarchy};
+use super::naming::{job_name, rule_of_group};
+use crate::cgroup::{Group, Hierarchy};
 use crate::config::{Config, Rule};
-use crate::discovery::{Discovery, ADOPTED_RULE};
+use crate::discovery::{Discovery, RuleId, Step};
 use crate::log::{Logger, Val};
 use crate::placement::{self, PlaceError, Placement, RecordError, Records};
 use crate::procfs::{ProcKey, ProcReader};
@@ -32,22 +33,6 @@ pub enum Outcome {
     /// Could not be handled without waiting on another process: keep it
     /// queued and try again at the next wakeup.
     Retry,
-}
-
-/// The rule that made a group: `pool.NAME` is the pool of the first rule
-/// naming it; `job.RULE-PID` is the job of rule RULE.
-fn rule_of_group(rules: &[Rule], group: &str) -> Option<usize> {
-    if let Some(pool) = group.strip_prefix("pool.") {
-        return rules.iter().position(|r| r.pool.as_deref() == Some(pool));
-    }
-    let job = group.strip_prefix("job.")?;
-    rules.iter().position(|r| {
-        r.pool.is_none()
-            && job
-                .strip_prefix(&cgroup::sanitize_job_name(&r.name))
-                .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-    })
 }
 
 /// Whether a rule asks for governance at all.
@@ -136,11 +121,14 @@ impl AutoAttach {
                 let Ok(key) = placement::identify(&mut self.reader, pid) else {
                     continue;
                 };
-                let rule = rule_of_group(rules, &name).map_or(ADOPTED_RULE, |i| i as u16);
+                let rule = rule_of_group(rules, &name)
+                    .and_then(|i| rules.get(i))
+                    .map_or(RuleId::ADOPTED, |r| d.rule_id(&r.name));
                 let restored = d.tracked().get(&key).is_some_and(|t| t.alive());
                 // Restored from the snapshot or not: this daemon takes up
                 // its governance, and the audit log says so.
                 if restored || d.restore(key, rule, sys::realtime_ms()) {
+                    super::mark(d, log, key, Step::Adopt);
                     self.note_adopted(key, &name);
                     log.info(
                         "adopted",
@@ -195,10 +183,6 @@ impl AutoAttach {
     /// Whether governance already knows `key` (attached or adopted).
     pub fn knows(&self, key: &ProcKey) -> bool {
         self.view.procs.contains_key(key)
-    }
-
-    fn job_name(rule: &Rule, pid: u32) -> String {
-        cgroup::sanitize_job_name(&format!("{}-{pid}", rule.name))
     }
 
     /// Counts and logs an item put back in its queue.
@@ -275,7 +259,7 @@ impl AutoAttach {
         }
         let place = match &rule.pool {
             Some(p) => Placement::Pool(p.clone()),
-            None => Placement::Job(Self::job_name(rule, key.pid)),
+            None => Placement::Job(job_name(&rule.name, key)),
         };
         let now = sys::realtime_ms();
         let held = match self.records.try_lock() {
@@ -420,18 +404,15 @@ impl AutoAttach {
     }
 
     /// After a process in an auto-attached job ended: remove the job's
-    /// group and record once nothing runs in it. Pools stay.
-    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: Option<&Rule>) -> Outcome {
+    /// group and record once nothing runs in it. Pools stay. `rule` is the
+    /// name of the rule that tracked it, also when a reload has removed
+    /// that rule since: the job's name holds the whole identity, so the
+    /// group found under it is this process's own.
+    pub fn ended(&mut self, log: &mut Logger, key: ProcKey, rule: &str) -> Outcome {
         if self.view.procs.remove(&key).is_some() {
             self.view.generation += 1;
         }
-        let Some(rule) = rule else {
-            return Outcome::Done;
-        };
-        if !governs(rule) || rule.pool.is_some() {
-            return Outcome::Done;
-        }
-        let name = format!("job.{}", Self::job_name(rule, key.pid));
+        let name = format!("job.{}", job_name(rule, key));
         let path = self.h.root.join(&name);
         if !path.is_dir() {
             return Outcome::Done;

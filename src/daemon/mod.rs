@@ -13,11 +13,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod autoattach;
+mod naming;
 mod persist;
 
 use crate::config::{Config, DiscoveryMode, LogLevel};
 use crate::discovery::netlink::{self, NetlinkError, ProcConnector};
-use crate::discovery::{Discovery, ExitStatus, ScanKind, ScanReport, Sink, Source, Tracked};
+use crate::discovery::{
+    Discovery, ExitStatus, RuleId, ScanKind, ScanReport, Sink, Source, Step, Tracked,
+};
 use crate::log::{Logger, Val};
 use crate::procfs::ProcKey;
 use crate::sys;
@@ -30,16 +33,20 @@ pub const MAX_DATAGRAMS_PER_WAKE: usize = 4096;
 /// How long to wait for the kernel to acknowledge the netlink subscription.
 const NETLINK_HANDSHAKE: Duration = Duration::from_secs(1);
 
+/// Governance work waiting for the loop: an identity and its rule's stable
+/// id (a reload between queueing and draining changes neither).
+pub type Work = (ProcKey, RuleId);
+
 /// Logs what discovery reports and queues governance work for after the
 /// event or scan (the queues are preallocated to the table's capacity, the
 /// most identities that can be waiting).
 struct LogSink<'a> {
     log: &'a mut Logger,
-    to_attach: &'a mut Vec<(ProcKey, u16)>,
-    ended: &'a mut Vec<(ProcKey, u16)>,
+    to_attach: &'a mut Vec<Work>,
+    ended: &'a mut Vec<Work>,
 }
 
-fn push_bounded(q: &mut Vec<(ProcKey, u16)>, item: (ProcKey, u16)) -> bool {
+fn push_bounded(q: &mut Vec<Work>, item: Work) -> bool {
     if q.len() < q.capacity() {
         q.push(item);
         true
@@ -121,6 +128,21 @@ impl Sink for LogSink<'_> {
     }
 }
 
+/// Takes a lifecycle step for `key`. A refused step changes nothing; it is
+/// counted by discovery (`illegal_steps`) and logged here.
+fn mark(d: &mut Discovery, log: &mut Logger, key: ProcKey, step: Step) {
+    if let Err(e) = d.mark(key, step) {
+        log.debug(
+            "lifecycle_refused",
+            &[
+                ("pid", Val::U(key.pid.into())),
+                ("start_ticks", Val::U(key.start_ticks)),
+                ("reason", Val::S(&e.to_string())),
+            ],
+        );
+    }
+}
+
 fn log_scan(log: &mut Logger, r: &ScanReport) {
     let level = if r.new + r.gone > 0 {
         LogLevel::Info
@@ -141,6 +163,30 @@ fn log_scan(log: &mut Logger, r: &ScanReport) {
     );
 }
 
+/// The settings a reload cannot change, named as the config writes them,
+/// that differ between the running config and `new`. They are sized or
+/// opened once at start: the slot table, the netlink socket, the state
+/// directory and its lock, the audit log, the cgroup hierarchy.
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if running.state_dir != new.state_dir {
+        out.push("state_dir");
+    }
+    if running.cgroup_root != new.cgroup_root {
+        out.push("cgroup.root");
+    }
+    if running.audit != new.audit {
+        out.push("audit");
+    }
+    if running.capacity != new.capacity {
+        out.push("capacity");
+    }
+    if running.discovery.mode != new.discovery.mode {
+        out.push("discovery.mode");
+    }
+    out
+}
+
 /// Why the loop ended.
 enum Stop {
     Signal(i32),
@@ -157,8 +203,8 @@ pub struct Daemon {
     need_deep: bool,
     auto: Option<autoattach::AutoAttach>,
     persist: persist::Persistence,
-    to_attach: Vec<(ProcKey, u16)>,
-    ended: Vec<(ProcKey, u16)>,
+    to_attach: Vec<Work>,
+    ended: Vec<Work>,
     overrides: LogOverrides,
 }
 
@@ -269,9 +315,9 @@ impl Daemon {
             // discovered by a daemon that died before attaching it.
             for (key, rule) in restored {
                 let governed = self
-                    .config
-                    .targets
-                    .get(rule as usize)
+                    .discovery
+                    .rule_index(rule)
+                    .and_then(|i| self.config.targets.get(i))
                     .is_some_and(autoattach::governs);
                 if governed && !gov.knows(&key) && self.to_attach.len() < self.to_attach.capacity()
                 {
@@ -353,13 +399,17 @@ impl Daemon {
         let mut kept_attach = 0;
         for i in 0..n {
             let (key, rule) = self.to_attach[i];
-            let outcome = match self.config.targets.get(rule as usize) {
+            // A rule removed by a reload since no longer attaches.
+            let current = self.discovery.rule_index(rule);
+            let outcome = match current.and_then(|i| self.config.targets.get(i)) {
                 Some(r) => gov.attach(&mut self.log, key, r),
                 None => autoattach::Outcome::Done,
             };
             if outcome == autoattach::Outcome::Retry {
                 self.to_attach[kept_attach] = (key, rule);
                 kept_attach += 1;
+            } else if gov.knows(&key) {
+                mark(&mut self.discovery, &mut self.log, key, Step::Govern);
             }
         }
         self.to_attach.drain(kept_attach..n);
@@ -367,7 +417,7 @@ impl Daemon {
         let mut kept_ended = 0;
         for i in 0..n {
             let (key, rule) = self.ended[i];
-            let outcome = gov.ended(&mut self.log, key, self.config.targets.get(rule as usize));
+            let outcome = gov.ended(&mut self.log, key, self.discovery.rule_name(rule));
             if outcome == autoattach::Outcome::Retry {
                 self.ended[kept_ended] = (key, rule);
                 kept_ended += 1;
@@ -492,30 +542,49 @@ impl Daemon {
                 return;
             }
         };
-        if new.capacity != self.config.capacity || new.discovery.mode != self.config.discovery.mode
-        {
+        let queued = self.to_attach.iter().chain(&self.ended).map(|w| w.1);
+        if let Err(e) = self.discovery.set_rules(&new.targets, queued) {
+            self.log.error(
+                "config_reload_failed",
+                &[
+                    ("path", Val::S(&path.display().to_string())),
+                    ("error", Val::S(&e.to_string())),
+                    (
+                        "action",
+                        Val::S("keeping the running config; restart reeve"),
+                    ),
+                ],
+            );
+            return;
+        }
+        let fixed = restart_only_changes(&self.config, &new);
+        if !fixed.is_empty() {
             self.log.warn(
                 "config_reload_partial",
-                &[(
-                    "note",
-                    Val::S("capacity and discovery.mode take effect at the next start"),
-                )],
+                &[
+                    ("settings", Val::S(&fixed.join(","))),
+                    (
+                        "effect",
+                        Val::S("these keep their running values until reeve restarts"),
+                    ),
+                ],
             );
         }
-        self.discovery.set_rules(&new.targets);
         self.log.set(
             self.overrides.format.unwrap_or(new.log.format),
             self.overrides.level.unwrap_or(new.log.level),
         );
         let rules = new.targets.len();
-        let capacity = self.config.capacity;
-        let mode = self.config.discovery.mode;
+        let old = &self.config;
         self.config = Config {
-            capacity,
+            capacity: old.capacity,
             discovery: crate::config::Discovery {
-                mode,
+                mode: old.discovery.mode,
                 scan_interval: new.discovery.scan_interval,
             },
+            state_dir: old.state_dir.clone(),
+            cgroup_root: old.cgroup_root.clone(),
+            audit: old.audit.clone(),
             ..new
         };
         self.need_deep = true;

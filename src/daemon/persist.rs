@@ -8,7 +8,7 @@
 //! the daemon rebuilds from a full scan and the governed groups; a failed
 //! save is an error event (at most one a minute), never a crash.
 
-use crate::discovery::{Discovery, DiscoveryStats, ADOPTED_RULE};
+use crate::discovery::{Discovery, DiscoveryStats, RuleId};
 use crate::log::{Logger, Val};
 use crate::procfs::ProcKey;
 use crate::state::{self, Counters, DaemonLock, GovernanceView, State};
@@ -128,8 +128,8 @@ impl Persistence {
     /// Loads the last snapshot and re-tracks every process that is still
     /// the same process; those that ended while reeve was down are
     /// recorded as exited. Nothing is moved or re-limited.
-    /// Returns the identities restored, with their rule index.
-    pub fn restore(&mut self, d: &mut Discovery, log: &mut Logger) -> Vec<(ProcKey, u16)> {
+    /// Returns the identities restored, with their rule's id.
+    pub fn restore(&mut self, d: &mut Discovery, log: &mut Logger) -> Vec<(ProcKey, RuleId)> {
         let now = sys::realtime_ms();
         let mut back = Vec::new();
         match State::load(&self.dir, now) {
@@ -140,7 +140,7 @@ impl Persistence {
                 let since = events_since(self.dir.path(), s.audit_seq);
                 let (mut restored, mut ended) = (0u64, 0u64);
                 for p in s.processes.iter().filter(|p| p.exited_ms == 0) {
-                    let rule = d.rules().index(&p.rule).map_or(ADOPTED_RULE, |i| i as u16);
+                    let rule = d.rule_id(&p.rule);
                     if d.restore(p.key(), rule, p.discovered_ms) {
                         restored += 1;
                         back.push((p.key(), rule));
@@ -167,7 +167,7 @@ impl Persistence {
                     if since.exited.contains(key) {
                         continue;
                     }
-                    let rule = d.rules().index(rule).map_or(ADOPTED_RULE, |i| i as u16);
+                    let rule = d.rule_id(rule);
                     if d.restore(*key, rule, *ts) {
                         restored += 1;
                         back.push((*key, rule));

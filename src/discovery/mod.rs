@@ -8,127 +8,34 @@
 //!
 //! Invariants: a process is discovered at most once per [`ProcKey`]; a pid
 //! whose start time changed is a new process and the old identity is
-//! recorded as exited; reeve never discovers itself or its descendants; all
-//! tables are sized at construction and nothing grows afterwards.
+//! recorded as exited; reeve never discovers itself or its descendants; the
+//! seen-set and the tracked table are sized at construction and never grow
+//! (the rule-id table changes only at a reload or a restore, bounded by the
+//! rules something refers to). A tracked
+//! identity's state changes only through [`lifecycle::Life::step`], and its
+//! rule is a [`RuleId`] that a reload does not change.
 
+mod ending;
+mod evaluate;
+pub mod lifecycle;
 pub mod matcher;
 pub mod netlink;
+pub mod ruleid;
+mod types;
 
 use std::io;
 
 use crate::config::Rule;
-use crate::procfs::{self, Comm, ProcKey, ProcReader, ReadError, Stat};
+use crate::procfs::{self, ProcKey, ProcReader, ReadError, Stat};
 use crate::sys;
 use crate::table::{Refusal, SlotTable};
 
-use matcher::{Facts, RuleSet, Verdict};
+use evaluate::{NameHits, Outcome};
+pub use lifecycle::{Illegal, Life, Step};
+use matcher::RuleSet;
 use netlink::{Event, ProcEvent};
-
-/// Where a discovery came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Scan,
-    Netlink,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Scan => "scan",
-            Source::Netlink => "netlink",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanKind {
-    /// Read every process's stat.
-    Deep,
-    /// Read only processes whose /proc inode is new.
-    Steady,
-}
-
-impl ScanKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScanKind::Deep => "deep",
-            ScanKind::Steady => "steady",
-        }
-    }
-}
-
-/// A tracked process. `exited_ms` is 0 while it runs.
-#[derive(Debug, Clone, Copy)]
-pub struct Tracked {
-    pub rule: u16,
-    pub comm: Comm,
-    pub ppid: u32,
-    pub uid: u32,
-    pub discovered_ms: u64,
-    pub exited_ms: u64,
-}
-
-impl Tracked {
-    pub fn alive(&self) -> bool {
-        self.exited_ms == 0
-    }
-}
-
-/// How a process ended, when the kernel told us (netlink exit event).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Code(i32),
-    Signal(i32),
-}
-
-impl ExitStatus {
-    /// Decodes the kernel's wait-status word.
-    pub fn from_wait_status(raw: u32) -> ExitStatus {
-        let sig = raw & 0x7f;
-        if sig != 0 {
-            ExitStatus::Signal(sig as i32)
-        } else {
-            ExitStatus::Code(((raw >> 8) & 0xff) as i32)
-        }
-    }
-}
-
-/// What one scan found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScanReport {
-    pub kind: ScanKind,
-    /// Live tracked processes this scan saw, new ones included.
-    pub found: u32,
-    /// Processes discovered by this scan.
-    pub new: u32,
-    /// Live tracked processes after the scan.
-    pub tracked: u32,
-    /// Tracked processes whose exit this scan noticed.
-    pub gone: u32,
-    pub duration_us: u64,
-}
-
-/// Counters worth exporting.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DiscoveryStats {
-    pub scans: u64,
-    pub discovered: u64,
-    pub exited: u64,
-    /// Target identities refused because the slot table was full.
-    pub refused: u64,
-    /// Pids not indexed because the seen-set was full (parsed every scan).
-    pub seen_overflow: u64,
-    /// /proc reads that failed for a reason other than the process leaving.
-    pub read_errors: u64,
-}
-
-/// Receives what discovery learns. The daemon logs and acts on it.
-pub trait Sink {
-    fn discovered(&mut self, key: ProcKey, t: &Tracked, rule: &str, source: Source);
-    fn exited(&mut self, key: ProcKey, t: &Tracked, rule: &str, status: Option<ExitStatus>);
-    fn already_tracked(&mut self, key: ProcKey, source: Source);
-    fn refused(&mut self, key: ProcKey, rule: &str, why: Refusal);
-}
+pub use ruleid::{RuleId, RuleIdsExhausted, RuleNames};
+pub use types::{DiscoveryStats, ExitStatus, ScanKind, ScanReport, Sink, Source, Tracked};
 
 /// What discovery remembers about every pid in /proc, target or not.
 #[derive(Debug, Clone, Copy)]
@@ -137,33 +44,51 @@ struct Seen {
     start_ticks: u64,
     comm_hash: u32,
     epoch: u32,
-    recheck: bool,
-    tracked: bool,
-    /// Matched but refused for capacity: retried every scan, reported once.
-    refused: bool,
+    claim: Claim,
+    /// The rules changed since this pid was evaluated.
+    stale_rules: bool,
+    /// The rules whose names matched, kept while the identity is evaluated
+    /// again (too young, refused) so /proc is not read for them twice.
+    hits: Option<NameHits>,
 }
 
-enum Outcome {
-    Match { rule: usize, uid: u32 },
+/// What the rules made of a seen pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// No rule claims it.
+    None,
+    /// Tracked (the tracked table holds its lifecycle).
+    Tracked,
+    /// A rule matched except for `min_age`: evaluated again every scan.
     TooYoung,
-    NoMatch,
+    /// Matched but refused for capacity: retried every scan, reported once.
+    Refused,
 }
 
-/// The rule index of a process tracked because it runs in a group reeve
+impl Seen {
+    /// Evaluated again even when nothing about it changed.
+    fn recheck(&self) -> bool {
+        self.stale_rules || matches!(self.claim, Claim::TooYoung | Claim::Refused)
+    }
+}
+
+/// The rule id of a process tracked because it runs in a group reeve
 /// governs, although no current rule names it.
-pub const ADOPTED_RULE: u16 = u16::MAX;
+pub const ADOPTED_RULE: RuleId = RuleId::ADOPTED;
 
 /// Exited entries stay this long (for status and dedup) before their slot
 /// may be reused by the bounded eviction scan.
 pub const EXITED_RETENTION_MS: u64 = 10 * 60 * 1000;
 /// Slots examined per eviction attempt.
 const EVICT_SCAN: usize = 256;
-/// Ancestors walked when checking whether a process descends from reeve.
-const MAX_ANCESTRY: usize = 64;
 
 pub struct Discovery {
     reader: ProcReader,
     rules: RuleSet,
+    /// Stable ids of every rule something may still refer to.
+    names: RuleNames,
+    /// `ids[i]`: the id of the current rule at index `i`.
+    ids: Box<[RuleId]>,
     seen: SlotTable<u32, Seen>,
     tracked: SlotTable<ProcKey, Tracked>,
     batch: Box<[(u32, u64)]>,
@@ -186,7 +111,7 @@ pub fn seen_capacity(capacity: usize) -> usize {
         .clamp(32_768, crate::table::MAX_CAPACITY)
 }
 
-fn comm_hash(c: &Comm) -> u32 {
+fn comm_hash(c: &procfs::Comm) -> u32 {
     // FNV-1a: a stable fingerprint to notice that a comm changed.
     c.as_bytes().iter().fold(0x811c_9dc5u32, |h, &b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
@@ -203,6 +128,11 @@ impl Discovery {
         rules: &[Rule],
         capacity: usize,
     ) -> io::Result<Discovery> {
+        let mut names = RuleNames::default();
+        let rule_names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        let ids = names
+            .set_current(&rule_names, |_| false)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let rules = RuleSet::new(rules);
         let self_pid = sys::getpid();
         let mut reader = reader;
@@ -211,6 +141,8 @@ impl Discovery {
             reader,
             name_hits: vec![false; rules.len()].into_boxed_slice(),
             rules,
+            names,
+            ids: ids.into_boxed_slice(),
             seen: SlotTable::with_capacity(seen_capacity(capacity)),
             tracked: SlotTable::with_capacity(capacity),
             batch: vec![(0, 0); procfs::PID_BATCH].into_boxed_slice(),
@@ -218,30 +150,62 @@ impl Discovery {
             self_start,
             epoch: 0,
             live: 0,
-            cur: ScanReport {
-                kind: ScanKind::Deep,
-                found: 0,
-                new: 0,
-                tracked: 0,
-                gone: 0,
-                duration_us: 0,
-            },
+            cur: ScanReport::empty(ScanKind::Deep),
             stats: DiscoveryStats::default(),
         })
     }
 
-    /// Swaps in new rules (config reload). Tracked processes stay tracked;
-    /// the next deep scan applies the new rules to everything else.
-    pub fn set_rules(&mut self, rules: &[Rule]) {
+    /// Swaps in new rules (config reload). Tracked processes stay tracked
+    /// under their rule's id, whatever its new place in the list; a rule
+    /// the new list lacks keeps its name for them but no longer resolves
+    /// ([`Discovery::rule_index`] is `None`). `queued` are the ids the
+    /// caller still holds (work queued for later), kept alive like tracked
+    /// ones so a freed id is never reused under them. The next deep scan
+    /// applies the new rules to everything else. On error nothing changed.
+    pub fn set_rules(
+        &mut self,
+        rules: &[Rule],
+        queued: impl IntoIterator<Item = RuleId>,
+    ) -> Result<(), RuleIdsExhausted> {
+        let rule_names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        let mut in_use: std::collections::HashSet<RuleId> = queued.into_iter().collect();
+        in_use.extend(self.tracked.iter().map(|(_, t)| t.rule));
+        let ids = self
+            .names
+            .set_current(&rule_names, |id| in_use.contains(&id))?;
+        self.ids = ids.into_boxed_slice();
         self.rules = RuleSet::new(rules);
         self.name_hits = vec![false; self.rules.len()].into_boxed_slice();
         for (_, e) in self.seen.iter_mut() {
-            e.recheck = true;
+            e.stale_rules = true;
+            e.hits = None;
         }
+        Ok(())
     }
 
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// The name a rule id stands for, also for a rule a reload removed.
+    pub fn rule_name(&self, id: RuleId) -> &str {
+        self.names.name(id)
+    }
+
+    /// The rule's index in the running config's `targets`, or `None` for a
+    /// rule a reload removed and for [`RuleId::ADOPTED`].
+    pub fn rule_index(&self, id: RuleId) -> Option<usize> {
+        self.names.current(id)
+    }
+
+    /// The id of the rule called `name` (a name from a snapshot or the
+    /// audit log, which may belong to a rule no longer configured).
+    /// [`RuleId::ADOPTED`] for the adopted marker or when no id is left.
+    pub fn rule_id(&mut self, name: &str) -> RuleId {
+        if name.is_empty() || name == ruleid::ADOPTED_NAME {
+            return RuleId::ADOPTED;
+        }
+        self.names.intern(name).unwrap_or(RuleId::ADOPTED)
     }
 
     pub fn stats(&self) -> DiscoveryStats {
@@ -264,12 +228,41 @@ impl Discovery {
         &mut self.reader
     }
 
+    /// Takes one lifecycle step for a tracked identity (governance marks
+    /// it pending, governed, adopted or released). A step its state does
+    /// not allow changes nothing and is counted.
+    pub fn mark(&mut self, key: ProcKey, step: Step) -> Result<Life, Illegal> {
+        let Some(t) = self.tracked.get_mut(&key) else {
+            self.stats.illegal_steps += 1;
+            return Err(Illegal {
+                from: Life::Seen,
+                step,
+            });
+        };
+        match t.life.step(step) {
+            Ok(next) if next.alive() => {
+                t.life = next;
+                Ok(next)
+            }
+            // Exit and eviction belong to discovery, which also keeps the
+            // live count and tells the sink.
+            Ok(_) => {
+                self.stats.illegal_steps += 1;
+                Err(Illegal { from: t.life, step })
+            }
+            Err(e) => {
+                self.stats.illegal_steps += 1;
+                Err(e)
+            }
+        }
+    }
+
     /// Tracks a process again after a restart, without a new `discovered`
     /// event, once /proc confirms it is the same process (pid and start
-    /// time). `rule` is the rule's index, or [`ADOPTED_RULE`] for a process
+    /// time). `rule` is the rule's id, or [`RuleId::ADOPTED`] for a process
     /// found in a governed group that no rule names. Returns false when the
     /// process is gone or its pid now belongs to another process.
-    pub fn restore(&mut self, key: ProcKey, rule: u16, discovered_ms: u64) -> bool {
+    pub fn restore(&mut self, key: ProcKey, rule: RuleId, discovered_ms: u64) -> bool {
         let stat = match self.reader.stat(key.pid) {
             Ok(s) if s.start_ticks == key.start_ticks && !s.is_dead() => s,
             _ => return false,
@@ -277,9 +270,13 @@ impl Discovery {
         if self.tracked.get(&key).is_some_and(|t| t.alive()) {
             return true;
         }
+        let Ok(life) = Life::Seen.step(Step::Restore) else {
+            return false;
+        };
         let uid = self.reader.status_ids(key.pid).map_or(u32::MAX, |i| i.euid);
         let t = Tracked {
             rule,
+            life,
             comm: stat.comm,
             ppid: stat.ppid,
             uid,
@@ -298,14 +295,7 @@ impl Discovery {
     pub fn scan(&mut self, kind: ScanKind, sink: &mut impl Sink) -> io::Result<ScanReport> {
         let t0 = sys::monotonic_ns();
         self.epoch = self.epoch.wrapping_add(1);
-        self.cur = ScanReport {
-            kind,
-            found: 0,
-            new: 0,
-            tracked: 0,
-            gone: 0,
-            duration_us: 0,
-        };
+        self.cur = ScanReport::empty(kind);
         self.reader.rewind_pids()?;
         loop {
             let n = self.reader.next_pid_batch(&mut self.batch)?;
@@ -333,9 +323,9 @@ impl Discovery {
         }
         if kind == ScanKind::Steady {
             if let Some(e) = self.seen.get_mut(&pid) {
-                if e.ino == ino && !e.recheck {
+                if e.ino == ino && !e.recheck() {
                     e.epoch = self.epoch;
-                    if e.tracked {
+                    if e.claim == Claim::Tracked {
                         self.cur.found += 1;
                     }
                     return;
@@ -418,49 +408,59 @@ impl Discovery {
         {
             self.exit_identity(old, None, sink);
         }
-        let same = prev.is_some_and(|e| e.start_ticks == key.start_ticks);
+        let same = prev.filter(|e| e.start_ticks == key.start_ticks);
         let hash = comm_hash(&stat.comm);
-        let changed = !same
-            || source == Source::Netlink
-            || prev.is_some_and(|e| e.comm_hash != hash || e.recheck);
+        // A netlink event (exec, comm) or a new comm may mean a new image:
+        // what the names matched is no longer known.
+        let same_image = source == Source::Scan && same.is_some_and(|e| e.comm_hash == hash);
+        let changed = !matches!(same, Some(e) if same_image && !e.recheck());
         let is_tracked = self.tracked.get(&key).is_some_and(|t| t.alive());
         let mut entry = Seen {
-            ino: ino.unwrap_or(match prev {
-                Some(e) if same => e.ino,
-                _ => 0,
-            }),
+            ino: ino.unwrap_or(same.map_or(0, |e| e.ino)),
             start_ticks: key.start_ticks,
             comm_hash: hash,
             epoch: self.epoch,
-            recheck: false,
-            tracked: is_tracked,
-            refused: false,
+            claim: if is_tracked {
+                Claim::Tracked
+            } else {
+                Claim::None
+            },
+            stale_rules: false,
+            hits: None,
         };
-        let was_refused = same && prev.is_some_and(|e| e.refused);
         if stat.is_dead() {
             if is_tracked {
                 self.exit_identity(key, None, sink);
-                entry.tracked = false;
+                entry.claim = Claim::None;
             }
         } else if is_tracked {
             if source == Source::Scan {
                 self.cur.found += 1;
             }
-            if changed && same {
+            if changed && same.is_some() {
                 sink.already_tracked(key, source);
             }
         } else if changed {
-            match self.evaluate(stat) {
+            let known = same.filter(|_| same_image).and_then(|e| e.hits);
+            let (outcome, hits) = self.evaluate(stat, known);
+            match outcome {
                 Outcome::Match { rule, uid } => {
-                    entry.tracked = self.track(stat, rule, uid, source, was_refused, sink);
-                    entry.refused = !entry.tracked;
-                    entry.recheck = entry.refused;
+                    let refused_before = same.is_some_and(|e| e.claim == Claim::Refused);
+                    if self.track(stat, rule, uid, source, refused_before, sink) {
+                        entry.claim = Claim::Tracked;
+                    } else {
+                        entry.claim = Claim::Refused;
+                        entry.hits = hits;
+                    }
                 }
-                Outcome::TooYoung => entry.recheck = true,
+                Outcome::TooYoung => {
+                    entry.claim = Claim::TooYoung;
+                    entry.hits = hits;
+                }
                 Outcome::NoMatch => {}
             }
-        } else if let Some(e) = prev {
-            entry.recheck = e.recheck;
+        } else if let Some(e) = same {
+            entry.hits = e.hits;
         }
         self.remember(pid, entry);
     }
@@ -483,8 +483,15 @@ impl Discovery {
         sink: &mut impl Sink,
     ) -> bool {
         let key = stat.key();
+        let Some(&id) = self.ids.get(rule) else {
+            return false;
+        };
+        let Ok(life) = Life::Seen.step(Step::Discover) else {
+            return false;
+        };
         let t = Tracked {
-            rule: rule as u16,
+            rule: id,
+            life,
             comm: stat.comm,
             ppid: stat.ppid,
             uid,
@@ -496,7 +503,7 @@ impl Discovery {
             && self
                 .tracked
                 .evict_one(self.tracked.capacity().min(EVICT_SCAN * 16), |_, v| {
-                    !v.alive()
+                    v.life.step(Step::Evict).is_ok()
                 })
                 .is_some()
         {
@@ -510,262 +517,17 @@ impl Discovery {
                     self.cur.found += 1;
                 }
                 self.stats.discovered += 1;
-                sink.discovered(key, &t, self.rules.name(rule), source);
+                sink.discovered(key, &t, self.names.name(id), source);
                 true
             }
             Err(why) => {
                 if !refused_before {
                     self.stats.refused += 1;
-                    sink.refused(key, self.rules.name(rule), why);
+                    sink.refused(key, self.names.name(id), why);
                 }
                 false
             }
         }
-    }
-
-    fn exit_identity(&mut self, key: ProcKey, status: Option<ExitStatus>, sink: &mut impl Sink) {
-        let now = sys::realtime_ms().max(1);
-        let Some(t) = self.tracked.get_mut(&key) else {
-            return;
-        };
-        if !t.alive() {
-            return;
-        }
-        t.exited_ms = now;
-        let t = *t;
-        self.live = self.live.saturating_sub(1);
-        self.cur.gone += 1;
-        self.stats.exited += 1;
-        if let Some(e) = self.seen.get_mut(&key.pid) {
-            if e.start_ticks == key.start_ticks {
-                e.tracked = false;
-            }
-        }
-        sink.exited(key, &t, self.rules.name(t.rule as usize), status);
-    }
-
-    /// Pids this scan did not see are gone; tracked ones have exited.
-    fn sweep(&mut self, sink: &mut impl Sink) {
-        let epoch = self.epoch;
-        let mut ended = 0usize;
-        // Collect ended identities into the reusable batch buffer; if more
-        // ended than it holds, the remainder is caught by the next sweep
-        // because their entries are kept until reported.
-        let cap = self.batch.len();
-        let batch = &mut self.batch;
-        self.seen.retain(|&pid, e| {
-            if e.epoch == epoch {
-                return true;
-            }
-            if e.tracked {
-                if ended == cap {
-                    return true;
-                }
-                batch[ended] = (pid, e.start_ticks);
-                ended += 1;
-            }
-            false
-        });
-        for i in 0..ended {
-            let (pid, start_ticks) = self.batch[i];
-            self.exit_identity(ProcKey { pid, start_ticks }, None, sink);
-        }
-    }
-
-    /// Deep scans also check every live tracked identity directly, so one
-    /// that the seen-set could not index is still noticed when it ends.
-    fn reconcile(&mut self, sink: &mut impl Sink) {
-        if self.stats.seen_overflow == 0 {
-            return;
-        }
-        let cap = self.batch.len();
-        let mut n = 0;
-        for (k, t) in self.tracked.iter() {
-            if t.alive() && n < cap {
-                self.batch[n] = (k.pid, k.start_ticks);
-                n += 1;
-            }
-        }
-        for i in 0..n {
-            let (pid, start_ticks) = self.batch[i];
-            let key = ProcKey { pid, start_ticks };
-            let alive = matches!(self.reader.stat(pid), Ok(s) if s.start_ticks == start_ticks && !s.is_dead());
-            if !alive {
-                self.exit_identity(key, None, sink);
-            }
-        }
-    }
-
-    /// Releases the slots of identities that exited long ago, examining a
-    /// bounded number of slots per call.
-    pub fn evict_expired(&mut self, now_ms: u64) -> usize {
-        let mut evicted = 0;
-        while self
-            .tracked
-            .evict_one(EVICT_SCAN, |_, t| {
-                !t.alive() && now_ms.saturating_sub(t.exited_ms) > EXITED_RETENTION_MS
-            })
-            .is_some()
-        {
-            evicted += 1;
-            if evicted >= 16 {
-                break;
-            }
-        }
-        evicted
-    }
-
-    fn evaluate(&mut self, stat: &Stat) -> Outcome {
-        let pid = stat.pid;
-        let comm = stat.comm.as_bytes();
-        let mut exe_buf = [0u8; 256];
-        let mut exe_len = None;
-        let user_process = !stat.is_kernel_thread();
-        if user_process && self.rules.needs_exe() {
-            match self.reader.exe(pid) {
-                Ok(Some(target)) => {
-                    let base = procfs::basename(target);
-                    let n = base.len().min(exe_buf.len());
-                    exe_buf[..n].copy_from_slice(&base[..n]);
-                    exe_len = Some(n);
-                }
-                Ok(None) => {}
-                Err(ReadError::Gone) => return Outcome::NoMatch,
-                Err(_) => self.stats.read_errors += 1,
-            }
-        }
-        let exe_base = exe_len.map(|n| &exe_buf[..n]);
-        let mut any = false;
-        let mut want_cmdline = false;
-        for i in 0..self.rules.len() {
-            let hit = self.rules.matches_without_cmdline(i, comm, exe_base);
-            self.name_hits[i] = hit;
-            any |= hit;
-            want_cmdline |= !hit && self.rules.has_cmdline_matchers(i);
-        }
-        if want_cmdline && user_process {
-            match self.reader.cmdline(pid) {
-                Ok(cmdline) => {
-                    for i in 0..self.rules.len() {
-                        if !self.name_hits[i] && self.rules.matches_cmdline(i, cmdline) {
-                            self.name_hits[i] = true;
-                            any = true;
-                        }
-                    }
-                }
-                Err(ReadError::Gone) => return Outcome::NoMatch,
-                Err(_) => self.stats.read_errors += 1,
-            }
-        }
-        if !any {
-            return Outcome::NoMatch;
-        }
-        self.apply_filters(stat)
-    }
-
-    fn apply_filters(&mut self, stat: &Stat) -> Outcome {
-        let pid = stat.pid;
-        let mut needs = matcher::Needs::default();
-        for i in 0..self.rules.len() {
-            if self.name_hits[i] {
-                let n = self.rules.needs(i);
-                needs.uid |= n.uid;
-                needs.parent_comm |= n.parent_comm;
-                needs.cwd |= n.cwd;
-            }
-        }
-        let mut uid = None;
-        if needs.uid {
-            match self.reader.status_ids(pid) {
-                Ok(ids) => uid = Some(ids.euid),
-                Err(ReadError::Gone) => return Outcome::NoMatch,
-                Err(_) => {
-                    self.stats.read_errors += 1;
-                    return Outcome::NoMatch;
-                }
-            }
-        }
-        let parent_comm = if needs.parent_comm {
-            self.reader.stat(stat.ppid).ok().map(|p| p.comm)
-        } else {
-            None
-        };
-        let age_ms = self.reader.age_ms(stat.start_ticks);
-        let mut winner = None;
-        let mut too_young = false;
-        {
-            let cwd = if needs.cwd {
-                match self.reader.cwd(pid) {
-                    Ok(c) => c,
-                    Err(ReadError::Gone) => return Outcome::NoMatch,
-                    Err(_) => None,
-                }
-            } else {
-                None
-            };
-            let facts = Facts {
-                uid: uid.unwrap_or(u32::MAX),
-                ppid: stat.ppid,
-                parent_comm,
-                age_ms,
-                cwd,
-            };
-            for i in 0..self.rules.len() {
-                if !self.name_hits[i] {
-                    continue;
-                }
-                match self.rules.verdict(i, &facts) {
-                    Verdict::Pass => {
-                        winner = Some(i);
-                        break;
-                    }
-                    Verdict::TooYoung { .. } => too_young = true,
-                    Verdict::Fail => {}
-                }
-            }
-        }
-        let Some(rule) = winner else {
-            return if too_young {
-                Outcome::TooYoung
-            } else {
-                Outcome::NoMatch
-            };
-        };
-        if stat.start_ticks >= self.self_start && self.descends_from_self(stat.ppid) {
-            return Outcome::NoMatch;
-        }
-        let uid = match uid {
-            Some(u) => u,
-            None => match self.reader.status_ids(pid) {
-                Ok(ids) => ids.euid,
-                Err(ReadError::Gone) => return Outcome::NoMatch,
-                Err(_) => u32::MAX,
-            },
-        };
-        Outcome::Match { rule, uid }
-    }
-
-    /// True when `ppid` is reeve or one of its descendants. When reeve is
-    /// pid 1 every orphan is its child, so only reeve itself is excluded.
-    /// The walk stops at the first ancestor that started before reeve: a
-    /// descendant's whole chain up to reeve started after reeve did.
-    fn descends_from_self(&mut self, mut ppid: u32) -> bool {
-        if self.self_pid == 1 {
-            return false;
-        }
-        for _ in 0..MAX_ANCESTRY {
-            if ppid == self.self_pid {
-                return true;
-            }
-            if ppid <= 1 {
-                return false;
-            }
-            match self.reader.stat(ppid) {
-                Ok(s) if s.start_ticks >= self.self_start => ppid = s.ppid,
-                _ => return false,
-            }
-        }
-        false
     }
 }
 

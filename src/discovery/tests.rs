@@ -103,6 +103,8 @@ fn rule(name: &str, comm: &str) -> Rule {
 struct Record {
     discovered: Vec<ProcKey>,
     exited: Vec<ProcKey>,
+    /// The rule name each exit was reported under.
+    exited_rules: Vec<String>,
     already: Vec<ProcKey>,
     refused: Vec<ProcKey>,
 }
@@ -111,8 +113,9 @@ impl Sink for Record {
     fn discovered(&mut self, key: ProcKey, _: &Tracked, _: &str, _: Source) {
         self.discovered.push(key);
     }
-    fn exited(&mut self, key: ProcKey, _: &Tracked, _: &str, _: Option<ExitStatus>) {
+    fn exited(&mut self, key: ProcKey, _: &Tracked, rule: &str, _: Option<ExitStatus>) {
         self.exited.push(key);
+        self.exited_rules.push(rule.to_string());
     }
     fn already_tracked(&mut self, key: ProcKey, _: Source) {
         self.already.push(key);
@@ -353,4 +356,109 @@ fn netlink_events_drive_discovery_and_exit() {
     // The exit was recorded once: the sweep does not repeat it.
     d.scan(ScanKind::Steady, &mut r).unwrap();
     assert_eq!(r.exited, vec![key(800, 5)]);
+}
+
+#[test]
+fn reload_keeps_each_tracked_process_under_its_own_rule() {
+    let fp = FakeProc::new("reload");
+    fp.put(900, "alpha", 1, 1, 'S');
+    fp.put(901, "beta", 1, 2, 'S');
+    let (a, b) = (rule("A", "alpha"), rule("B", "beta"));
+    let mut d = fp.discovery(&[a.clone(), b.clone()]);
+    let mut r = Record::default();
+    d.scan(ScanKind::Deep, &mut r).unwrap();
+    let id_of = |d: &Discovery, k| d.tracked().get(&k).unwrap().rule;
+    let (ida, idb) = (id_of(&d, key(900, 1)), id_of(&d, key(901, 2)));
+    assert_eq!((d.rule_index(ida), d.rule_index(idb)), (Some(0), Some(1)));
+    // Reordered: the ids stay, the indexes follow the new order.
+    d.set_rules(&[b.clone(), a.clone()], []).unwrap();
+    assert_eq!(id_of(&d, key(900, 1)), ida);
+    assert_eq!((d.rule_index(ida), d.rule_index(idb)), (Some(1), Some(0)));
+    fp.remove(900);
+    d.scan(ScanKind::Deep, &mut r).unwrap();
+    assert_eq!(r.exited_rules, ["A"]);
+    // A removed: its process still exits under A, and A resolves to no
+    // current rule, so nothing would attach it.
+    fp.put(902, "alpha", 1, 3, 'S');
+    d.scan(ScanKind::Deep, &mut r).unwrap();
+    let ida2 = id_of(&d, key(902, 3));
+    assert_eq!(ida2, ida);
+    d.set_rules(&[b], []).unwrap();
+    assert_eq!(d.rule_index(ida), None);
+    assert_eq!(d.rule_name(ida), "A");
+    assert_eq!(d.rule_index(idb), Some(0));
+    fp.remove(902);
+    fp.remove(901);
+    d.scan(ScanKind::Deep, &mut r).unwrap();
+    let mut names = r.exited_rules.clone();
+    names.sort();
+    assert_eq!(names, ["A", "A", "B"]);
+    // A process only the removed rule matched is no longer discovered.
+    fp.put(903, "alpha", 1, 4, 'S');
+    let before = r.discovered.len();
+    d.scan(ScanKind::Deep, &mut r).unwrap();
+    assert_eq!(r.discovered.len(), before);
+}
+
+#[test]
+fn cmdline_is_read_once_per_identity_while_it_waits() {
+    let fp = FakeProc::new("cmdonce");
+    let tck = sys::clock_ticks_per_sec().unwrap();
+    let now_ticks = sys::boottime_ns() / 1_000_000 * tck / 1000;
+    fp.put(950, "worker", 1, now_ticks, 'S');
+    let mut r = Rule {
+        name: "c".into(),
+        matcher: Match {
+            cmdline_contains: vec!["-i x".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    r.filter.min_age = Some(Duration::from_millis(400));
+    let mut d = fp.discovery(&[r]);
+    let mut rec = Record::default();
+    for _ in 0..5 {
+        d.scan(ScanKind::Steady, &mut rec).unwrap();
+    }
+    assert!(rec.discovered.is_empty(), "too young");
+    assert_eq!(d.stats().cmdline_reads, 1, "re-evaluations reuse the match");
+    std::thread::sleep(Duration::from_millis(500));
+    d.scan(ScanKind::Steady, &mut rec).unwrap();
+    assert_eq!(rec.discovered, vec![key(950, now_ticks)]);
+    assert_eq!(d.stats().cmdline_reads, 1);
+    // Rules with no cmdline matcher never read it.
+    fp.put(951, "ffmpeg", 1, 9, 'S');
+    let mut d = fp.discovery(&[rule("ff", "ffmpeg")]);
+    d.scan(ScanKind::Deep, &mut rec).unwrap();
+    assert_eq!(d.stats().cmdline_reads, 0);
+}
+
+#[test]
+fn governance_marks_follow_the_lifecycle_table() {
+    let fp = FakeProc::new("life");
+    fp.put(960, "ffmpeg", 1, 1, 'S');
+    let mut d = fp.discovery(&[rule("ff", "ffmpeg")]);
+    let mut r = Record::default();
+    d.scan(ScanKind::Deep, &mut r).unwrap();
+    let k = key(960, 1);
+    assert_eq!(d.tracked().get(&k).unwrap().life, Life::Tracked);
+    assert_eq!(d.mark(k, Step::Queue), Ok(Life::Pending));
+    assert_eq!(d.mark(k, Step::Govern), Ok(Life::Governed));
+    assert!(
+        d.mark(k, Step::Queue).is_err(),
+        "governed is not queued again"
+    );
+    // Exit and eviction are discovery's own steps, refused from outside.
+    assert!(d.mark(k, Step::Exit).is_err());
+    assert!(d.mark(key(961, 1), Step::Govern).is_err(), "untracked");
+    assert_eq!(d.stats().illegal_steps, 3);
+    assert_eq!(d.tracked().get(&k).unwrap().life, Life::Governed);
+    fp.remove(960);
+    d.scan(ScanKind::Deep, &mut r).unwrap();
+    assert_eq!(d.tracked().get(&k).unwrap().life, Life::Exited);
+    assert!(
+        d.mark(k, Step::Adopt).is_err(),
+        "an exited identity stays exited"
+    );
+    assert_eq!(d.live(), 0);
 }

@@ -34,7 +34,10 @@ impl TableKey for ProcKey {
     }
 }
 
-/// Hard maximum number of entries; a configured capacity is clamped to it.
+/// The hard maximum of `capacity`, the number of processes reeve tracks at
+/// once (and the seen-set's size). The config refuses a larger capacity;
+/// the table is allocated at this size or less at start-up and never grows;
+/// a process beyond it is refused, counted and logged.
 pub const MAX_CAPACITY: usize = 262_144;
 
 /// Hard bound on index buckets examined by one lookup or insert.
