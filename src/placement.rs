@@ -86,14 +86,17 @@ pub fn new_record(place: &Placement, prepared: &Prepared, now_ms: u64) -> JobRec
 
 /// Creates reeve's root when missing and, when it is delegated, moves reeve
 /// out of it into its supervisor leaf.
-pub fn ensure_root(h: &Hierarchy) -> Result<(), String> {
+pub fn ensure_root(h: &Hierarchy) -> Result<(), CgroupError> {
     std::fs::create_dir_all(&h.root).map_err(|e| {
-        format!(
-            "cannot create reeve's cgroup root {}: {e} (it must be writable by reeve)",
-            h.root.display()
+        CgroupError::os(
+            cgroup::CgroupErrorKind::Io,
+            &h.root,
+            "creating reeve's cgroup root",
+            &e,
+            "it must be writable by reeve: run as root or delegate the subtree",
         )
     })?;
-    h.enter_supervisor_leaf().map_err(|e| e.to_string())
+    h.enter_supervisor_leaf()
 }
 
 /// Creates the group for `place` and makes `limits` its complete limit
@@ -106,15 +109,15 @@ pub fn ensure_root(h: &Hierarchy) -> Result<(), String> {
 /// A limit that cannot be put in force is a problem in the result, never
 /// an error: the caller decides whether that is fatal (`reeve run`) or
 /// reported (`attach`, the daemon).
-pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prepared, String> {
+pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prepared, CgroupError> {
     ensure_root(h)?;
-    let path = place.path(h).map_err(|e| e.to_string())?;
+    let path = place.path(h)?;
     let existed = path.is_dir();
     let mut problems = Vec::new();
     if let Err(e) = h.enable_controllers(&path, &limits.controllers()) {
         problems.push(e.to_string());
     }
-    Group::new(&path).create().map_err(|e| e.to_string())?;
+    Group::new(&path).create()?;
     let keep = existed && limits.is_empty() && matches!(place, Placement::Pool(_));
     let mut reset = Vec::new();
     if problems.is_empty() && !keep {

@@ -63,7 +63,7 @@ impl AutoAttach {
         }
         let setup = || -> Result<AutoAttach, String> {
             let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
-            placement::ensure_root(&h)?;
+            placement::ensure_root(&h).map_err(|e| e.to_string())?;
             let records = Records::open(&config.state_dir).map_err(|e| e.to_string())?;
             let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
             Ok(AutoAttach {

@@ -37,7 +37,7 @@ pub enum PlaceError {
     IntentNotWritten(RecordError),
     Cgroup(CgroupError),
     /// The group could not be made ready for members.
-    Prepare(String),
+    Prepare(crate::cgroup::CgroupError),
     /// `detach` of a group that does not exist.
     NoSuchGroup(PathBuf),
     /// A failure whose clean-up failed too; the line says both.
@@ -55,7 +55,8 @@ impl fmt::Display for PlaceError {
             PlaceError::Record(e) => write!(f, "{e}"),
             PlaceError::IntentNotWritten(e) => write!(f, "{e}; nothing was moved"),
             PlaceError::Cgroup(e) => write!(f, "{e}"),
-            PlaceError::Prepare(e) | PlaceError::Incomplete(e) => f.write_str(e),
+            PlaceError::Prepare(e) => write!(f, "{e}"),
+            PlaceError::Incomplete(e) => f.write_str(e),
             PlaceError::NoSuchGroup(p) => write!(f, "no such job: {} does not exist", p.display()),
         }
     }

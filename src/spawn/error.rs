@@ -26,7 +26,7 @@ pub enum RunError {
     /// A cgroup file needed for the decision could not be read.
     Cgroup(CgroupError),
     /// The group could not be created or made ready.
-    Prepare(String),
+    Prepare(crate::cgroup::CgroupError),
     /// The requested limits are not in force; the command was not started.
     NotInForce {
         program: String,
@@ -97,7 +97,7 @@ impl fmt::Display for RunError {
                 path.display()
             ),
             RunError::Cgroup(e) => write!(f, "{e}"),
-            RunError::Prepare(why) => f.write_str(why),
+            RunError::Prepare(why) => write!(f, "{why}"),
             RunError::NotInForce {
                 program,
                 problems,

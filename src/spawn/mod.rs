@@ -88,9 +88,7 @@ fn check_first(
     records: &Records,
     place: &Placement,
 ) -> Result<Option<JobRecord>, RunError> {
-    let path = place
-        .path(h)
-        .map_err(|e| RunError::Prepare(e.to_string()))?;
+    let path = place.path(h).map_err(RunError::Prepare)?;
     let record = records
         .load(&place.group_name())
         .map_err(RunError::Records)?;
