@@ -73,6 +73,7 @@ fn child_appender() {
         queue_capacity: count as usize,
         // Short, so contention also exercises the queue.
         lock_timeout: Duration::from_millis(20),
+        group_commit: false,
     };
     let mut log = EventLog::open(&d, opts).unwrap();
     for i in 0..count {
