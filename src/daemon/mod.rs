@@ -163,6 +163,8 @@ pub struct Daemon {
     to_attach: Vec<(ProcKey, u16)>,
     ended: Vec<(ProcKey, u16)>,
     overrides: LogOverrides,
+    /// How stderr is written (see [`Logger::nonblocking_stderr`]).
+    stderr_mode: &'static str,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -182,6 +184,25 @@ impl Daemon {
         mut log: Logger,
         overrides: LogOverrides,
     ) -> Result<Daemon, String> {
+        // From here on a stderr nobody reads costs log lines, never the loop.
+        let stderr_mode = match log.nonblocking_stderr() {
+            Ok(how) => how,
+            Err(e) => {
+                // A closed fd 2 has nothing to block on; the failure of
+                // every write is counted.
+                log.warn(
+                    "stderr_unavailable",
+                    &[
+                        ("error", Val::S(&e.to_string())),
+                        (
+                            "effect",
+                            Val::S("log lines on stderr are counted as failed writes"),
+                        ),
+                    ],
+                );
+                "blocking"
+            }
+        };
         let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
         let persist =
@@ -232,6 +253,7 @@ impl Daemon {
             to_attach: Vec::with_capacity(queue),
             ended: Vec::with_capacity(queue),
             overrides,
+            stderr_mode,
         })
     }
 
@@ -250,25 +272,6 @@ impl Daemon {
             .config_path
             .as_ref()
             .map_or_else(|| "embedded".to_string(), |p| p.display().to_string());
-        // From here on a stderr nobody reads costs log lines, never the loop.
-        let stderr_mode = match self.log.nonblocking_stderr() {
-            Ok(how) => how,
-            Err(e) => {
-                // A closed fd 2 has nothing to block on; the failure of
-                // every write is counted.
-                self.log.warn(
-                    "stderr_unavailable",
-                    &[
-                        ("error", Val::S(&e.to_string())),
-                        (
-                            "effect",
-                            Val::S("log lines on stderr are counted as failed writes"),
-                        ),
-                    ],
-                );
-                "blocking"
-            }
-        };
         self.log.info(
             "started",
             &[
@@ -282,7 +285,7 @@ impl Daemon {
                     Val::U(self.config.discovery.scan_interval.as_millis() as u64),
                 ),
                 ("config", Val::S(&config_name)),
-                ("stderr", Val::S(stderr_mode)),
+                ("stderr", Val::S(self.stderr_mode)),
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);
@@ -336,7 +339,7 @@ impl Daemon {
                 ("note", Val::S("tracked processes keep running")),
             ],
         );
-        self.persist.tick(&mut self.log);
+        self.persist.finish(&mut self.log);
         self.log.drain_stderr(STDERR_DRAIN_AT_EXIT);
         Ok(())
     }

@@ -22,6 +22,10 @@ use crate::sys;
 
 /// Longest a change waits before it is in the snapshot.
 pub const FLUSH_INTERVAL_MS: u64 = 1000;
+/// How long a stopping daemon keeps trying to land queued audit events
+/// (another writer holding the lock, a full disk) before it counts them
+/// lost. The loop is over by then, so this delays only the exit.
+pub const AUDIT_DRAIN_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 const SAVE_ERROR_EVERY_MS: u64 = 60_000;
 
 /// What the audit log says happened after the snapshot (`since`): the
@@ -127,15 +131,30 @@ impl Persistence {
             group_commit: true,
             ..audit
         };
-        let events = EventLog::open(&dir, audit)
+        let mut events = EventLog::open(&dir, audit)
             .map_err(|e| format!("cannot open the audit event log: {e}"))?;
+        let set_aside = events.take_set_aside();
         log.set_audit(events);
+        for f in &set_aside {
+            log.warn(
+                "file_set_aside",
+                &[
+                    ("path", Val::S(&f.path.to_string_lossy())),
+                    ("reason", Val::S(&f.reason)),
+                    ("moved_to", Val::S(&f.moved_to.to_string_lossy())),
+                    (
+                        "action",
+                        Val::S("a fresh file is used; check who made the old one"),
+                    ),
+                ],
+            );
+        }
         remove_stale_temp_files(dir.path(), log);
         if dir.tightened() {
             log.warn(
                 "state_dir_tightened",
                 &[
-                    ("path", Val::S(&dir.path().display().to_string())),
+                    ("path", Val::S(&dir.path().to_string_lossy())),
                     ("mode", Val::S("0700")),
                 ],
             );
@@ -374,6 +393,49 @@ impl Persistence {
             // A failure in a run already reported is counted by the log
             // (refusals, sync failures); nothing to add.
             _ => {}
+        }
+    }
+
+    /// At shutdown: land what is queued (waiting for the lock or for
+    /// space, up to [`AUDIT_DRAIN_AT_EXIT`]) and commit it. Events that
+    /// still cannot be written are counted in one error line.
+    pub fn finish(&mut self, log: &mut Logger) {
+        let deadline = std::time::Instant::now() + AUDIT_DRAIN_AT_EXIT;
+        let Some(audit) = log.audit_mut() else {
+            return;
+        };
+        while audit.pending() > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let step = left.min(std::time::Duration::from_millis(100));
+            if audit.flush_pending_within(step) == 0 && audit.pending() > 0 {
+                // The lock was had but the disk refused: wait a little for
+                // space rather than spin.
+                std::thread::sleep(step.min(std::time::Duration::from_millis(50)));
+            }
+        }
+        if let Err(e) = audit.sync() {
+            let error = e.to_string();
+            log.error("audit_log_failed", &[("error", Val::S(&error))]);
+        }
+        let Some(audit) = log.audit_mut() else {
+            return;
+        };
+        let (pending, lost) = (audit.pending() as u64, audit.lost());
+        if pending + lost > 0 {
+            log.error(
+                "audit_events_lost",
+                &[
+                    ("pending", Val::U(pending)),
+                    ("lost", Val::U(lost)),
+                    (
+                        "reason",
+                        Val::S("the audit log could not be written before reeve stopped"),
+                    ),
+                ],
+            );
         }
     }
 }

@@ -150,6 +150,9 @@ pub struct EventLog {
     unreported: Option<(u64, u64, u64)>,
     last_sync_ms: u64,
     error: Option<StoreError>,
+    /// Untrusted files moved out of the way at open, for the caller to
+    /// report.
+    set_aside: Vec<super::SetAside>,
 }
 
 impl EventLog {
@@ -178,6 +181,14 @@ impl EventLog {
         let lock_path = base.join(LOCK_NAME);
         let seq_path = base.join(SEQ_NAME);
         let log_path = base.join(LOG_NAME);
+        // A file another user owns, linked in from elsewhere, or writable
+        // by others is moved aside before anything is opened, so nobody
+        // else's file is appended to or trusted for a position.
+        let now = crate::sys::realtime_ms();
+        let mut set_aside = Vec::new();
+        for path in [&lock_path, &seq_path, &log_path] {
+            set_aside.extend(super::set_aside_if_untrusted(path, now)?);
+        }
         let (lock, lock_id) = open_lock(&lock_path)?;
         let sidecar = open_private(&seq_path, false)
             .map_err(|e| StoreError::io("open event log sidecar", &seq_path, e))?;
@@ -208,6 +219,7 @@ impl EventLog {
             unreported: None,
             last_sync_ms: 0,
             error: None,
+            set_aside,
         };
         if this.opts.fsync != FsyncPolicy::Never {
             this.sync_dir()?;
@@ -244,13 +256,19 @@ impl EventLog {
         result
     }
 
-    /// Retries queued events in order, trying the lock once within
+    /// Retries queued events in order, waiting for the lock at most
     /// `lock_timeout`; returns how many landed.
     pub fn flush_pending(&mut self) -> usize {
+        self.flush_pending_within(self.opts.lock_timeout)
+    }
+
+    /// The same, waiting for the lock at most `wait` (a stopping daemon,
+    /// whose loop is over, may wait for a writer to finish).
+    pub fn flush_pending_within(&mut self, wait: Duration) -> usize {
         if self.queue.is_empty() {
             return 0;
         }
-        match self.acquire() {
+        match self.acquire_within(wait) {
             Ok(true) => {}
             Ok(false) => return 0,
             Err(e) => {
@@ -303,6 +321,12 @@ impl EventLog {
     pub fn durable(&self) -> u64 {
         let reported = self.known.map_or(0, |k| k.durable);
         reported.max(self.unreported.map_or(0, |u| u.2))
+    }
+
+    /// Untrusted files that [`EventLog::open`] moved aside; taking them
+    /// clears them.
+    pub fn take_set_aside(&mut self) -> Vec<super::SetAside> {
+        std::mem::take(&mut self.set_aside)
     }
 
     /// The most recent problem that did not fail the call that met it: a

@@ -176,6 +176,63 @@ pub fn untrusted(meta: &std::fs::Metadata) -> Option<String> {
     None
 }
 
+/// A file found [`untrusted`] and renamed out of the way.
+#[derive(Debug, Clone)]
+pub struct SetAside {
+    pub path: PathBuf,
+    pub moved_to: PathBuf,
+    pub reason: String,
+}
+
+/// Renames `path` to `<name>.untrusted-<now_ms>` when it is a regular file
+/// that must not be used (never deleting it: it is evidence), so the
+/// caller creates a fresh one. `Ok(None)` when it is missing or fine.
+pub(crate) fn set_aside_if_untrusted(
+    path: &Path,
+    now_ms: u64,
+) -> Result<Option<SetAside>, StoreError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("inspect", path, e)),
+    };
+    if !meta.is_file() {
+        // Symlinks and the like are refused where they are opened.
+        return Ok(None);
+    }
+    let Some(reason) = untrusted(&meta) else {
+        return Ok(None);
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for k in 0u32..100 {
+        let aside = if k == 0 {
+            format!("{name}.untrusted-{now_ms}")
+        } else {
+            format!("{name}.untrusted-{now_ms}-{k}")
+        };
+        let moved_to = path.with_file_name(aside);
+        match std::fs::symlink_metadata(&moved_to) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("inspect", &moved_to, e)),
+        }
+        std::fs::rename(path, &moved_to)
+            .map_err(|e| StoreError::io("set aside untrusted file", path, e))?;
+        return Ok(Some(SetAside {
+            path: path.to_path_buf(),
+            moved_to,
+            reason,
+        }));
+    }
+    Err(StoreError::Refused {
+        path: path.to_path_buf(),
+        reason: "the file cannot be used and no free name is left to set it aside",
+    })
+}
+
 /// The directory that holds reeve's durable state: owned by the effective
 /// uid, writable by nobody else, never a symlink.
 #[derive(Debug)]
