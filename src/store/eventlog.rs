@@ -5,14 +5,14 @@
 //! Invariant: sequence numbers are unique and gap-free across writers and
 //! across rotation, and the file only ever holds whole lines. Every write
 //! happens under an exclusive flock on `events.lock` ([`lock`]), held for
-//! the write alone, never across an fdatasync; the next seq comes in O(1)
+//! the write, never across a commit's fdatasync; the next seq comes in O(1)
 //! from the sidecar `events.seq` ([`sidecar`]) when it matches the log as
 //! found, and otherwise from the log's last complete line ([`recovery`]).
 //! A torn tail left by a crash is cut back before the next write; a write
 //! the disk refuses is cut back and queued in memory for
 //! [`EventLog::flush_pending`]; a full log is rotated ([`rotation`]).
 //!
-//! Durability is a commit: [`EventLog::commit`] makes everything appended
+//! Durability is a commit ([`commit`]): [`EventLog::commit`] makes everything appended
 //! since the last commit durable with one fdatasync, and records the
 //! durable point in the sidecar for readers ([`durable_seq`]). With
 //! `group_commit` (the daemon) appends never sync and the caller commits
@@ -20,6 +20,7 @@
 //! before it returns. Steady-state appends format into reused buffers and
 //! allocate nothing.
 
+mod commit;
 mod lock;
 mod recovery;
 mod rotation;
@@ -336,50 +337,6 @@ impl EventLog {
         self.error.take()
     }
 
-    /// Makes what was appended durable as the policy says, with at most
-    /// one fdatasync: `Always`, if anything was written since the last
-    /// sync; `Interval`, if also the interval has passed (`now_ms` on any
-    /// clock the caller uses consistently); `Never`, nothing. The durable
-    /// point is then written to the sidecar if the lock is had within
-    /// `lock_timeout` (otherwise at the next commit). Failures are counted
-    /// and kept for [`EventLog::take_error`].
-    pub fn commit(&mut self, now_ms: u64) {
-        let due = match self.opts.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval(every) => {
-                let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
-                now_ms < self.last_sync_ms || now_ms - self.last_sync_ms >= every_ms
-            }
-            FsyncPolicy::Never => false,
-        };
-        if due && self.unsynced {
-            self.last_sync_ms = now_ms;
-            self.sync_log();
-        }
-        if self.unreported.is_some() {
-            self.report_durable();
-        }
-    }
-
-    /// fdatasync of anything written and not yet synced, whatever the
-    /// policy (for shutdown).
-    pub fn sync(&mut self) -> Result<(), StoreError> {
-        if self.unsynced {
-            if let Some(log) = &self.log {
-                self.syncs += 1;
-                log.file
-                    .sync_data()
-                    .map_err(|e| StoreError::io("fdatasync", &self.log_path, e))?;
-            }
-            self.unsynced = false;
-            self.unreported = self.known.map(|k| (k.dev, k.ino, k.last_seq));
-        }
-        if self.unreported.is_some() {
-            self.report_durable();
-        }
-        Ok(())
-    }
-
     /// Per-append mode with `Always`: each append is durable before it
     /// returns. (`Interval` commits only when the caller says, on its
     /// clock.)
@@ -498,69 +455,6 @@ impl EventLog {
             }
         }
         Ok(Attempt::Landed(seq))
-    }
-
-    /// fdatasync of the open log if this appender left lines unsynced.
-    fn sync_log(&mut self) {
-        if self.unsynced {
-            self.sync_now();
-        }
-    }
-
-    /// One fdatasync of the open log; true when it succeeded. Everything in
-    /// the file when it is called is then on stable storage, whoever wrote
-    /// it, so the durable point moves to the last line this appender knows.
-    fn sync_now(&mut self) -> bool {
-        let Some(log) = &self.log else {
-            return false;
-        };
-        self.syncs += 1;
-        match log.file.sync_data() {
-            Ok(()) => {
-                self.unsynced = false;
-                if let Some(k) = self.known.filter(|k| (k.dev, k.ino) == (log.dev, log.ino)) {
-                    if k.last_seq > k.durable {
-                        self.unreported = Some((k.dev, k.ino, k.last_seq));
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                self.sync_failures += 1;
-                self.error = Some(StoreError::io("fdatasync", &self.log_path, e));
-                false
-            }
-        }
-    }
-
-    /// Writes the durable point into the sidecar, under the lock but
-    /// after the fdatasync (which no lock is held across). A point for a
-    /// file that has since been rotated is dropped: rotation synced it.
-    fn report_durable(&mut self) {
-        let Some((dev, ino, seq)) = self.unreported else {
-            return;
-        };
-        match self.acquire() {
-            Ok(true) => {}
-            // Busy: the next commit reports it.
-            Ok(false) => return,
-            Err(e) => {
-                self.error = Some(e);
-                return;
-            }
-        }
-        match self.prepare_locked() {
-            Ok(mut pos) => {
-                if (pos.dev, pos.ino) == (dev, ino) && pos.durable < seq {
-                    pos.durable = seq.min(pos.last_seq);
-                    self.write_sidecar(pos);
-                }
-                self.known = Some(pos);
-                self.unreported = None;
-            }
-            Err(e) => self.error = Some(e),
-        }
-        self.release();
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {
