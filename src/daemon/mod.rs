@@ -328,20 +328,22 @@ impl Daemon {
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
-        let stop = result?;
-        let Stop::Signal(sig) = stop;
-        self.log.info(
-            "stopped",
-            &[
-                ("reason", Val::S("signal")),
-                ("signal", Val::I(sig.into())),
-                ("tracked", Val::U(self.discovery.live().into())),
-                ("note", Val::S("tracked processes keep running")),
-            ],
-        );
+        if let Ok(Stop::Signal(sig)) = result {
+            self.log.info(
+                "stopped",
+                &[
+                    ("reason", Val::S("signal")),
+                    ("signal", Val::I(sig.into())),
+                    ("tracked", Val::U(self.discovery.live().into())),
+                    ("note", Val::S("tracked processes keep running")),
+                ],
+            );
+        }
+        // Also when the loop failed: what is queued lands if it can, and
+        // the caller's error line follows the last log lines.
         self.persist.finish(&mut self.log);
         self.log.drain_stderr(STDERR_DRAIN_AT_EXIT);
-        Ok(())
+        result.map(|_| ())
     }
 
     fn event_loop(&mut self) -> Result<Stop, String> {
