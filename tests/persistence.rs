@@ -737,3 +737,60 @@ fn a_stderr_nobody_reads_stalls_nothing() {
         .expect("a started line");
     assert_eq!(started["stderr"], "private", "{started}");
 }
+
+/// `reeve events --follow` shows an event once a writer reports it
+/// durable: lines appended in a group commit stay hidden until the commit.
+#[test]
+fn follow_shows_events_once_they_are_durable() {
+    use common::{config_for, write_config, REEVE};
+    use std::io::{BufRead, BufReader};
+    let t = TempDir::new("persist-follow");
+    let cfg = config_for(&t, "f", "reeve-test-nothing", None, "poll", "1s");
+    let sdir = PathBuf::from(cfg["state_dir"].as_str().unwrap());
+    let cfg_path = write_config(t.path(), &cfg);
+    let d = StateDir::open(&sdir).unwrap();
+    let mut log = EventLog::open(
+        &d,
+        LogOptions {
+            group_commit: true,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    log.append(common::now_ms(), "first", &[]).unwrap();
+    log.commit(common::now_ms());
+    log.append(common::now_ms(), "second", &[]).unwrap();
+
+    let mut child = Command::new(REEVE)
+        .args(["events", "--follow", "--json", "--config"])
+        .arg(&cfg_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |within: Duration| -> Option<Value> {
+        rx.recv_timeout(within)
+            .ok()
+            .map(|l| serde_json::from_str(&l).unwrap())
+    };
+    let first = next(Duration::from_secs(10));
+    let early = next(Duration::from_secs(1));
+    log.commit(common::now_ms());
+    let second = next(Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(first.map(|v| v["event"].clone()), Some("first".into()));
+    assert!(early.is_none(), "shown before it was durable: {early:?}");
+    assert_eq!(second.map(|v| v["event"].clone()), Some("second".into()));
+}
