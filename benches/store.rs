@@ -2,7 +2,9 @@
 //!
 //! Three things are measured in one run, each in its own state directory
 //! under one fresh temp directory that is removed at the end: audit-log
-//! appends under each fsync policy (throughput and latency per append);
+//! appends under each fsync policy, per append (CLI commands) and in group
+//! commit (the daemon: one commit per loop wakeup), with throughput,
+//! latency per append and the fdatasync calls the log counted itself;
 //! whether an append costs more on a log of 1,000,000 events than on a log
 //! of one, in steady state and for a fresh appender that finds its position
 //! from the `events.seq` sidecar or, with the sidecar deleted, from the
@@ -24,6 +26,8 @@ const APPENDS: usize = 100_000;
 /// Unmeasured appends first, so the log exists and its pages are warm.
 const WARMUP_APPENDS: usize = 20;
 const INTERVAL: Duration = Duration::from_secs(1);
+/// Appends per simulated daemon wakeup in the group-commit runs.
+const WAKEUP_APPENDS: usize = 10;
 const BIG_LOG: u64 = 1_000_000;
 const SIZE_APPENDS: usize = 10_000;
 /// The steady comparison alternates blocks of this many appends between
@@ -80,10 +84,15 @@ fn state_dir(path: &Path) -> Res<StateDir> {
 }
 
 fn open_log(dir: &StateDir, fsync: FsyncPolicy) -> Res<EventLog> {
+    open_log_with(dir, fsync, false)
+}
+
+fn open_log_with(dir: &StateDir, fsync: FsyncPolicy, group_commit: bool) -> Res<EventLog> {
     let opts = LogOptions {
         fsync,
         // Never rotate: the big log must stay one file of 1,000,000 lines.
         rotate_bytes: 1 << 40,
+        group_commit,
         ..LogOptions::default()
     };
     EventLog::open(dir, opts)
@@ -222,19 +231,26 @@ struct Appends {
     syncs: u64,
 }
 
-fn bench_policy(root: &Path, label: &'static str, fsync: FsyncPolicy, n: usize) -> Res<Appends> {
-    let dir = state_dir(&root.join(format!("policy-{}", label.replace(' ', "-"))))?;
-    let mut log = open_log(&dir, fsync)?;
+/// `n` appends under `fsync`; with `group`, appends do not sync and a
+/// commit follows every `group` appends (its cost is in the last append of
+/// each group), as the daemon commits once per wakeup. fdatasyncs are the
+/// log's own count, not an estimate.
+fn bench_policy(
+    root: &Path,
+    label: &'static str,
+    fsync: FsyncPolicy,
+    group: Option<usize>,
+    n: usize,
+) -> Res<Appends> {
+    let dir = state_dir(&root.join(format!("policy-{}", label.replace([' ', ','], "-"))))?;
+    let mut log = open_log_with(&dir, fsync, group.is_some())?;
     let mut seq = 0;
     for i in 0..WARMUP_APPENDS as u64 {
         seq += 1;
         append(&mut log, sys::realtime_ms(), i, seq)?;
     }
-    let every_ms = INTERVAL.as_millis() as u64;
-    // Mirrors sync_if_due: every call follows an append, so one is due
-    // whenever the interval has passed since the last.
-    let mut last_sync = 0u64;
-    let mut syncs = 0u64;
+    log.commit(sys::realtime_ms());
+    let syncs_before = log.syncs();
     let mut samples = Vec::with_capacity(n);
     let start = Instant::now();
     for i in 0..n as u64 {
@@ -242,17 +258,20 @@ fn bench_policy(root: &Path, label: &'static str, fsync: FsyncPolicy, n: usize) 
         let ts = sys::realtime_ms();
         let t = Instant::now();
         append(&mut log, ts, i, seq)?;
-        if let FsyncPolicy::Interval(_) = fsync {
-            let now = sys::realtime_ms();
-            log.sync_if_due(now);
-            if now < last_sync || now - last_sync >= every_ms {
-                last_sync = now;
-                syncs += 1;
-            }
+        match group {
+            Some(g) if (i as usize + 1) % g == 0 => log.commit(sys::realtime_ms()),
+            None if matches!(fsync, FsyncPolicy::Interval(_)) => log.commit(sys::realtime_ms()),
+            _ => {}
         }
         samples.push(elapsed_ns(t));
     }
+    log.commit(sys::realtime_ms());
     let wall = start.elapsed().as_secs_f64();
+    let syncs = log.syncs() - syncs_before;
+    // What the interval policy has not synced yet, as at shutdown; not
+    // counted above.
+    log.sync()
+        .map_err(|e| format!("event log ({label}): {e}"))?;
     if let Some(e) = log.take_error() {
         return Err(format!("event log ({label}) reported: {e}"));
     }
@@ -262,8 +281,11 @@ fn bench_policy(root: &Path, label: &'static str, fsync: FsyncPolicy, n: usize) 
             log.sync_failures()
         ));
     }
-    if fsync == FsyncPolicy::Always {
-        syncs = n as u64;
+    if fsync != FsyncPolicy::Never && reeve::store::durable_seq(dir.path()) != Some(seq) {
+        return Err(format!(
+            "event log ({label}): durable point {:?} after the final sync, expected {seq}",
+            reeve::store::durable_seq(dir.path())
+        ));
     }
     Ok(Appends {
         policy: label,
@@ -543,12 +565,28 @@ fn run() -> Res<()> {
 
     eprintln!("store bench: 1/3 appends under each fsync policy");
     let mut policies = Vec::new();
-    for (label, fsync, n) in [
-        ("always", FsyncPolicy::Always, ALWAYS_APPENDS),
-        ("interval 1s", FsyncPolicy::Interval(INTERVAL), APPENDS),
-        ("never", FsyncPolicy::Never, APPENDS),
+    for (label, fsync, group, n) in [
+        (
+            "always, per append",
+            FsyncPolicy::Always,
+            None,
+            ALWAYS_APPENDS,
+        ),
+        (
+            "always, group commit",
+            FsyncPolicy::Always,
+            Some(WAKEUP_APPENDS),
+            ALWAYS_APPENDS * WAKEUP_APPENDS,
+        ),
+        (
+            "interval 1s",
+            FsyncPolicy::Interval(INTERVAL),
+            Some(1),
+            APPENDS,
+        ),
+        ("never", FsyncPolicy::Never, None, APPENDS),
     ] {
-        policies.push(bench_policy(root, label, fsync, n)?);
+        policies.push(bench_policy(root, label, fsync, group, n)?);
     }
     eprintln!("store bench: 2/3 append cost against log size");
     let size = bench_size(root)?;
@@ -570,7 +608,11 @@ fn run() -> Res<()> {
             &format!("append, fsync {} ({})", p.policy, count(p.n as u64)),
             Some(p.per_sec),
             &p.lat,
-            &format!("fdatasyncs: {}", count(p.syncs)),
+            &format!(
+                "fdatasyncs measured: {} ({:.3} per append)",
+                count(p.syncs),
+                p.syncs as f64 / p.n as f64
+            ),
         );
     }
     let n = count(SIZE_APPENDS as u64);
@@ -633,7 +675,7 @@ fn run() -> Res<()> {
 
     println!();
     println!(
-        "details: each append is one `discovered` event with 4 fields; {WARMUP_APPENDS} unmeasured appends precede each policy run; interval fdatasyncs are those sync_if_due found due (the first call, then one per second of run)"
+        "details: each append is one `discovered` event with 4 fields; {WARMUP_APPENDS} unmeasured appends precede each policy run; group commit = {WAKEUP_APPENDS} appends then one EventLog::commit, as one daemon wakeup; interval commits after every append and syncs once a second; fdatasyncs are EventLog::syncs()"
     );
     for p in &policies {
         println!(

@@ -5,13 +5,25 @@
 //! A line is formatted into one reused buffer and written with a single
 //! write(2), so concurrent writers never interleave within a line and the
 //! steady state allocates nothing. A failed write is counted, never fatal.
+//!
+//! The daemon's stderr never blocks the loop ([`Logger::nonblocking_stderr`]):
+//! a line the reader is not ready for waits in a bounded buffer allocated
+//! once, which the loop flushes when poll(2) says stderr is writable; a line
+//! that does not fit is dropped and counted, and once the buffer has drained
+//! one `log_dropped` line says how many were lost.
+
+mod stderr;
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{self, Write as _};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
 
 use crate::config::{LogFormat, LogLevel};
 use crate::store::EventLog;
 use crate::sys;
+use stderr::Sink;
+pub use stderr::STDERR_BACKLOG;
 
 /// One field value.
 #[derive(Debug, Clone, Copy)]
@@ -38,15 +50,25 @@ pub struct Logger {
     level: LogLevel,
     buf: String,
     failed_writes: u64,
+    sink: Sink,
     /// The audit event log: every event at info or above but `scan`.
     audit: Option<EventLog>,
     audit_failures: u64,
+    /// An append failed outright and that was said; reset by the next
+    /// append that works, so a broken log is one line, not one per event.
+    audit_broken: bool,
     last_audit_seq: u64,
 }
 
-/// Events that are too frequent to be audit records.
+/// Events that are too frequent to be audit records, or are about the
+/// audit log itself (a report queued behind the events it is about would
+/// crowd them out and refill a full disk).
 fn audited(level: LogLevel, event: &str) -> bool {
-    level >= LogLevel::Info && event != "scan"
+    level >= LogLevel::Info
+        && !matches!(
+            event,
+            "scan" | "audit_log_failed" | "audit_append_failed" | "log_dropped"
+        )
 }
 
 impl Logger {
@@ -56,9 +78,93 @@ impl Logger {
             level,
             buf: String::with_capacity(4096),
             failed_writes: 0,
+            sink: Sink::Blocking,
             audit: None,
             audit_failures: 0,
+            audit_broken: false,
             last_audit_seq: 0,
+        }
+    }
+
+    /// Makes every later line's write to stderr non-blocking, with a
+    /// bounded backlog; returns how (see `stderr::Backlog::open`).
+    pub fn nonblocking_stderr(&mut self) -> io::Result<&'static str> {
+        let (backlog, how) = stderr::Backlog::open()?;
+        self.sink = Sink::NonBlocking(backlog);
+        Ok(how)
+    }
+
+    /// The fd to poll for POLLOUT while lines wait to be written; `None`
+    /// when nothing waits (so an idle daemon never polls stderr).
+    pub fn stderr_backlog_fd(&self) -> Option<RawFd> {
+        match &self.sink {
+            Sink::NonBlocking(b) => b.wants_write(),
+            Sink::Blocking => None,
+        }
+    }
+
+    /// Writes what stderr takes of the backlog now, then, if it has
+    /// drained and lines were dropped, one `log_dropped` line.
+    pub fn flush_stderr(&mut self) {
+        let Sink::NonBlocking(b) = &mut self.sink else {
+            return;
+        };
+        if b.flush().is_err() {
+            self.failed_writes += 1;
+        }
+        if b.pending.is_empty() && b.dropped > 0 {
+            let mut notice = std::mem::take(&mut b.notice);
+            notice.clear();
+            let fields = [
+                ("lines", Val::U(b.dropped)),
+                ("total", Val::U(b.dropped_total)),
+                ("reason", Val::S("stderr was not read fast enough")),
+            ];
+            let ts = sys::realtime_ms();
+            match self.format {
+                LogFormat::Json => {
+                    format_json(&mut notice, ts, LogLevel::Warn, "log_dropped", &fields)
+                }
+                LogFormat::Text => {
+                    format_text(&mut notice, ts, LogLevel::Warn, "log_dropped", &fields)
+                }
+            }
+            notice.push('\n');
+            b.dropped = 0;
+            if b.emit(notice.as_bytes()).is_err() {
+                self.failed_writes += 1;
+            }
+            b.notice = notice;
+        }
+    }
+
+    /// At exit: keeps flushing the backlog until it is empty or `within`
+    /// has passed (the loop is over, so waiting here delays only the exit).
+    pub fn drain_stderr(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while let Some(fd) = self.stderr_backlog_fd() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut fds = [libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            }];
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+            if sys::poll(&mut fds, ms).is_err() {
+                return;
+            }
+            self.flush_stderr();
+        }
+    }
+
+    /// Lines dropped because stderr was not read.
+    pub fn log_dropped(&self) -> u64 {
+        match &self.sink {
+            Sink::NonBlocking(b) => b.dropped_total,
+            Sink::Blocking => 0,
         }
     }
 
@@ -115,30 +221,52 @@ impl Logger {
         if audited(level, event) {
             if let Some(audit) = self.audit.as_mut() {
                 match audit.append(ts, event, fields) {
-                    Ok(Some(seq)) => self.last_audit_seq = seq,
+                    Ok(Some(seq)) => {
+                        self.last_audit_seq = seq;
+                        self.audit_broken = false;
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         self.audit_failures += 1;
-                        let line = format!("reeve: audit log: {e}; event {event} not recorded\n");
-                        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                        if !self.audit_broken {
+                            self.audit_broken = true;
+                            let error = e.to_string();
+                            self.write_line(
+                                ts,
+                                LogLevel::Error,
+                                "audit_append_failed",
+                                &[
+                                    ("error", Val::S(&error)),
+                                    ("event", Val::S(event)),
+                                    ("failures", Val::U(self.audit_failures)),
+                                    (
+                                        "action",
+                                        Val::S("events are not recorded until the log works again; said once"),
+                                    ),
+                                ],
+                            );
+                        }
                     }
                 }
             }
         }
-        if !self.enabled(level) {
-            return;
+        if self.enabled(level) {
+            self.write_line(ts, level, event, fields);
         }
+    }
+
+    fn write_line(&mut self, ts: u64, level: LogLevel, event: &str, fields: &[(&str, Val<'_>)]) {
         self.buf.clear();
         match self.format {
             LogFormat::Json => format_json(&mut self.buf, ts, level, event, fields),
             LogFormat::Text => format_text(&mut self.buf, ts, level, event, fields),
         }
         self.buf.push('\n');
-        if std::io::stderr()
-            .lock()
-            .write_all(self.buf.as_bytes())
-            .is_err()
-        {
+        let written = match &mut self.sink {
+            Sink::Blocking => io::stderr().lock().write_all(self.buf.as_bytes()),
+            Sink::NonBlocking(b) => b.emit(self.buf.as_bytes()),
+        };
+        if written.is_err() {
             self.failed_writes += 1;
         }
     }
@@ -267,6 +395,19 @@ pub fn iso8601(out: &mut String, ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_newlines_stay_on_one_text_line() {
+        let mut s = String::new();
+        format_text(
+            &mut s,
+            0,
+            LogLevel::Error,
+            "attach_failed",
+            &[("job", Val::S("job.evil\nname")), ("comm", Val::B(b"a\rb"))],
+        );
+        assert!(!s.contains('\n') && !s.contains('\r'), "{s}");
+    }
 
     #[test]
     fn json_line_parses_back() {

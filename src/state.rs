@@ -218,17 +218,37 @@ fn lock_path(dir: &Path) -> PathBuf {
     dir.join(LOCK_FILE)
 }
 
+/// Opens (creating) the daemon lock file. One that is untrusted (another
+/// user's, linked in, writable by others) is refused rather than set
+/// aside: renaming a lock file another daemon holds would let two daemons
+/// run on one directory.
 fn open_lock(dir: &Path) -> Result<File, String> {
     let path = lock_path(dir);
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{}: {e}", store::Shown(&path)))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", store::Shown(&path)))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{}: not a regular file; remove it once no reeve watch runs",
+            store::Shown(&path)
+        ));
+    }
+    if let Some(why) = store::untrusted(&meta) {
+        return Err(format!(
+            "{}: {why}; reeve does not use it: check who made it, then remove it once no reeve watch runs",
+            store::Shown(&path)
+        ));
+    }
+    Ok(file)
 }
 
 fn read_holder(file: &mut File) -> Option<u32> {
@@ -254,14 +274,14 @@ impl DaemonLock {
                 .map_or_else(|| "another process".to_string(), |p| format!("pid {p}"));
             return Err(format!(
                 "another reeve watch ({holder}) already runs with state directory {}; stop it first or give this one another state_dir",
-                dir.display()
+                store::Shown(dir)
             ));
         }
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(format!("{pid}\n").as_bytes()))
             .and_then(|()| file.sync_data())
-            .map_err(|e| format!("{}: {e}", lock_path(dir).display()))?;
+            .map_err(|e| format!("{}: {e}", store::Shown(&lock_path(dir))))?;
         Ok(DaemonLock { _file: file })
     }
 }

@@ -1034,3 +1034,357 @@ fn status_and_events_commands() {
             .count()
     );
 }
+
+// ---------------------------------------------------------------- idle ---
+
+/// (inode, mtime in ns, size) of `path`.
+fn stamp(path: &Path) -> (u64, i64, u64) {
+    let m = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (
+        m.ino(),
+        m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        m.size(),
+    )
+}
+
+/// With nothing to do, a daemon writes nothing: after its first snapshot
+/// neither state.json nor the audit log (nor its sidecar) changes, however
+/// many scans run.
+#[test]
+fn an_idle_daemon_writes_nothing() {
+    let dir = TempDir::new("dur-idle");
+    // A target rule whose name no process carries.
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &target.name, "100ms");
+    let sdir = state_path(&cfg);
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), dir.path());
+    d.wait_started();
+    d.wait_scans(3, WAIT);
+    let files = ["state.json", "events.jsonl", "events.seq"];
+    let before: Vec<_> = files.iter().map(|f| stamp(&sdir.join(f))).collect();
+    // More than two flush intervals of scans.
+    d.wait_scans(25, WAIT);
+    let after: Vec<_> = files.iter().map(|f| stamp(&sdir.join(f))).collect();
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(
+            before[i],
+            after[i],
+            "{f} was written while the daemon was idle\n{}",
+            d.log_tail()
+        );
+    }
+    d.stop_ok();
+}
+
+// ------------------------------------------------------ ended while down ---
+
+/// A target discovered after the last snapshot (its `discovered` is in
+/// the audit log, the snapshot does not have it) that ends while reeve is
+/// down gets its `exited` when reeve starts again.
+#[test]
+fn a_discovery_after_the_last_snapshot_gets_its_exit_after_a_crash() {
+    for attempt in 1..=5 {
+        let dir = TempDir::new("dur-after-snap");
+        let mut procs = ProcGuard::new();
+        let target = Target::new(dir.path());
+        let cfg = watch_config(&dir, &target.name, "200ms");
+        let sdir = state_path(&cfg);
+        let cfg_path = write_config(dir.path(), &cfg);
+        let mut d = Daemon::start(&cfg_path, dir.path());
+        d.wait_started();
+        // Past the flush interval, so the first discovery is saved at
+        // once and the second, right after it, has to wait a second.
+        thread::sleep(Duration::from_millis(1200));
+        let first = target.spawn(&mut procs, "60");
+        d.wait_event("discovered", first, WAIT);
+        let second = target.spawn(&mut procs, "60");
+        let deadline = Instant::now() + WAIT;
+        while !raw_audit(&sdir)
+            .iter()
+            .any(|v| event_name(v) == "discovered" && second.matches(v))
+        {
+            assert!(Instant::now() < deadline, "{}", d.log_tail());
+            thread::sleep(Duration::from_millis(2));
+        }
+        d.stop_with(libc::SIGKILL);
+        let saved = load_state(&sdir);
+        let in_snapshot = saved["processes"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| second.matches(p)));
+        if in_snapshot {
+            eprintln!("attempt {attempt}: the snapshot caught up before the kill; again");
+            continue;
+        }
+        procs.kill(second.pid);
+
+        let mut d2 = Daemon::start(&cfg_path, dir.path());
+        let ev = d2.wait_event("exited", second, WAIT);
+        assert_eq!(ev["reason"], "ended while reeve was not running", "{ev}");
+        d2.wait_scans(3, WAIT);
+        assert_eq!(d2.about("exited", second), 1, "{}", d2.log_tail());
+        assert_eq!(d2.about("exited", first), 0, "{}", d2.log_tail());
+        d2.stop_ok();
+        let raw = raw_audit(&sdir);
+        assert_gap_free(&raw, "events.jsonl");
+        assert_eq!(tally(&raw, "exited").get(&second), Some(&1), "{raw:#?}");
+        return;
+    }
+    panic!("in 5 attempts the snapshot always caught up before the kill");
+}
+
+/// A per-process job whose process ended while reeve was down is removed
+/// at the next start, group and record, with the same `job_removed` as
+/// when reeve sees the exit itself.
+#[test]
+fn a_job_whose_process_ended_while_reeve_was_down_is_removed_at_start() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("dur-job-down");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let mut cfg = watch_config(&dir, &target.name, "200ms");
+    cfg["targets"][0]["limits"] = json!({"pids": 64});
+    cfg["cgroup"] = json!({"root": sub.root()});
+    let sdir = state_path(&cfg);
+    let cfg_path = write_config(dir.path(), &cfg);
+
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    d.wait_started();
+    let id = target.spawn(&mut procs, "60");
+    let ev = d.wait_for(&format!("attached of {id:?}"), WAIT, |v| {
+        matches!(event_name(v), "attached" | "attach_failed") && id.matches(v)
+    });
+    assert_eq!(event_name(&ev), "attached", "{ev}\n{}", d.log_tail());
+    let job = ev["job"].as_str().expect("job name").to_string();
+    assert!(job.starts_with("job."), "{ev}");
+    let group = sub.root().join(&job);
+    let record = sdir.join("jobs").join(format!("{job}.json"));
+    assert!(group.is_dir() && record.is_file(), "{ev}");
+    d.stop_with(libc::SIGKILL);
+    procs.kill(id.pid);
+
+    let mut d2 = Daemon::start(&cfg_path, dir.path());
+    d2.wait_event("exited", id, WAIT);
+    d2.wait_for(&format!("job_removed of {job}"), WAIT, |v| {
+        event_name(v) == "job_removed" && v["job"] == job.as_str()
+    });
+    d2.stop_ok();
+    assert!(!group.exists(), "{} is still there", group.display());
+    assert!(!record.exists(), "{} is still there", record.display());
+    let raw = raw_audit(&sdir);
+    assert_eq!(
+        raw.iter()
+            .filter(|v| event_name(v) == "job_removed" && v["job"] == job.as_str())
+            .count(),
+        1,
+        "{raw:#?}"
+    );
+}
+
+// ----------------------------------------------------- hostile files ---
+
+/// A state directory others can write is refused (one line that says how
+/// to fix it, JSON with --log-format json, the mode left alone); files in
+/// the state directory that are linked in or writable by others are set
+/// aside with an event, never used, and what they point at is untouched.
+#[test]
+fn open_state_dirs_are_refused_and_untrusted_files_set_aside() {
+    let dir = TempDir::new("dur-untrusted");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &target.name, "100ms");
+    let sdir = state_path(&cfg);
+    let cfg_path = write_config(dir.path(), &cfg);
+
+    fs::set_permissions(&sdir, fs::Permissions::from_mode(0o777)).unwrap();
+    for format in ["text", "json"] {
+        let out = run_with_timeout(
+            Command::new(REEVE)
+                .args(["watch", "--config"])
+                .arg(&cfg_path)
+                .args(["--log-format", format]),
+            WAIT,
+        );
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{format}: {err}");
+        assert_eq!(err.lines().count(), 1, "{format}: one line: {err:?}");
+        assert!(
+            err.contains(&format!("chmod 0700 {}", sdir.display())),
+            "{format}: {err}"
+        );
+        if format == "json" {
+            let v: Value = serde_json::from_str(err.trim()).expect("a JSON line");
+            assert_eq!(v["event"], "watch_failed", "{v}");
+        }
+    }
+    assert_eq!(mode_of(&sdir), 0o777, "refused, not tightened");
+    fs::set_permissions(&sdir, fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A state.json hard-linked to a file elsewhere, an audit log others
+    // can write.
+    let outside = dir.join("outside.json");
+    fs::write(&outside, br#"{"version":1,"processes":[]}"#).unwrap();
+    fs::hard_link(&outside, sdir.join("state.json")).unwrap();
+    let planted = "{\"seq\":999,\"ts_ms\":1,\"event\":\"forged\"}\n";
+    fs::write(sdir.join("events.jsonl"), planted).unwrap();
+    fs::set_permissions(sdir.join("events.jsonl"), fs::Permissions::from_mode(0o666)).unwrap();
+
+    let id = target.spawn(&mut procs, "60");
+    let mut d = Daemon::start(&cfg_path, dir.path());
+    let aside = d.wait_for("state_set_aside", WAIT, |v| {
+        event_name(v) == "state_set_aside"
+    });
+    assert!(
+        aside["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hard links"),
+        "{aside}"
+    );
+    let log_aside = d.wait_for("file_set_aside", WAIT, |v| {
+        event_name(v) == "file_set_aside"
+    });
+    assert!(
+        log_aside["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("other users write"),
+        "{log_aside}"
+    );
+    d.wait_event("discovered", id, WAIT);
+    d.stop_ok();
+    assert_eq!(
+        fs::read(&outside).unwrap(),
+        br#"{"version":1,"processes":[]}"#,
+        "the linked file is untouched"
+    );
+    assert_eq!(
+        fs::metadata(&outside).unwrap().nlink(),
+        2,
+        "moved, not removed"
+    );
+    let fresh = fs::read_to_string(sdir.join("events.jsonl")).unwrap();
+    assert!(
+        !fresh.contains("forged"),
+        "the planted log was used: {fresh}"
+    );
+    let moved = names_with(&sdir, "events.jsonl.untrusted-");
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(fs::read_to_string(sdir.join(&moved[0])).unwrap(), planted);
+}
+
+/// A path with a newline in it gives a one-line error.
+#[test]
+fn names_in_errors_stay_on_one_line() {
+    let dir = TempDir::new("dur-newline");
+    let target = Target::new(dir.path());
+    let mut cfg = watch_config(&dir, &target.name, "100ms");
+    let evil = dir.join("evil\nstate");
+    fs::write(&evil, b"not a directory").unwrap();
+    cfg["state_dir"] = json!(evil);
+    let cfg_path = write_config(dir.path(), &cfg);
+    let out = run_with_timeout(
+        Command::new(REEVE)
+            .args(["watch", "--config"])
+            .arg(&cfg_path)
+            .args(["--log-format", "text"]),
+        WAIT,
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.contains("evil\\nstate"), "{err}");
+}
+
+// ------------------------------------------------------ read-only views ---
+
+/// Every entry under `dir` with its mode, size and mtime.
+fn tree(dir: &Path) -> Vec<(PathBuf, u32, u64, i64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let m = fs::symlink_metadata(&d).unwrap();
+        out.push((
+            d.clone(),
+            m.mode(),
+            m.size(),
+            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+        ));
+        if m.is_dir() {
+            for e in fs::read_dir(&d).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `reeve status` and `reeve events` change nothing in the state
+/// directory (no chmod, nothing set aside): they report an unusable state
+/// file and job record, and `events` skips an unusable rotated generation
+/// with a warning instead of failing.
+#[test]
+fn status_and_events_change_nothing() {
+    let dir = TempDir::new("dur-readonly");
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &target.name, "100ms");
+    let sdir = state_path(&cfg);
+    let cfg_path = write_config(dir.path(), &cfg);
+    fs::set_permissions(&sdir, fs::Permissions::from_mode(0o750)).unwrap();
+    fs::write(sdir.join("state.json"), b"{\"version\":1,").unwrap();
+    fs::create_dir(sdir.join("jobs")).unwrap();
+    fs::write(sdir.join("jobs/job.broken.json"), b"nope").unwrap();
+    fs::write(
+        sdir.join("events.jsonl"),
+        "{\"seq\":3,\"ts_ms\":1,\"event\":\"a\"}\n{\"seq\":4,\"ts_ms\":2,\"event\":\"b\"}\n",
+    )
+    .unwrap();
+    // A rotated generation that cannot be used: writable by others.
+    let bad_gen = sdir.join("events.jsonl.1");
+    fs::write(&bad_gen, "{\"seq\":1,\"ts_ms\":0,\"event\":\"x\"}\n").unwrap();
+    fs::set_permissions(&bad_gen, fs::Permissions::from_mode(0o666)).unwrap();
+    let before = tree(&sdir);
+
+    let out = run_with_timeout(
+        Command::new(REEVE)
+            .args(["status", "--config"])
+            .arg(&cfg_path),
+        WAIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr_of(&out));
+    assert!(text.contains("state.json"), "names the state file:\n{text}");
+    assert!(
+        text.contains("job.broken.json"),
+        "names the record:\n{text}"
+    );
+    let out = run_with_timeout(
+        Command::new(REEVE)
+            .args(["status", "--json", "--config"])
+            .arg(&cfg_path),
+        WAIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert!(s["state_error"].is_string(), "{s:#}");
+
+    let out = run_with_timeout(
+        Command::new(REEVE)
+            .args(["events", "--json", "--config"])
+            .arg(&cfg_path),
+        WAIT,
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let got: Vec<u64> = json_lines(&out.stdout)
+        .iter()
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    assert_eq!(got, vec![3, 4]);
+    assert!(
+        err.contains("events.jsonl.1") && err.contains("warning"),
+        "{err}"
+    );
+
+    assert_eq!(tree(&sdir), before, "the state directory changed");
+}

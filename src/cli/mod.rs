@@ -13,7 +13,7 @@ use lexopt::prelude::*;
 use crate::config::{Config, LogFormat, LogLevel};
 use crate::daemon::{Daemon, LogOverrides};
 use crate::discovery::{Discovery, ExitStatus, ScanKind, Sink, Source, Tracked};
-use crate::log::Logger;
+use crate::log::{Logger, Val};
 use crate::procfs::ProcKey;
 use crate::table::Refusal;
 use crate::users::UserDb;
@@ -235,17 +235,44 @@ fn watch(p: &mut lexopt::Parser) -> Result<(), CliError> {
             other => return Err(other.unexpected().into()),
         }
     }
-    let mut config = load_config(config_path.as_deref())?;
+    let mut config = match load_config(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return Err(fatal(format.unwrap_or(LogFormat::Text), e)),
+    };
     if let Some(f) = format {
         config.log.format = f;
     }
     if let Some(l) = level {
         config.log.level = l;
     }
-    let log = Logger::new(config.log.format, config.log.level);
     let overrides = LogOverrides { format, level };
-    let daemon = Daemon::new(config, config_path, log, overrides).map_err(CliError::Runtime)?;
-    daemon.run().map_err(CliError::Runtime)
+    let format = config.log.format;
+    let log = Logger::new(config.log.format, config.log.level);
+    let daemon = Daemon::new(config, config_path, log, overrides)
+        .map_err(|e| fatal(format, CliError::Runtime(e)))?;
+    daemon
+        .run()
+        .map_err(|e| fatal(format, CliError::Runtime(e)))
+}
+
+/// A watch that cannot go on: with `--log-format json` (or the config's
+/// json format) the reason is one JSON line like every other stderr line,
+/// and the exit code is the same as for the text message.
+fn fatal(format: LogFormat, e: CliError) -> CliError {
+    if format != LogFormat::Json {
+        return e;
+    }
+    let code = e.exit_code();
+    let text = e.to_string();
+    let message = text.strip_prefix("reeve: ").unwrap_or(&text);
+    Logger::new(LogFormat::Json, LogLevel::Error).error(
+        "watch_failed",
+        &[
+            ("error", Val::S(message)),
+            ("exit_code", Val::I(code.into())),
+        ],
+    );
+    CliError::Exit(code, String::new())
 }
 
 /// Collects what one scan discovered.

@@ -1,6 +1,7 @@
 //! `reeve status` and `reeve events`: read-only views of the state
-//! directory. They work whether or not a daemon runs, and never modify or
-//! set aside what they read.
+//! directory. They work whether or not a daemon runs, and never create,
+//! chmod, modify or set aside anything: a file they cannot use is reported
+//! and left where it is.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,9 +12,10 @@ use serde_json::{json, Value};
 use super::{load_config, print, CliError};
 use crate::cgroup::Group;
 use crate::log::iso8601;
-use crate::placement::Records;
+use crate::placement::JobRecord;
 use crate::state::{self, State};
-use crate::store;
+use crate::store::records::RECORD_VERSION;
+use crate::store::{self, Shown, StateDir};
 use crate::sys;
 
 pub const STATUS_USAGE: &str = "\
@@ -29,7 +31,9 @@ usage: reeve events [--since SEQ] [--job NAME] [--follow] [--json] [--config FIL
 
 Prints the audit event log across its rotated generations, oldest first.
 --since SEQ starts after that sequence number; --job keeps the events of
-one job (NAME or job.NAME); --follow waits for new events.
+one job (NAME or job.NAME); --follow waits for new events and shows each
+once it is durable (unless audit.fsync is \"never\"). A rotated generation
+that cannot be read is skipped with a warning.
 ";
 
 fn age(now_ms: u64, then_ms: u64) -> String {
@@ -57,22 +61,15 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
     let dir = &config.state_dir;
     let now = sys::realtime_ms();
     let daemon = state::running_daemon(dir);
-    let state_file = dir.join(state::STATE_FILE);
-    let state: Result<Option<State>, String> = match std::fs::read(&state_file) {
-        Ok(bytes) => serde_json::from_slice::<State>(&bytes)
-            .map(|mut s| {
+    let dir_problem = StateDir::inspect(dir).err().map(|e| e.to_string());
+    let state: Result<Option<State>, String> =
+        store::peek_versioned::<State>(dir, state::STATE_FILE, state::STATE_VERSION).map(|s| {
+            s.map(|mut s| {
                 s.normalise();
-                Some(s)
+                s
             })
-            .map_err(|e| format!("{}: unreadable: {e}", state_file.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", state_file.display())),
-    };
-    let (records, bad) = if dir.join("jobs").is_dir() {
-        Records::open(dir).map_or((Vec::new(), Vec::new()), |r| r.all())
-    } else {
-        (Vec::new(), Vec::new())
-    };
+        });
+    let (records, bad) = job_records(&dir.join("jobs"));
     let jobs: Vec<Value> = records
         .iter()
         .map(|r| {
@@ -96,6 +93,7 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
     if as_json {
         let v = json!({
             "state_dir": dir,
+            "state_dir_problem": dir_problem,
             "daemon": {"running": daemon.is_some(), "pid": daemon},
             "state": state.as_ref().ok().cloned().flatten(),
             "state_error": state.as_ref().err(),
@@ -118,6 +116,9 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
             dir.display()
         ),
     };
+    if let Some(p) = &dir_problem {
+        let _ = writeln!(out, "state directory: {p}");
+    }
     match &state {
         Ok(Some(s)) => {
             let _ = writeln!(out, "state: saved {} ago", age(now, s.saved_at_ms));
@@ -153,7 +154,7 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
         }
     }
     for b in &bad {
-        let _ = writeln!(out, "  unreadable job record: {b}");
+        let _ = writeln!(out, "  unusable job record (left in place): {b}");
     }
     if let Ok(Some(s)) = &state {
         let live: Vec<_> = s.processes.iter().filter(|p| p.exited_ms == 0).collect();
@@ -170,6 +171,40 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
         }
     }
     print(&out)
+}
+
+/// Every job record in `jobs`, read without changing anything; records
+/// that cannot be used are named in the second list, one line each.
+fn job_records(jobs: &std::path::Path) -> (Vec<JobRecord>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    let entries = match std::fs::read_dir(jobs) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (out, bad),
+        Err(e) => {
+            bad.push(format!("{}: cannot list it: {e}", Shown(jobs)));
+            return (out, bad);
+        }
+    };
+    for e in entries {
+        let name = match e {
+            Ok(e) => e.file_name().to_string_lossy().into_owned(),
+            Err(e) => {
+                bad.push(format!("{}: cannot list it: {e}", Shown(jobs)));
+                break;
+            }
+        };
+        if !name.ends_with(".json") || name.starts_with('.') || name == "released.json" {
+            continue;
+        }
+        match store::peek_versioned::<JobRecord>(jobs, &name, RECORD_VERSION) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(why) => bad.push(why),
+        }
+    }
+    out.sort_by(|a, b| a.group.cmp(&b.group));
+    (out, bad)
 }
 
 fn job_matches(v: &Value, job: &str) -> bool {
@@ -231,23 +266,43 @@ pub fn events(p: &mut lexopt::Parser) -> Result<(), CliError> {
         }
     }
     let config = load_config(config_path.as_deref())?;
+    // Following shows an event once the log's writers report it durable,
+    // so what scrolls by survives a crash of the machine.
+    let hold_back = follow && config.audit.fsync != crate::config::AuditFsync::Never;
     let dir = config.state_dir;
     let mut last = since;
+    let mut warned = std::collections::HashSet::new();
     loop {
         let mut out = String::new();
         let mut skipped = 0;
         if dir.join("events.jsonl").exists() {
+            let durable = if hold_back {
+                store::durable_seq(&dir)
+            } else {
+                None
+            };
             let mut reader =
                 store::read_events(&dir, last).map_err(|e| CliError::Runtime(e.to_string()))?;
             for v in reader.by_ref() {
-                if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
-                    last = Some(seq);
+                let seq = v.get("seq").and_then(Value::as_u64);
+                if let (Some(d), Some(s)) = (durable, seq) {
+                    if s > d {
+                        break;
+                    }
+                }
+                if seq.is_some() {
+                    last = seq;
                 }
                 if job.as_deref().map_or(true, |j| job_matches(&v, j)) {
                     render(&v, as_json, &mut out);
                 }
             }
             skipped = reader.skipped();
+            for w in reader.warnings() {
+                if warned.insert(w.clone()) {
+                    eprintln!("reeve: warning: {w}");
+                }
+            }
         }
         print(&out)?;
         if skipped > 0 {

@@ -30,6 +30,9 @@ use crate::users::UserDb;
 /// Netlink datagrams handled per wakeup before the loop looks at signals
 /// and timers again.
 pub const MAX_DATAGRAMS_PER_WAKE: usize = 4096;
+/// How long a stopping daemon waits for a slow stderr reader to take the
+/// last lines.
+const STDERR_DRAIN_AT_EXIT: Duration = Duration::from_secs(1);
 /// How long to wait for the kernel to acknowledge the netlink subscription.
 const NETLINK_HANDSHAKE: Duration = Duration::from_secs(1);
 
@@ -206,6 +209,8 @@ pub struct Daemon {
     to_attach: Vec<Work>,
     ended: Vec<Work>,
     overrides: LogOverrides,
+    /// How stderr is written (see [`Logger::nonblocking_stderr`]).
+    stderr_mode: &'static str,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -225,6 +230,25 @@ impl Daemon {
         mut log: Logger,
         overrides: LogOverrides,
     ) -> Result<Daemon, String> {
+        // From here on a stderr nobody reads costs log lines, never the loop.
+        let stderr_mode = match log.nonblocking_stderr() {
+            Ok(how) => how,
+            Err(e) => {
+                // A closed fd 2 has nothing to block on; the failure of
+                // every write is counted.
+                log.warn(
+                    "stderr_unavailable",
+                    &[
+                        ("error", Val::S(&e.to_string())),
+                        (
+                            "effect",
+                            Val::S("log lines on stderr are counted as failed writes"),
+                        ),
+                    ],
+                );
+                "blocking"
+            }
+        };
         let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
         let persist =
@@ -275,6 +299,7 @@ impl Daemon {
             to_attach: Vec::with_capacity(queue),
             ended: Vec::with_capacity(queue),
             overrides,
+            stderr_mode,
         })
     }
 
@@ -306,6 +331,7 @@ impl Daemon {
                     Val::U(self.config.discovery.scan_interval.as_millis() as u64),
                 ),
                 ("config", Val::S(&config_name)),
+                ("stderr", Val::S(self.stderr_mode)),
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);
@@ -313,7 +339,7 @@ impl Daemon {
             gov.adopt_existing(&mut self.discovery, &self.config.targets, &mut self.log);
             // A restored target its rule governs but no group holds was
             // discovered by a daemon that died before attaching it.
-            for (key, rule) in restored {
+            for &(key, rule) in &restored.running {
                 let governed = self
                     .discovery
                     .rule_index(rule)
@@ -325,6 +351,21 @@ impl Daemon {
                 }
             }
         }
+        // What ended while reeve was down is handled as an exit it saw: a
+        // per-process job left empty is removed (`job_removed`).
+        for &(key, rule) in &restored.ended {
+            if !push_bounded(&mut self.ended, (key, rule)) {
+                self.log.warn(
+                    "job_cleanup_skipped",
+                    &[
+                        ("pid", Val::U(key.pid.into())),
+                        ("start_ticks", Val::U(key.start_ticks)),
+                        ("reason", Val::S("ended queue full")),
+                        ("action", Val::S("an empty job group of this process stays; remove it with reeve detach")),
+                    ],
+                );
+            }
+        }
         // What was restored and adopted is on disk before anything else.
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
@@ -333,18 +374,22 @@ impl Daemon {
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
-        let stop = result?;
-        let Stop::Signal(sig) = stop;
-        self.log.info(
-            "stopped",
-            &[
-                ("reason", Val::S("signal")),
-                ("signal", Val::I(sig.into())),
-                ("tracked", Val::U(self.discovery.live().into())),
-                ("note", Val::S("tracked processes keep running")),
-            ],
-        );
-        Ok(())
+        if let Ok(Stop::Signal(sig)) = result {
+            self.log.info(
+                "stopped",
+                &[
+                    ("reason", Val::S("signal")),
+                    ("signal", Val::I(sig.into())),
+                    ("tracked", Val::U(self.discovery.live().into())),
+                    ("note", Val::S("tracked processes keep running")),
+                ],
+            );
+        }
+        // Also when the loop failed: what is queued lands if it can, and
+        // the caller's error line follows the last log lines.
+        self.persist.finish(&mut self.log);
+        self.log.drain_stderr(STDERR_DRAIN_AT_EXIT);
+        result.map(|_| ())
     }
 
     fn event_loop(&mut self) -> Result<Stop, String> {
@@ -358,7 +403,7 @@ impl Daemon {
             let view = self.auto.as_ref().map(|g| &g.view);
             self.persist
                 .maybe_save(&self.discovery, view, &mut self.log, false);
-            persist::Persistence::tick(&mut self.log);
+            self.persist.tick(&mut self.log);
 
             let now = sys::monotonic_ns();
             let wait_ms = if !more {
@@ -367,11 +412,20 @@ impl Daemon {
                 0
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
+            // stderr is polled only while log lines wait for it.
             let mut fds = [
                 sys::poll_fd(self.signals.as_raw_fd()),
                 sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd())),
+                libc::pollfd {
+                    fd: self.log.stderr_backlog_fd().unwrap_or(-1),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                },
             ];
             sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
+            if fds[2].revents != 0 {
+                self.log.flush_stderr();
+            }
             if sys::is_readable(&fds[0]) {
                 if let Some(stop) = self.handle_signals()? {
                     return Ok(stop);

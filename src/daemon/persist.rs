@@ -3,10 +3,15 @@
 //! coalesced snapshot writes.
 //!
 //! Invariants: one daemon per state directory; a snapshot is written at
-//! most once per [`FLUSH_INTERVAL_MS`] while something changed, and at
-//! shutdown; a state file that cannot be used is set aside by `store` and
-//! the daemon rebuilds from a full scan and the governed groups; a failed
-//! save is an error event (at most one a minute), never a crash.
+//! most once per [`FLUSH_INTERVAL_MS`] while something it holds changed
+//! (a scan that changes nothing writes nothing), and at shutdown; a state
+//! file that cannot be used is set aside by `store` and the daemon rebuilds
+//! from a full scan and the governed groups; a failed save is an error
+//! event (at most one a minute), never a crash. The audit log is appended
+//! without waiting for its lock (a held lock queues events for the next
+//! wakeup) and committed once per wakeup by [`Persistence::tick`]; a
+//! failure to write it is reported once per failure run, on stderr only,
+//! so the queue holds real events, never reports about itself.
 
 use crate::discovery::{Discovery, DiscoveryStats, RuleId};
 use crate::log::{Logger, Val};
@@ -17,14 +22,18 @@ use crate::sys;
 
 /// Longest a change waits before it is in the snapshot.
 pub const FLUSH_INTERVAL_MS: u64 = 1000;
+/// How long a stopping daemon keeps trying to land queued audit events
+/// (another writer holding the lock, a full disk) before it counts them
+/// lost. The loop is over by then, so this delays only the exit.
+pub const AUDIT_DRAIN_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 const SAVE_ERROR_EVERY_MS: u64 = 60_000;
 
 /// What the audit log says happened after the snapshot (`since`): the
 /// daemon that wrote it saw these, then died before its next snapshot.
 #[derive(Default)]
 struct SinceSnapshot {
-    /// Identities discovered, with their rule's name.
-    discovered: Vec<(ProcKey, String, u64)>,
+    /// Identities discovered, with their rule's name, time and comm.
+    discovered: Vec<(ProcKey, String, u64, String)>,
     exited: std::collections::HashSet<ProcKey>,
 }
 
@@ -52,7 +61,9 @@ fn events_since(dir: &std::path::Path, since: u64) -> SinceSnapshot {
             Some("discovered") => {
                 let rule = v.get("rule").and_then(|r| r.as_str()).unwrap_or("");
                 let ts = v.get("ts_ms").and_then(|t| t.as_u64()).unwrap_or(0);
-                out.discovered.push((key, rule.to_string(), ts));
+                let comm = v.get("comm").and_then(|c| c.as_str()).unwrap_or("");
+                out.discovered
+                    .push((key, rule.to_string(), ts, comm.to_string()));
             }
             _ => {}
         }
@@ -87,6 +98,18 @@ pub struct Persistence {
     last_error_ms: u64,
     /// A state file that could not be set aside must not be overwritten.
     save_disabled: bool,
+    /// When the current run of audit log failures began (wall ms).
+    audit_failing_since: Option<u64>,
+    /// Runs of audit log failures since start.
+    audit_failure_runs: u64,
+}
+
+/// What restoring found: identities tracked again and identities that
+/// ended while reeve was down, each with its rule's id.
+#[derive(Default)]
+pub struct Restored {
+    pub running: Vec<(ProcKey, RuleId)>,
+    pub ended: Vec<(ProcKey, RuleId)>,
 }
 
 impl Persistence {
@@ -100,15 +123,38 @@ impl Persistence {
         let dir = StateDir::open(state_dir)
             .map_err(|e| format!("cannot use the state directory: {e}"))?;
         let lock = DaemonLock::acquire(dir.path(), sys::getpid())?;
-        let events = EventLog::open(&dir, audit)
+        // The loop never waits for another writer (a CLI command holding
+        // the lock queues the events for the next wakeup) and syncs once
+        // per wakeup, in `tick`.
+        let audit = LogOptions {
+            lock_timeout: std::time::Duration::ZERO,
+            group_commit: true,
+            ..audit
+        };
+        let mut events = EventLog::open(&dir, audit)
             .map_err(|e| format!("cannot open the audit event log: {e}"))?;
+        let set_aside = events.take_set_aside();
         log.set_audit(events);
+        for f in &set_aside {
+            log.warn(
+                "file_set_aside",
+                &[
+                    ("path", Val::S(&f.path.to_string_lossy())),
+                    ("reason", Val::S(&f.reason)),
+                    ("moved_to", Val::S(&f.moved_to.to_string_lossy())),
+                    (
+                        "action",
+                        Val::S("a fresh file is used; check who made the old one"),
+                    ),
+                ],
+            );
+        }
         remove_stale_temp_files(dir.path(), log);
         if dir.tightened() {
             log.warn(
                 "state_dir_tightened",
                 &[
-                    ("path", Val::S(&dir.path().display().to_string())),
+                    ("path", Val::S(&dir.path().to_string_lossy())),
                     ("mode", Val::S("0700")),
                 ],
             );
@@ -122,16 +168,20 @@ impl Persistence {
             last_save_ms: 0,
             last_error_ms: 0,
             save_disabled: false,
+            audit_failing_since: None,
+            audit_failure_runs: 0,
         })
     }
 
     /// Loads the last snapshot and re-tracks every process that is still
     /// the same process; those that ended while reeve was down are
     /// recorded as exited. Nothing is moved or re-limited.
-    /// Returns the identities restored, with their rule's id.
-    pub fn restore(&mut self, d: &mut Discovery, log: &mut Logger) -> Vec<(ProcKey, RuleId)> {
+    /// Returns the identities restored and those that ended, with their
+    /// rule's id; the daemon handles the ended ones as if it had seen them
+    /// exit (a per-process job left empty is removed).
+    pub fn restore(&mut self, d: &mut Discovery, log: &mut Logger) -> Restored {
         let now = sys::realtime_ms();
-        let mut back = Vec::new();
+        let mut back = Restored::default();
         match State::load(&self.dir, now) {
             Loaded::Missing => {}
             Loaded::Ok(s) => {
@@ -143,12 +193,14 @@ impl Persistence {
                     let rule = d.rule_id(&p.rule);
                     if d.restore(p.key(), rule, p.discovered_ms) {
                         restored += 1;
-                        back.push((p.key(), rule));
+                        back.running.push((p.key(), rule));
                     } else if since.exited.contains(&p.key()) {
                         // Its exit was logged after the last snapshot.
                         ended += 1;
+                        back.ended.push((p.key(), rule));
                     } else {
                         ended += 1;
+                        back.ended.push((p.key(), rule));
                         log.info(
                             "exited",
                             &[
@@ -163,14 +215,30 @@ impl Persistence {
                 }
                 // Discovered after the snapshot and still running: tracked
                 // again silently, not discovered a second time.
-                for (key, rule, ts) in &since.discovered {
-                    if since.exited.contains(key) {
+                // Discovered after the snapshot and ended since, unseen: its
+                // exit is logged now, as for a process the snapshot held.
+                let mut seen = std::collections::HashSet::new();
+                for (key, rule_name, ts, comm) in &since.discovered {
+                    if since.exited.contains(key) || !seen.insert(*key) {
                         continue;
                     }
-                    let rule = d.rule_id(rule);
+                    let rule = d.rule_id(rule_name);
                     if d.restore(*key, rule, *ts) {
                         restored += 1;
-                        back.push((*key, rule));
+                        back.running.push((*key, rule));
+                    } else if !d.tracked().get(key).is_some_and(|t| t.alive()) {
+                        ended += 1;
+                        back.ended.push((*key, rule));
+                        log.info(
+                            "exited",
+                            &[
+                                ("pid", Val::U(key.pid.into())),
+                                ("start_ticks", Val::U(key.start_ticks)),
+                                ("rule", Val::S(rule_name)),
+                                ("comm", Val::S(comm)),
+                                ("reason", Val::S("ended while reeve was not running")),
+                            ],
+                        );
                     }
                 }
                 log.info(
@@ -221,7 +289,16 @@ impl Persistence {
     ) {
         let now = sys::realtime_ms();
         let stats = d.stats();
-        let version = (stats, gov.map_or(0, |g| g.generation));
+        // Only what the snapshot holds counts as a change: scans and read
+        // errors are counted in memory but never saved, so an idle daemon
+        // writes nothing.
+        let held = DiscoveryStats {
+            scans: 0,
+            seen_overflow: 0,
+            read_errors: 0,
+            ..stats
+        };
+        let version = (held, gov.map_or(0, |g| g.generation));
         let changed = self.saved != Some(version);
         if self.save_disabled
             || !(force || changed && now.saturating_sub(self.last_save_ms) >= FLUSH_INTERVAL_MS)
@@ -264,9 +341,12 @@ impl Persistence {
         }
     }
 
-    /// Per-wakeup upkeep of the audit log: retry queued events, fsync on
-    /// the interval policy, and report what went wrong.
-    pub fn tick(log: &mut Logger) {
+    /// End-of-wakeup upkeep of the audit log: retry queued events (one
+    /// try of the lock), commit everything appended in this wakeup with at
+    /// most one fdatasync, and report a failure once per run of failures
+    /// (on stderr only, so reports never crowd the queue or refill the
+    /// disk) and its end once the queue has drained.
+    pub fn tick(&mut self, log: &mut Logger) {
         let now = sys::realtime_ms();
         let Some(audit) = log.audit_mut() else {
             return;
@@ -274,17 +354,83 @@ impl Persistence {
         if audit.pending() > 0 {
             audit.flush_pending();
         }
-        audit.sync_if_due(now);
-        if let Some(e) = audit.take_error() {
-            let pending = audit.pending() as u64;
-            let lost = audit.lost();
+        audit.commit(now);
+        let error = audit.take_error();
+        let (pending, lost, refusals) = (audit.pending() as u64, audit.lost(), audit.refusals());
+        match (error, self.audit_failing_since) {
+            (Some(e), None) => {
+                self.audit_failing_since = Some(now);
+                self.audit_failure_runs += 1;
+                log.error(
+                    "audit_log_failed",
+                    &[
+                        ("error", Val::S(&e.to_string())),
+                        ("pending", Val::U(pending)),
+                        ("lost", Val::U(lost)),
+                        ("failures", Val::U(self.audit_failure_runs)),
+                        (
+                            "action",
+                            Val::S("events wait in memory and are retried every wakeup; this is said once until the log recovers"),
+                        ),
+                    ],
+                );
+            }
+            (None, Some(since)) if pending == 0 => {
+                self.audit_failing_since = None;
+                log.info(
+                    "audit_log_recovered",
+                    &[
+                        ("failed_for_ms", Val::U(now.saturating_sub(since))),
+                        ("lost", Val::U(lost)),
+                        ("refused_writes", Val::U(refusals)),
+                        ("failures", Val::U(self.audit_failure_runs)),
+                    ],
+                );
+            }
+            // A failure in a run already reported is counted by the log
+            // (refusals, sync failures); nothing to add.
+            _ => {}
+        }
+    }
+
+    /// At shutdown: land what is queued (waiting for the lock or for
+    /// space, up to [`AUDIT_DRAIN_AT_EXIT`]) and commit it. Events that
+    /// still cannot be written are counted in one error line.
+    pub fn finish(&mut self, log: &mut Logger) {
+        let deadline = std::time::Instant::now() + AUDIT_DRAIN_AT_EXIT;
+        let Some(audit) = log.audit_mut() else {
+            return;
+        };
+        while audit.pending() > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let step = left.min(std::time::Duration::from_millis(100));
+            if audit.flush_pending_within(step) == 0 && audit.pending() > 0 {
+                // The lock was had but the disk refused: wait a little for
+                // space rather than spin.
+                std::thread::sleep(step.min(std::time::Duration::from_millis(50)));
+            }
+        }
+        if let Err(e) = audit.sync() {
+            let error = e.to_string();
+            log.error("audit_log_failed", &[("error", Val::S(&error))]);
+        }
+        let Some(audit) = log.audit_mut() else {
+            return;
+        };
+        let (pending, lost) = (audit.pending() as u64, audit.lost());
+        if pending + lost > 0 {
             log.error(
-                "audit_log_failed",
+                "audit_events_lost",
                 &[
-                    ("error", Val::S(&e.to_string())),
                     ("pending", Val::U(pending)),
                     ("lost", Val::U(lost)),
-                    ("action", Val::S("events wait in memory and are retried")),
+                    (
+                        "reason",
+                        Val::S("the audit log could not be written before reeve stopped"),
+                    ),
                 ],
             );
         }

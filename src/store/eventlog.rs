@@ -4,31 +4,42 @@
 //!
 //! Invariant: sequence numbers are unique and gap-free across writers and
 //! across rotation, and the file only ever holds whole lines. Every write
-//! happens under an exclusive flock on `events.lock`; the next seq comes in
-//! O(1) from the sidecar `events.seq` (`<last_seq> <log_size> <inode>
-//! <check>`), trusted only when it matches the log as found, and otherwise
-//! from the log's last complete line. A torn tail left by a crash is cut
-//! back before the next write; a write the disk refuses is cut back and
-//! queued in memory for [`EventLog::flush_pending`]. Steady-state appends
-//! format into reused buffers and allocate nothing.
+//! happens under an exclusive flock on `events.lock` ([`lock`]), held for
+//! the write, never across a commit's fdatasync; the next seq comes in O(1)
+//! from the sidecar `events.seq` ([`sidecar`]) when it matches the log as
+//! found, and otherwise from the log's last complete line ([`recovery`]).
+//! A torn tail left by a crash is cut back before the next write; a write
+//! the disk refuses is cut back and queued in memory for
+//! [`EventLog::flush_pending`]; a full log is rotated ([`rotation`]).
+//!
+//! Durability is a commit ([`commit`]): [`EventLog::commit`] makes everything appended
+//! since the last commit durable with one fdatasync, and records the
+//! durable point in the sidecar for readers ([`durable_seq`]). With
+//! `group_commit` (the daemon) appends never sync and the caller commits
+//! once per loop wakeup; without it (CLI commands) every append commits
+//! before it returns. Steady-state appends format into reused buffers and
+//! allocate nothing.
+
+mod commit;
+mod lock;
+mod recovery;
+mod rotation;
+mod sidecar;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, Write as _};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::reader::{self, generation_path, list_generations, scan_tail, LOCK_NAME, LOG_NAME};
-use super::{open_private, open_read, StateDir, StoreError};
+use super::reader::{LOCK_NAME, LOG_NAME};
+use super::{open_private, StateDir, StoreError};
 use crate::log::{json_str, json_val, Val};
-
-const SEQ_NAME: &str = "events.seq";
-
-/// `<seq:20> <size:20> <ino:20> <check:16 hex>\n`: fixed width, so one
-/// pwrite at offset 0 replaces it whole.
-const SIDECAR_LEN: usize = 20 + 1 + 20 + 1 + 20 + 1 + 16 + 1;
+use lock::open_lock;
+pub use sidecar::durable_seq;
+use sidecar::{SEQ_NAME, SIDECAR_LEN};
 
 /// The largest in-memory queue a caller may ask for.
 const MAX_QUEUE: usize = 1 << 20;
@@ -36,12 +47,15 @@ const MAX_QUEUE: usize = 1 << 20;
 /// Field names the line itself uses; a field may not shadow them.
 const RESERVED: [&str; 3] = ["seq", "ts_ms", "event"];
 
-/// When appended lines are forced to stable storage.
+/// How far appended lines are forced to stable storage at a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// fdatasync after every append.
+    /// One fdatasync at every commit that has something to sync: durable by
+    /// the end of the append (per-append mode) or of the wakeup that made
+    /// it (group commit).
     Always,
-    /// fdatasync at most once per interval, from [`EventLog::sync_if_due`].
+    /// fdatasync at a commit only if the interval has passed since the
+    /// last one.
     Interval(Duration),
     /// Leave it to the kernel.
     Never,
@@ -56,8 +70,12 @@ pub struct LogOptions {
     pub keep: u32,
     /// Events held in memory while the log cannot be written.
     pub queue_capacity: usize,
-    /// How long an append waits for another writer's lock before queueing.
+    /// How long an append waits for another writer's lock before queueing;
+    /// zero tries once.
     pub lock_timeout: Duration,
+    /// Appends do not sync; the caller calls [`EventLog::commit`] once per
+    /// batch (the daemon: per loop wakeup). Off: every append commits.
+    pub group_commit: bool,
 }
 
 impl Default for LogOptions {
@@ -68,17 +86,20 @@ impl Default for LogOptions {
             keep: 5,
             queue_capacity: 1024,
             lock_timeout: Duration::from_millis(200),
+            group_commit: false,
         }
     }
 }
 
-/// Where the log stands: which file, how long, and the last seq in it.
+/// Where the log stands: which file, how long, its last seq, and the
+/// highest seq known to be on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Position {
     dev: u64,
     ino: u64,
     size: u64,
     last_seq: u64,
+    durable: u64,
 }
 
 struct OpenLog {
@@ -96,7 +117,7 @@ enum Attempt {
 }
 
 /// An appender to the audit event log. Cheap to keep open; holds the lock
-/// only for the duration of one append or flush.
+/// only for the duration of one append, flush or durable-point report.
 pub struct EventLog {
     dir: File,
     dir_path: PathBuf,
@@ -121,9 +142,18 @@ pub struct EventLog {
     lost: u64,
     torn_repairs: u64,
     sync_failures: u64,
+    syncs: u64,
+    refusals: u64,
+    /// Lines written since the last successful fdatasync.
     unsynced: bool,
+    /// (dev, inode, seq) the last fdatasync made durable, until the
+    /// sidecar says so.
+    unreported: Option<(u64, u64, u64)>,
     last_sync_ms: u64,
     error: Option<StoreError>,
+    /// Untrusted files moved out of the way at open, for the caller to
+    /// report.
+    set_aside: Vec<super::SetAside>,
 }
 
 impl EventLog {
@@ -152,6 +182,14 @@ impl EventLog {
         let lock_path = base.join(LOCK_NAME);
         let seq_path = base.join(SEQ_NAME);
         let log_path = base.join(LOG_NAME);
+        // A file another user owns, linked in from elsewhere, or writable
+        // by others is moved aside before anything is opened, so nobody
+        // else's file is appended to or trusted for a position.
+        let now = crate::sys::realtime_ms();
+        let mut set_aside = Vec::new();
+        for path in [&lock_path, &seq_path, &log_path] {
+            set_aside.extend(super::set_aside_if_untrusted(path, now)?);
+        }
         let (lock, lock_id) = open_lock(&lock_path)?;
         let sidecar = open_private(&seq_path, false)
             .map_err(|e| StoreError::io("open event log sidecar", &seq_path, e))?;
@@ -176,9 +214,13 @@ impl EventLog {
             lost: 0,
             torn_repairs: 0,
             sync_failures: 0,
+            syncs: 0,
+            refusals: 0,
             unsynced: false,
+            unreported: None,
             last_sync_ms: 0,
             error: None,
+            set_aside,
         };
         if this.opts.fsync != FsyncPolicy::Never {
             this.sync_dir()?;
@@ -192,7 +234,8 @@ impl EventLog {
     /// queued) and was queued for [`EventLog::flush_pending`], or counted in
     /// [`EventLog::lost`] if the queue is full. `Err` when it can never be
     /// written as asked (a symlink at the log, a reserved field name); the
-    /// event is then neither written nor queued.
+    /// event is then neither written nor queued. Without `group_commit`
+    /// the line is committed before this returns.
     pub fn append(
         &mut self,
         ts_ms: u64,
@@ -208,15 +251,25 @@ impl EventLog {
         format_body(&mut body, ts_ms, event, fields);
         let result = self.append_body(&body);
         self.body = body;
+        if self.commits_each_append() {
+            self.commit(ts_ms);
+        }
         result
     }
 
-    /// Retries queued events in order; returns how many landed.
+    /// Retries queued events in order, waiting for the lock at most
+    /// `lock_timeout`; returns how many landed.
     pub fn flush_pending(&mut self) -> usize {
+        self.flush_pending_within(self.opts.lock_timeout)
+    }
+
+    /// The same, waiting for the lock at most `wait` (a stopping daemon,
+    /// whose loop is over, may wait for a writer to finish).
+    pub fn flush_pending_within(&mut self, wait: Duration) -> usize {
         if self.queue.is_empty() {
             return 0;
         }
-        match self.acquire() {
+        match self.acquire_within(wait) {
             Ok(true) => {}
             Ok(false) => return 0,
             Err(e) => {
@@ -226,6 +279,9 @@ impl EventLog {
         }
         let landed = self.drain_locked();
         self.release();
+        if landed > 0 && self.commits_each_append() {
+            self.commit(crate::sys::realtime_ms());
+        }
         landed
     }
 
@@ -250,6 +306,30 @@ impl EventLog {
         self.sync_failures
     }
 
+    /// fdatasync calls made on the log, successful or not: what durability
+    /// costs, counted rather than assumed.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
+    /// Writes the disk refused (full, over quota, I/O error); each left
+    /// its event queued.
+    pub fn refusals(&self) -> u64 {
+        self.refusals
+    }
+
+    /// The highest seq this appender knows to be on stable storage.
+    pub fn durable(&self) -> u64 {
+        let reported = self.known.map_or(0, |k| k.durable);
+        reported.max(self.unreported.map_or(0, |u| u.2))
+    }
+
+    /// Untrusted files that [`EventLog::open`] moved aside; taking them
+    /// clears them.
+    pub fn take_set_aside(&mut self) -> Vec<super::SetAside> {
+        std::mem::take(&mut self.set_aside)
+    }
+
     /// The most recent problem that did not fail the call that met it: a
     /// refused write that was queued, a failed fdatasync or rotation. The
     /// caller logs it; taking it clears it.
@@ -257,34 +337,11 @@ impl EventLog {
         self.error.take()
     }
 
-    /// For [`FsyncPolicy::Interval`]: fdatasync if lines were written since
-    /// the last sync and the interval has passed (`now_ms` on any clock the
-    /// caller uses consistently). Other policies: nothing.
-    pub fn sync_if_due(&mut self, now_ms: u64) {
-        let FsyncPolicy::Interval(every) = self.opts.fsync else {
-            return;
-        };
-        let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
-        let due = now_ms < self.last_sync_ms || now_ms - self.last_sync_ms >= every_ms;
-        if self.unsynced && due {
-            self.last_sync_ms = now_ms;
-            self.sync_log();
-        }
-    }
-
-    /// fdatasync of anything written and not yet synced, whatever the
-    /// policy (for shutdown).
-    pub fn sync(&mut self) -> Result<(), StoreError> {
-        if !self.unsynced {
-            return Ok(());
-        }
-        if let Some(log) = &self.log {
-            log.file
-                .sync_data()
-                .map_err(|e| StoreError::io("fdatasync", &self.log_path, e))?;
-        }
-        self.unsynced = false;
-        Ok(())
+    /// Per-append mode with `Always`: each append is durable before it
+    /// returns. (`Interval` commits only when the caller says, on its
+    /// clock.)
+    fn commits_each_append(&self) -> bool {
+        !self.opts.group_commit && self.opts.fsync == FsyncPolicy::Always
     }
 
     fn append_body(&mut self, body: &str) -> Result<Option<u64>, StoreError> {
@@ -344,77 +401,16 @@ impl EventLog {
         self.queue.push_back(slot);
     }
 
-    /// Takes the exclusive lock, waiting up to `lock_timeout`; `Ok(false)`
-    /// when another writer kept it that long.
-    fn acquire(&mut self) -> Result<bool, StoreError> {
-        let deadline = Instant::now() + self.opts.lock_timeout;
-        let mut pause = Duration::from_micros(500);
-        let mut reopened = 0;
-        loop {
-            match fs2::FileExt::try_lock_exclusive(&self.lock) {
-                Ok(()) => {
-                    match self.lock_is_current() {
-                        Ok(true) => {
-                            self.locked = None;
-                            return Ok(true);
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            let _ = fs2::FileExt::unlock(&self.lock);
-                            return Err(e);
-                        }
-                    }
-                    // The lock file was removed or replaced (an operator
-                    // clearing a "stale lock"): a lock on the old inode
-                    // excludes nobody, so move to the file now at the name.
-                    let _ = fs2::FileExt::unlock(&self.lock);
-                    reopened += 1;
-                    if reopened > 8 {
-                        return Err(StoreError::Refused {
-                            path: self.lock_path.clone(),
-                            reason: "the event log lock file keeps being replaced",
-                        });
-                    }
-                    (self.lock, self.lock_id) = open_lock(&self.lock_path)?;
-                    continue;
-                }
-                Err(e) if is_contended(&e) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StoreError::io("lock", &self.lock_path, e)),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(10));
-        }
-    }
-
-    fn lock_is_current(&self) -> Result<bool, StoreError> {
-        match std::fs::symlink_metadata(&self.lock_path) {
-            Ok(m) => Ok((m.dev(), m.ino()) == self.lock_id),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::io("inspect", &self.lock_path, e)),
-        }
-    }
-
-    fn release(&mut self) {
-        self.locked = None;
-        if let Err(e) = fs2::FileExt::unlock(&self.lock) {
-            // Closing the fd would release it; keeping it open and locked
-            // would stall every other writer, so say so loudly.
-            self.error = Some(StoreError::io("unlock", &self.lock_path, e));
-        }
-    }
-
     /// Writes one line under the lock, rotating afterwards if it is due.
     fn land(&mut self, body: &str) -> Result<Attempt, StoreError> {
         let mut pos = match self.locked {
             Some(p) => p,
             None => match self.prepare_locked() {
                 Ok(p) => p,
-                Err(e) if is_refusal(&e) => return Ok(Attempt::Refused(e)),
+                Err(e) if is_refusal(&e) => {
+                    self.refusals += 1;
+                    return Ok(Attempt::Refused(e));
+                }
                 Err(e) => return Err(e),
             },
         };
@@ -427,6 +423,7 @@ impl EventLog {
             return Err(StoreError::Invalid("event log is not open".into()));
         };
         self.line.clear();
+        // Formatting into a String cannot fail.
         let _ = write!(self.line, "{{\"seq\":{seq}");
         self.line.push_str(body);
         if let Err(e) = log.file.write_all(self.line.as_bytes()) {
@@ -439,6 +436,7 @@ impl EventLog {
             }
             let err = StoreError::io("append to", &self.log_path, e);
             if is_refusal(&err) {
+                self.refusals += 1;
                 return Ok(Attempt::Refused(err));
             }
             return Err(err);
@@ -448,14 +446,7 @@ impl EventLog {
         self.known = Some(pos);
         self.locked = Some(pos);
         self.write_sidecar(pos);
-        match self.opts.fsync {
-            FsyncPolicy::Always => {
-                self.unsynced = true;
-                self.sync_log();
-            }
-            FsyncPolicy::Interval(_) => self.unsynced = true,
-            FsyncPolicy::Never => {}
-        }
+        self.unsynced = self.opts.fsync != FsyncPolicy::Never;
         if pos.size >= self.opts.rotate_bytes {
             if let Err(e) = self.rotate_locked(pos) {
                 self.known = None;
@@ -466,218 +457,11 @@ impl EventLog {
         Ok(Attempt::Landed(seq))
     }
 
-    /// Finds where the log stands, under the lock: which file is
-    /// `events.jsonl` now, its size and last seq, repairing a torn tail.
-    fn prepare_locked(&mut self) -> Result<Position, StoreError> {
-        let meta = match std::fs::symlink_metadata(&self.log_path) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StoreError::io("inspect", &self.log_path, e)),
-        };
-        let current = match (&self.log, &meta) {
-            (Some(log), Some(m)) => log.dev == m.dev() && log.ino == m.ino(),
-            _ => false,
-        };
-        let (dev, ino, size) = match meta {
-            Some(m) if current => (m.dev(), m.ino(), m.len()),
-            _ => {
-                // Rotated by another writer, removed, or replaced: reopen.
-                // Our old handle may hold unsynced lines; settle them first.
-                if self.opts.fsync != FsyncPolicy::Never {
-                    self.sync_log();
-                }
-                self.log = None;
-                let log = open_log(&self.log_path)?;
-                let (id, size) = ((log.dev, log.ino), log.size);
-                self.log = Some(log);
-                (id.0, id.1, size)
-            }
-        };
-        // The sidecar is what the last writer, whoever it was, left; what
-        // this appender remembers covers a sidecar that could not be written.
-        if let Some((last_seq, s, i)) = self.read_sidecar() {
-            if (s, i) == (size, ino) {
-                return Ok(Position {
-                    dev,
-                    ino,
-                    size,
-                    last_seq,
-                });
-            }
-        }
-        if let Some(k) = self.known {
-            if (k.dev, k.ino, k.size) == (dev, ino, size) {
-                return Ok(k);
-            }
-        }
-        self.recover_locked(dev, ino, size)
-    }
-
-    /// The slow path: the sidecar is missing or stale, so read the log's
-    /// tail (and if the log is empty, the newest rotated generation's).
-    fn recover_locked(&mut self, dev: u64, ino: u64, size: u64) -> Result<Position, StoreError> {
-        let Some(log) = self.log.as_mut() else {
-            return Err(StoreError::Invalid("event log is not open".into()));
-        };
-        let tail =
-            scan_tail(&log.file, size).map_err(|e| StoreError::io("read", &self.log_path, e))?;
-        let mut size = size;
-        if tail.complete_len < size {
-            log.file
-                .set_len(tail.complete_len)
-                .map_err(|e| StoreError::io("cut the torn tail of", &self.log_path, e))?;
-            size = tail.complete_len;
-            self.torn_repairs += 1;
-        }
-        let last_seq = match tail.last_seq {
-            Some(s) => s,
-            None => self.newest_generation_seq()?,
-        };
-        let pos = Position {
-            dev,
-            ino,
-            size,
-            last_seq,
-        };
-        self.write_sidecar(pos);
-        Ok(pos)
-    }
-
-    fn newest_generation_seq(&self) -> Result<u64, StoreError> {
-        let gens = list_generations(&self.dir_path)
-            .map_err(|e| StoreError::io("list", &self.dir_path, e))?;
-        for g in gens {
-            let path = generation_path(&self.dir_path, g);
-            let file = match open_read(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io("open", &path, e)),
-            };
-            let size = file
-                .metadata()
-                .map_err(|e| StoreError::io("inspect", &path, e))?
-                .len();
-            let tail = scan_tail(&file, size).map_err(|e| StoreError::io("read", &path, e))?;
-            if let Some(s) = tail.last_seq {
-                return Ok(s);
-            }
-        }
-        Ok(0)
-    }
-
-    /// Moves `events.jsonl` to `.1` (and each `.k` to `.k+1`, dropping what
-    /// falls beyond `keep`) and starts an empty log; seq carries on.
-    fn rotate_locked(&mut self, pos: Position) -> Result<(), StoreError> {
-        if self.opts.fsync != FsyncPolicy::Never {
-            self.sync_log();
-        }
-        for k in (1..self.opts.keep).rev() {
-            let from = generation_path(&self.dir_path, k);
-            let to = generation_path(&self.dir_path, k + 1);
-            match std::fs::rename(&from, &to) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("rotate", &from, e)),
-            }
-        }
-        let first = generation_path(&self.dir_path, 1);
-        std::fs::rename(&self.log_path, &first)
-            .map_err(|e| StoreError::io("rotate", &self.log_path, e))?;
-        self.log = None;
-        self.known = None;
-        self.locked = None;
-        // Not O_EXCL: a writer opening the log for the first time (which
-        // takes no lock) may have created the empty file a moment ago.
-        let log = open_log(&self.log_path)?;
-        let size = log.size;
-        let fresh = Position {
-            dev: log.dev,
-            ino: log.ino,
-            size,
-            last_seq: pos.last_seq,
-        };
-        self.log = Some(log);
-        if size == 0 {
-            self.known = Some(fresh);
-            self.locked = Some(fresh);
-            self.write_sidecar(fresh);
-        }
-        self.drop_old_generations()?;
-        if self.opts.fsync != FsyncPolicy::Never {
-            self.sync_dir()?;
-        }
-        Ok(())
-    }
-
-    /// Removes generations numbered beyond `keep` (left by a larger `keep`
-    /// in an earlier configuration).
-    fn drop_old_generations(&self) -> Result<(), StoreError> {
-        let gens = list_generations(&self.dir_path)
-            .map_err(|e| StoreError::io("list", &self.dir_path, e))?;
-        for g in gens.into_iter().filter(|&g| g > self.opts.keep) {
-            let path = generation_path(&self.dir_path, g);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("remove old generation", &path, e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn read_sidecar(&self) -> Option<(u64, u64, u64)> {
-        let mut buf = [0u8; SIDECAR_LEN];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.sidecar.read_at(&mut buf[filled..], filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        parse_sidecar(&buf[..filled])
-    }
-
-    /// The sidecar is a hint: when it cannot be written, the next writer
-    /// finds it stale and reads the log's tail instead, so a failure here
-    /// costs time, never correctness.
-    fn write_sidecar(&mut self, pos: Position) {
-        self.side_buf.clear();
-        format_sidecar(&mut self.side_buf, pos.last_seq, pos.size, pos.ino);
-        let _ = self.sidecar.write_all_at(self.side_buf.as_bytes(), 0);
-    }
-
-    fn sync_log(&mut self) {
-        if !self.unsynced {
-            return;
-        }
-        let Some(log) = &self.log else {
-            return;
-        };
-        match log.file.sync_data() {
-            Ok(()) => self.unsynced = false,
-            Err(e) => {
-                self.sync_failures += 1;
-                self.error = Some(StoreError::io("fdatasync", &self.log_path, e));
-            }
-        }
-    }
-
     fn sync_dir(&self) -> Result<(), StoreError> {
         self.dir
             .sync_all()
             .map_err(|e| StoreError::io("fsync directory", &self.dir_path, e))
     }
-}
-
-fn open_lock(path: &Path) -> Result<(File, (u64, u64)), StoreError> {
-    let file =
-        open_private(path, false).map_err(|e| StoreError::io("open event log lock", path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| StoreError::io("inspect", path, e))?;
-    Ok((file, (meta.dev(), meta.ino())))
 }
 
 fn open_log(path: &Path) -> Result<OpenLog, StoreError> {
@@ -691,11 +475,6 @@ fn open_log(path: &Path) -> Result<OpenLog, StoreError> {
         size: meta.len(),
         file,
     })
-}
-
-fn is_contended(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-        || e.raw_os_error() == fs2::lock_contended_error().raw_os_error()
 }
 
 fn is_refusal(e: &StoreError) -> bool {
@@ -719,50 +498,10 @@ fn format_body(out: &mut String, ts_ms: u64, event: &str, fields: &[(&str, Val<'
     out.push_str("}\n");
 }
 
-/// A 64-bit mixer (splitmix64's finaliser): a torn or hand-edited sidecar
-/// fails the check instead of passing as a plausible position.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn sidecar_check(seq: u64, size: u64, ino: u64) -> u64 {
-    mix(seq ^ mix(size ^ mix(ino ^ 0x7265_6576_6573_6571)))
-}
-
-fn format_sidecar(out: &mut String, seq: u64, size: u64, ino: u64) {
-    let check = sidecar_check(seq, size, ino);
-    let _ = writeln!(out, "{seq:020} {size:020} {ino:020} {check:016x}");
-}
-
-/// Parses a sidecar into `(last_seq, log_size, inode)`; `None` for anything
-/// that is not exactly what [`format_sidecar`] writes.
-fn parse_sidecar(buf: &[u8]) -> Option<(u64, u64, u64)> {
-    if buf.len() != SIDECAR_LEN || buf[SIDECAR_LEN - 1] != b'\n' {
-        return None;
-    }
-    let text = std::str::from_utf8(&buf[..SIDECAR_LEN - 1]).ok()?;
-    let mut parts = text.split(' ');
-    let mut num = || -> Option<u64> {
-        let p = parts.next()?;
-        if p.len() != 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        p.parse().ok()
-    };
-    let (seq, size, ino) = (num()?, num()?, num()?);
-    let check = parts.next()?;
-    if parts.next().is_some() || check.len() != 16 {
-        return None;
-    }
-    let check = u64::from_str_radix(check, 16).ok()?;
-    (check == sidecar_check(seq, size, ino)).then_some((seq, size, ino))
-}
-
-pub use reader::{read_events, EventReader};
+pub use super::reader::{read_events, EventReader};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod commit_tests;

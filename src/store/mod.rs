@@ -5,14 +5,18 @@
 //! whole or not at all: a snapshot replaces its predecessor only through
 //! temp file, fsync, rename and directory fsync; an event line is written
 //! whole or cut back off. Every file is created 0600 and opened
-//! O_NOFOLLOW|O_CLOEXEC inside a 0700 directory owned by the effective uid,
-//! so a planted symlink is refused, never followed. Nothing a reader finds
-//! on disk can make it panic.
+//! O_NOFOLLOW|O_CLOEXEC inside a directory owned by the effective uid that
+//! nobody else can write, so a planted symlink is refused, never followed,
+//! and a file reeve's user does not own, that has another link, or that
+//! others can write is never used ([`untrusted`]). Nothing a reader finds
+//! on disk can make it panic, and the read-only paths ([`StateDir::inspect`])
+//! change nothing on disk.
 
 pub mod eventlog;
 mod reader;
 pub mod records;
 pub mod snapshot;
+mod trust;
 
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -20,9 +24,11 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use eventlog::{EventLog, FsyncPolicy, LogOptions};
+pub use eventlog::{durable_seq, EventLog, FsyncPolicy, LogOptions};
 pub use reader::{read_events, EventReader};
-pub use snapshot::{load_versioned, write_atomic, Loaded};
+pub use snapshot::{load_versioned, peek_versioned, write_atomic, Loaded};
+pub(crate) use trust::set_aside_if_untrusted;
+pub use trust::{untrusted, SetAside, Shown};
 
 /// Why a store operation failed. Displayed as one line that names the file
 /// and, where there is one, what to do about it.
@@ -43,6 +49,9 @@ pub enum StoreError {
         owner: u32,
         euid: u32,
     },
+    /// Users other than its owner can write the state directory, so they
+    /// could have planted files in it.
+    OpenToOthers { path: PathBuf, mode: u32 },
     /// A caller passed a value the store cannot use (a file name with a
     /// slash, an option of zero).
     Invalid(String),
@@ -90,17 +99,24 @@ impl fmt::Display for StoreError {
             StoreError::Io { op, path, source } => write!(
                 f,
                 "cannot {op} {}: {source}{}",
-                path.display(),
+                Shown(path),
                 hint(source.raw_os_error())
             ),
             StoreError::Refused { path, reason } => {
-                write!(f, "refusing {}: {reason}", path.display())
+                write!(f, "refusing {}: {reason}", Shown(path))
             }
             StoreError::NotOwner { path, owner, euid } => write!(
                 f,
                 "state directory {} is owned by uid {owner}, not by reeve's effective uid \
                  {euid}; chown it or choose another state directory",
-                path.display()
+                Shown(path)
+            ),
+            StoreError::OpenToOthers { path, mode } => write!(
+                f,
+                "state directory {} has mode {mode:04o}: other users can write it and plant \
+                 files; check what is in it, then run chmod 0700 {}",
+                Shown(path),
+                Shown(path)
             ),
             StoreError::Invalid(msg) => f.write_str(msg),
         }
@@ -116,8 +132,8 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// The directory that holds reeve's durable state: 0700, owned by the
-/// effective uid, never a symlink.
+/// The directory that holds reeve's durable state: owned by the effective
+/// uid, writable by nobody else, never a symlink.
 #[derive(Debug)]
 pub struct StateDir {
     path: PathBuf,
@@ -128,21 +144,57 @@ pub struct StateDir {
 
 impl StateDir {
     /// Opens (creating it 0700, and missing parents 0755) the state
-    /// directory. A directory with group or other permission bits is
-    /// tightened to 0700 and [`StateDir::tightened`] reports it.
+    /// directory. A directory others can write is refused (files may have
+    /// been planted in it; the error says how to fix it); one that others
+    /// can only read or search is tightened to 0700 and
+    /// [`StateDir::tightened`] reports it.
     pub fn open(path: &Path) -> Result<StateDir, StoreError> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) => check_kind(path, &meta)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(path)?,
             Err(e) => return Err(StoreError::io("inspect state directory", path, e)),
         }
+        let (handle, mode) = Self::open_checked(path)?;
+        let tightened = mode & 0o077 != 0;
+        if mode != 0o700 {
+            handle
+                .set_permissions(std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StoreError::io("chmod 0700 state directory", path, e))?;
+        }
+        Ok(StateDir {
+            path: path.to_path_buf(),
+            handle,
+            tightened,
+        })
+    }
+
+    /// Opens an existing state directory for reading only (`reeve status`,
+    /// `reeve events`): the same checks as [`StateDir::open`], but nothing
+    /// is created or changed. `Ok(None)` when it does not exist.
+    pub fn inspect(path: &Path) -> Result<Option<StateDir>, StoreError> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => check_kind(path, &meta)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("inspect state directory", path, e)),
+        }
+        let (handle, _) = Self::open_checked(path)?;
+        Ok(Some(StateDir {
+            path: path.to_path_buf(),
+            handle,
+            tightened: false,
+        }))
+    }
+
+    /// Opens the directory and checks the opened directory itself (so a
+    /// swap of the path after the first look changes nothing): a
+    /// directory, owned by the effective uid, not writable by others.
+    /// Returns its permission bits.
+    fn open_checked(path: &Path) -> Result<(File, u32), StoreError> {
         let handle = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| StoreError::io("open state directory", path, e))?;
-        // From here on every check is on the opened directory itself, so a
-        // swap of the path after the first look changes nothing.
         let meta = handle
             .metadata()
             .map_err(|e| StoreError::io("inspect state directory", path, e))?;
@@ -156,17 +208,13 @@ impl StateDir {
             });
         }
         let mode = meta.mode() & 0o7777;
-        let tightened = mode & 0o077 != 0;
-        if mode != 0o700 {
-            handle
-                .set_permissions(std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| StoreError::io("chmod 0700 state directory", path, e))?;
+        if mode & 0o022 != 0 {
+            return Err(StoreError::OpenToOthers {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
-        Ok(StateDir {
-            path: path.to_path_buf(),
-            handle,
-            tightened,
-        })
+        Ok((handle, mode))
     }
 
     pub fn path(&self) -> &Path {
@@ -248,7 +296,8 @@ pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
 pub(crate) const OPEN_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
 
 /// Opens (creating it 0600 if missing) a store file for reading and
-/// writing, refusing a symlink or anything but a regular file.
+/// writing, refusing a symlink, anything but a regular file, and a file
+/// that is [`untrusted`].
 pub(crate) fn open_private(path: &Path, append: bool) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -262,8 +311,8 @@ pub(crate) fn open_private(path: &Path, append: bool) -> io::Result<File> {
     Ok(file)
 }
 
-/// Opens an existing store file read-only, refusing a symlink or anything
-/// but a regular file.
+/// Opens an existing store file read-only, refusing a symlink, anything
+/// but a regular file, and a file that is [`untrusted`].
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -274,13 +323,16 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
 }
 
 fn ensure_regular(file: &File) -> io::Result<()> {
-    if file.metadata()?.file_type().is_file() {
-        Ok(())
-    } else {
-        Err(io::Error::new(
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
-        ))
+        ));
+    }
+    match untrusted(&meta) {
+        None => Ok(()),
+        Some(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
     }
 }
 
@@ -350,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn tightens_loose_dir_and_says_so() {
+    fn tightens_readable_dir_and_says_so() {
         let t = TempDir::new("tighten");
         let p = t.path().join("state");
         std::fs::create_dir(&p).unwrap();
@@ -358,6 +410,67 @@ mod tests {
         let d = StateDir::open(&p).unwrap();
         assert!(d.tightened());
         assert_eq!(mode(&p), 0o700);
+    }
+
+    #[test]
+    fn refuses_dir_others_can_write_and_says_how_to_fix_it() {
+        let t = TempDir::new("writable");
+        for m in [0o777, 0o1777, 0o720, 0o702] {
+            let p = t.path().join(format!("state-{m:o}"));
+            std::fs::create_dir(&p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+            let err = StateDir::open(&p).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, StoreError::OpenToOthers { .. }), "{msg}");
+            assert!(
+                msg.contains(&format!("chmod 0700 {}", p.display())),
+                "{msg}"
+            );
+            assert!(!msg.contains('\n'), "{msg}");
+            assert_eq!(mode(&p), m, "left as it was");
+            assert!(StateDir::inspect(&p).is_err());
+        }
+    }
+
+    #[test]
+    fn inspect_changes_nothing() {
+        let t = TempDir::new("inspect");
+        let p = t.path().join("state");
+        assert!(StateDir::inspect(&p).unwrap().is_none());
+        assert!(!p.exists(), "inspect does not create");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(StateDir::inspect(&p).unwrap().is_some());
+        assert_eq!(mode(&p), 0o755, "inspect does not tighten");
+    }
+
+    #[test]
+    fn untrusted_files_are_not_opened() {
+        let t = TempDir::new("untrusted");
+        let d = StateDir::open(&t.path().join("state")).unwrap();
+        let a = d.path().join("a");
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o600)).unwrap();
+        open_read(&a).unwrap();
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o622)).unwrap();
+        let err = open_read(&a).unwrap_err();
+        assert!(err.to_string().contains("other users write"), "{err}");
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::hard_link(&a, t.path().join("elsewhere")).unwrap();
+        let err = open_private(&a, true).unwrap_err();
+        assert!(err.to_string().contains("hard links"), "{err}");
+    }
+
+    #[test]
+    fn paths_with_control_characters_show_on_one_line() {
+        let e = StoreError::io(
+            "open",
+            Path::new("/s/evil\nname\t"),
+            io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        let s = e.to_string();
+        assert!(!s.contains('\n') && !s.contains('\t'), "{s}");
+        assert!(s.contains("/s/evil\\nname\\t"), "{s}");
     }
 
     #[test]
@@ -386,6 +499,10 @@ mod tests {
         std::fs::create_dir(&p).unwrap();
         let other = crate::sys::geteuid().wrapping_add(4242);
         if std::os::unix::fs::chown(&p, Some(other), None).is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot chown under CI: the owner check must run"
+            );
             eprintln!("note: cannot chown here (not root); skipping the owner check");
             return;
         }

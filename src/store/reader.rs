@@ -3,10 +3,12 @@
 //! backwards tail scan writers use to recover the last sequence number.
 //!
 //! Invariant: nothing on disk can make a reader fail or panic once the
-//! files are open. An undecodable line is skipped and counted, an
-//! unterminated last line (a torn tail, or a line being written right now)
-//! is never yielded, and an overlong line is skipped without being held in
-//! memory.
+//! directory can be listed. A generation that cannot be used (unreadable,
+//! not a regular file, untrusted) is skipped with a warning
+//! ([`EventReader::warnings`]); an undecodable line is skipped and counted,
+//! an unterminated last line (a torn tail, or a line being written right
+//! now) is never yielded, and an overlong line is skipped without being
+//! held in memory. Reading changes nothing on disk.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{open_read, StoreError};
+use super::{open_read, Shown, StoreError};
 
 pub(crate) const LOG_NAME: &str = "events.jsonl";
 pub(crate) const LOCK_NAME: &str = "events.lock";
@@ -140,22 +142,33 @@ pub fn read_events(dir: &Path, since_seq: Option<u64>) -> Result<EventReader, St
     let lock = shared_lock(dir);
     let gens = list_generations(dir).map_err(|e| StoreError::io("list", dir, e))?;
     let mut files = VecDeque::with_capacity(gens.len() + 1);
+    let mut warnings = Vec::new();
+    let mut unusable = |path: &Path, what: &str, e: io::Error| {
+        warnings.push(format!(
+            "{}: cannot {what} it: {e}; its events are skipped",
+            Shown(path)
+        ));
+    };
     for &k in gens.iter().rev() {
         let path = generation_path(dir, k);
         let file = match open_read(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(StoreError::io("open", &path, e)),
+            Err(e) => {
+                unusable(&path, "use", e);
+                continue;
+            }
         };
         if let Some(since) = since_seq {
             // A whole generation at or below `since` is skipped unread.
-            let size = file
-                .metadata()
-                .map_err(|e| StoreError::io("inspect", &path, e))?
-                .len();
-            let tail = scan_tail(&file, size).map_err(|e| StoreError::io("read", &path, e))?;
-            if tail.last_seq.is_some_and(|s| s <= since) {
-                continue;
+            let tail = file.metadata().and_then(|m| scan_tail(&file, m.len()));
+            match tail {
+                Ok(t) if t.last_seq.is_some_and(|s| s <= since) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    unusable(&path, "read", e);
+                    continue;
+                }
             }
         }
         files.push_back((file, false));
@@ -164,7 +177,12 @@ pub fn read_events(dir: &Path, since_seq: Option<u64>) -> Result<EventReader, St
     match open_read(&path) {
         Ok(f) => files.push_back((f, true)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io("open", &path, e)),
+        // A symlink at the live log is refused outright: something is
+        // wrong with the directory itself, not with one old generation.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StoreError::io("open", &path, e))
+        }
+        Err(e) => unusable(&path, "use", e),
     }
     drop(lock);
     Ok(EventReader {
@@ -174,6 +192,7 @@ pub fn read_events(dir: &Path, since_seq: Option<u64>) -> Result<EventReader, St
         since: since_seq.unwrap_or(0),
         floor: since_seq.is_some(),
         skipped: 0,
+        warnings,
     })
 }
 
@@ -206,12 +225,18 @@ pub struct EventReader {
     /// ... when set (otherwise seq 0 is a valid first event too).
     floor: bool,
     skipped: u64,
+    warnings: Vec<String>,
 }
 
 impl EventReader {
     /// Lines that were not a JSON object with a whole-number `seq`.
     pub fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// Files that were skipped, one line each, for the caller to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 }
 

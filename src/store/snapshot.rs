@@ -6,8 +6,10 @@
 //! is fsynced, renamed over the name, and the directory is fsynced; any
 //! failure before the rename removes the temp file and leaves the previous
 //! file as it was. A file that cannot be used on load (unreadable, corrupt,
-//! a symlink, written by a newer reeve) is renamed aside, never deleted and
-//! never followed.
+//! a symlink, written by a newer reeve, or untrusted: another user's, with
+//! another hard link, or writable by others) is renamed aside, never
+//! deleted and never followed. [`peek_versioned`] reads the same way but
+//! only reports what it cannot use, for the read-only commands.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 
-use super::{check_name, StateDir, StoreError, OPEN_FLAGS};
+use super::{check_name, untrusted, Shown, StateDir, StoreError, OPEN_FLAGS};
 
 /// A snapshot larger than this is not state reeve wrote.
 const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
@@ -130,6 +132,26 @@ pub fn load_versioned<T: DeserializeOwned>(
     }
 }
 
+/// Reads `dir/name` like [`load_versioned`] but changes nothing: a file
+/// that cannot be used is reported (`Err`, one line naming it) and left in
+/// place. `Ok(None)` when there is no file.
+pub fn peek_versioned<T: DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    current_version: u32,
+) -> Result<Option<T>, String> {
+    check_name(name).map_err(|e| e.to_string())?;
+    let path = dir.join(name);
+    let unusable = |why: String| format!("{}: {why}", Shown(&path));
+    let Some(bytes) = read_snapshot(&path).map_err(unusable)? else {
+        return Ok(None);
+    };
+    match decode(&bytes, current_version) {
+        Ok(v) => Ok(Some(v)),
+        Err(Rejected::Newer(why) | Rejected::Corrupt(why)) => Err(unusable(why)),
+    }
+}
+
 /// `Ok(None)` when there is no file; `Err(reason)` when there is one that
 /// cannot be read as a snapshot.
 fn read_snapshot(path: &Path) -> Result<Option<Vec<u8>>, String> {
@@ -150,6 +172,9 @@ fn read_snapshot(path: &Path) -> Result<Option<Vec<u8>>, String> {
         .map_err(|e| format!("cannot inspect it: {e}"))?;
     if !meta.file_type().is_file() {
         return Err("it is not a regular file".into());
+    }
+    if let Some(why) = untrusted(&meta) {
+        return Err(why);
     }
     if meta.len() > MAX_SNAPSHOT_BYTES {
         return Err(format!(
@@ -212,8 +237,8 @@ fn set_aside<T>(path: &Path, kind: &str, now_ms: u64, reason: String) -> Loaded<
                 return Loaded::Unusable {
                     reason: format!(
                         "{} {reason}, and {} cannot be checked: {e}",
-                        path.display(),
-                        moved_to.display()
+                        Shown(path),
+                        Shown(&moved_to)
                     ),
                 }
             }
@@ -221,13 +246,13 @@ fn set_aside<T>(path: &Path, kind: &str, now_ms: u64, reason: String) -> Loaded<
         // rename(2) moves a symlink itself, never its target.
         return match std::fs::rename(path, &moved_to) {
             Ok(()) => Loaded::SetAside {
-                reason: format!("{}: {reason}", path.display()),
+                reason: format!("{}: {reason}", Shown(path)),
                 moved_to,
             },
             Err(e) => Loaded::Unusable {
                 reason: format!(
                     "{}: {reason}, and it cannot be renamed aside: {e}",
-                    path.display()
+                    Shown(path)
                 ),
             },
         };
@@ -235,7 +260,7 @@ fn set_aside<T>(path: &Path, kind: &str, now_ms: u64, reason: String) -> Loaded<
     Loaded::Unusable {
         reason: format!(
             "{}: {reason}, and no free name is left to set it aside",
-            path.display()
+            Shown(path)
         ),
     }
 }

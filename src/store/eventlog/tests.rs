@@ -1,3 +1,4 @@
+use super::sidecar::{format_sidecar, mix, parse_sidecar, Sidecar};
 use super::*;
 use crate::store::read_events;
 use crate::store::testdir::TempDir;
@@ -17,6 +18,15 @@ fn quick() -> LogOptions {
         fsync: FsyncPolicy::Never,
         lock_timeout: Duration::from_millis(30),
         ..LogOptions::default()
+    }
+}
+
+fn sidecar_of(seq: u64, size: u64, ino: u64) -> Sidecar {
+    Sidecar {
+        seq,
+        size,
+        ino,
+        durable: 0,
     }
 }
 
@@ -189,7 +199,7 @@ fn stale_missing_or_forged_sidecar_recovers_the_right_seq() {
     // Right shape and size, wrong check (a torn or hand-edited sidecar).
     let meta = std::fs::metadata(d.path().join("events.jsonl")).unwrap();
     let mut s = String::new();
-    format_sidecar(&mut s, 100, meta.len(), meta.ino());
+    format_sidecar(&mut s, sidecar_of(100, meta.len(), meta.ino()));
     let forged = s.replacen("0000000100", "0000000200", 1);
     std::fs::write(&side, forged).unwrap();
     let mut log = EventLog::open(&d, quick()).unwrap();
@@ -212,7 +222,7 @@ fn a_matching_sidecar_is_trusted_without_reading_the_log() {
     // its seq is used as is.
     let meta = std::fs::metadata(d.path().join("events.jsonl")).unwrap();
     let mut s = String::new();
-    format_sidecar(&mut s, 41, meta.len(), meta.ino());
+    format_sidecar(&mut s, sidecar_of(41, meta.len(), meta.ino()));
     std::fs::write(d.path().join("events.seq"), s).unwrap();
     let mut log = EventLog::open(&d, quick()).unwrap();
     assert_eq!(ev(&mut log, "b"), Some(42));
@@ -462,14 +472,14 @@ fn interval_sync_runs_at_most_once_per_interval() {
     let mut log = EventLog::open(&d, opts).unwrap();
     ev(&mut log, "a");
     assert!(log.unsynced);
-    log.sync_if_due(500);
+    log.commit(500);
     assert!(log.unsynced, "not due yet");
-    log.sync_if_due(1_000);
+    log.commit(1_000);
     assert!(!log.unsynced);
     ev(&mut log, "b");
-    log.sync_if_due(1_500);
+    log.commit(1_500);
     assert!(log.unsynced);
-    log.sync_if_due(2_000);
+    log.commit(2_000);
     assert!(!log.unsynced);
     assert_eq!(log.sync_failures(), 0);
     ev(&mut log, "c");
@@ -492,9 +502,15 @@ fn steady_state_appends_reuse_their_buffers() {
 #[test]
 fn sidecar_parses_only_its_own_format() {
     let mut s = String::new();
-    format_sidecar(&mut s, 7, 1234, 99);
+    let want = Sidecar {
+        seq: 7,
+        size: 1234,
+        ino: 99,
+        durable: 5,
+    };
+    format_sidecar(&mut s, want);
     assert_eq!(s.len(), SIDECAR_LEN);
-    assert_eq!(parse_sidecar(s.as_bytes()), Some((7, 1234, 99)));
+    assert_eq!(parse_sidecar(s.as_bytes()), Some(want));
     let b = s.as_bytes();
     for i in 0..b.len() {
         let mut c = b.to_vec();

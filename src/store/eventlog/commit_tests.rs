@@ -1,0 +1,118 @@
+//! Group commit: how many fdatasyncs appends cost, where the durable point
+//! is reported, and that a writer in daemon mode never waits for the lock.
+
+use super::*;
+use crate::store::testdir::TempDir;
+use std::time::Instant;
+
+fn setup(tag: &str) -> (TempDir, StateDir) {
+    let t = TempDir::new(tag);
+    let d = StateDir::open(&t.path().join("state")).unwrap();
+    (t, d)
+}
+
+fn daemon_mode() -> LogOptions {
+    LogOptions {
+        fsync: FsyncPolicy::Always,
+        lock_timeout: Duration::ZERO,
+        group_commit: true,
+        ..LogOptions::default()
+    }
+}
+
+fn ev(log: &mut EventLog) -> Option<u64> {
+    log.append(1_000, "discovered", &[("pid", Val::U(42))])
+        .unwrap()
+}
+
+#[test]
+fn a_wakeup_of_appends_costs_one_fdatasync() {
+    let (_t, d) = setup("group");
+    let mut log = EventLog::open(&d, daemon_mode()).unwrap();
+    for i in 1..=100 {
+        assert_eq!(ev(&mut log), Some(i));
+    }
+    assert_eq!(log.syncs(), 0, "appends alone never sync");
+    assert_eq!(durable_seq(d.path()), Some(0), "nothing is durable yet");
+    log.commit(1);
+    assert_eq!(log.syncs(), 1);
+    assert_eq!(log.durable(), 100);
+    assert_eq!(durable_seq(d.path()), Some(100));
+    // A wakeup that appended nothing syncs nothing.
+    log.commit(2);
+    assert_eq!(log.syncs(), 1);
+    ev(&mut log);
+    log.commit(3);
+    assert_eq!((log.syncs(), durable_seq(d.path())), (2, Some(101)));
+}
+
+#[test]
+fn per_append_mode_syncs_every_append_and_reports_it() {
+    let (_t, d) = setup("per-append");
+    let mut log = EventLog::open(&d, LogOptions::default()).unwrap();
+    for i in 1..=5 {
+        assert_eq!(ev(&mut log), Some(i));
+        assert_eq!(log.syncs(), i);
+        assert_eq!(durable_seq(d.path()), Some(i));
+    }
+    let never = LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..LogOptions::default()
+    };
+    let mut log = EventLog::open(&d, never).unwrap();
+    ev(&mut log);
+    log.commit(1);
+    assert_eq!(log.syncs(), 0);
+    assert_eq!(durable_seq(d.path()), Some(5), "never claims more");
+}
+
+#[test]
+fn a_held_lock_neither_blocks_nor_loses_and_the_durable_point_follows() {
+    let (_t, d) = setup("held");
+    let mut log = EventLog::open(&d, daemon_mode()).unwrap();
+    assert_eq!(ev(&mut log), Some(1));
+    let other = File::open(d.path().join("events.lock")).unwrap();
+    fs2::FileExt::lock_exclusive(&other).unwrap();
+    let t0 = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(ev(&mut log), None);
+    }
+    assert_eq!(log.flush_pending(), 0);
+    // The line written before the lock was taken is synced; the report of
+    // it waits for the lock.
+    log.commit(1);
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "the daemon's writer waited for the lock: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(log.pending(), 50);
+    assert_eq!(log.durable(), 1);
+    assert_eq!(durable_seq(d.path()), Some(0));
+    fs2::FileExt::unlock(&other).unwrap();
+    assert_eq!(log.flush_pending(), 50);
+    log.commit(2);
+    assert_eq!(durable_seq(d.path()), Some(51));
+    assert_eq!(log.lost(), 0);
+}
+
+#[test]
+fn durable_point_survives_rotation_and_other_writers() {
+    let (_t, d) = setup("rotate-durable");
+    let opts = LogOptions {
+        rotate_bytes: 300,
+        ..daemon_mode()
+    };
+    let mut log = EventLog::open(&d, opts).unwrap();
+    for _ in 0..10 {
+        ev(&mut log);
+    }
+    log.commit(1);
+    assert_eq!(durable_seq(d.path()), Some(10));
+    let mut cli = EventLog::open(&d, LogOptions::default()).unwrap();
+    assert_eq!(ev(&mut cli), Some(11));
+    assert_eq!(durable_seq(d.path()), Some(11));
+    assert_eq!(ev(&mut log), Some(12));
+    log.commit(2);
+    assert_eq!(durable_seq(d.path()), Some(12));
+}
