@@ -920,7 +920,7 @@ const ENCODE: [&str; 12] = [
 #[test]
 fn real_ffmpeg() {
     let Some(ffmpeg) = on_path("ffmpeg") else {
-        eprintln!("SKIPPED real_ffmpeg: ffmpeg is not installed (Debian package ffmpeg)");
+        common::require(false, "ffmpeg is not installed (Debian package ffmpeg)");
         return;
     };
     let sub = Subtree::new();
