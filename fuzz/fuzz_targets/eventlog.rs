@@ -2,7 +2,8 @@
 //! input is `<sidecar> NUL <log>` (no NUL: no sidecar, all log): the bytes
 //! become `events.seq` and `events.jsonl` in a fresh state directory. The
 //! writer opens the log (sidecar parser, tail recovery and torn-tail
-//! repair) and appends one event, which must land; the reader (`reeve
+//! repair) and appends one event, which is written or refused, never
+//! queued; the reader (`reeve
 //! events`) skips and counts what it cannot decode, never panics, and
 //! yields increasing seqs. The directory is removed after every input.
 #![no_main]
@@ -47,10 +48,12 @@ fuzz_target!(|data: &[u8]| {
         ..LogOptions::default()
     };
     let mut writer = EventLog::open(&dir, opts).expect("open the event log");
+    // Nothing contends for this private log and the disk has room, so the
+    // event is written or refused (an exhausted seq), never queued.
     let landed = writer.append(1, "fuzz", &[("n", Val::U(1))]);
     assert!(
-        matches!(landed, Ok(Some(_))),
-        "an append to a private log must land: {landed:?}"
+        !matches!(landed, Ok(None) | Ok(Some(0))),
+        "an append to a private log is written or refused: {landed:?}"
     );
     drop(writer);
     read_back(&path);
