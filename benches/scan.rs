@@ -7,6 +7,10 @@
 //! latency through the netlink proc connector, and the resident memory of
 //! `reeve watch` tracking 1,020 processes.
 //!
+//! `REEVE_BENCH_QUICK=1` runs a smoke-sized plan (100 + 100 processes, a few
+//! rounds) that prints the same goal lines: CI runs it so that a bench which
+//! breaks or stops printing a goal fails, without trusting its timings.
+//!
 //! reeve never discovers its own descendants, so the in-process measurements
 //! run in a worker: this binary re-executed with `REEVE_BENCH_WORKER` set, a
 //! sibling of the targets rather than their parent, speaking JSON lines over
@@ -31,14 +35,53 @@ use reeve::sys;
 use reeve::table::Refusal;
 use serde_json::{json, Value};
 
-const BACKGROUND: usize = 1000;
 const TARGETS: usize = 20;
-const EXTRA_TARGETS: usize = 1000;
-const SCAN_ROUNDS: usize = 200;
-const WARMUP_ROUNDS: usize = 5;
-const PROCESS_RUNS: usize = 50;
-const EXECS: usize = 1000;
 const CAPACITY: usize = 4096;
+
+/// How much work one run does. CI runs the quick plan: it proves the bench
+/// still runs end to end and prints every goal line, and its figures are not
+/// measurements (too few rounds, a smaller process table).
+struct Plan {
+    background: usize,
+    extra_targets: usize,
+    scan_rounds: usize,
+    warmup_rounds: usize,
+    process_runs: usize,
+    execs: usize,
+}
+
+const FULL: Plan = Plan {
+    background: 1000,
+    extra_targets: 1000,
+    scan_rounds: 200,
+    warmup_rounds: 5,
+    process_runs: 50,
+    execs: 1000,
+};
+
+const QUICK: Plan = Plan {
+    background: 100,
+    extra_targets: 100,
+    scan_rounds: 10,
+    warmup_rounds: 1,
+    process_runs: 5,
+    execs: 50,
+};
+
+/// `REEVE_BENCH_QUICK=1` selects the quick plan (the worker inherits it).
+const QUICK_ENV: &str = "REEVE_BENCH_QUICK";
+
+fn quick() -> bool {
+    std::env::var(QUICK_ENV).is_ok_and(|v| v == "1")
+}
+
+fn plan() -> &'static Plan {
+    if quick() {
+        &QUICK
+    } else {
+        &FULL
+    }
+}
 /// The kernel keeps 15 bytes of a process name in comm.
 const COMM_MAX: usize = 15;
 
@@ -441,15 +484,20 @@ fn worker_scan() -> Res<()> {
             first.discovered
         ));
     }
-    let mut naive_ns = Vec::with_capacity(SCAN_ROUNDS);
-    let mut cold_ns = Vec::with_capacity(SCAN_ROUNDS);
-    let mut cold_exe_ns = Vec::with_capacity(SCAN_ROUNDS);
-    let mut steady_ns = Vec::with_capacity(SCAN_ROUNDS);
+    let Plan {
+        scan_rounds,
+        warmup_rounds,
+        ..
+    } = *plan();
+    let mut naive_ns = Vec::with_capacity(scan_rounds);
+    let mut cold_ns = Vec::with_capacity(scan_rounds);
+    let mut cold_exe_ns = Vec::with_capacity(scan_rounds);
+    let mut steady_ns = Vec::with_capacity(scan_rounds);
     let (mut naive_min, mut naive_max, mut listed) = (usize::MAX, 0, 0);
     let mut steady_events = 0u32;
     let mut steady_found = 0u32;
-    for round in 0..WARMUP_ROUNDS + SCAN_ROUNDS {
-        let keep = round >= WARMUP_ROUNDS;
+    for round in 0..warmup_rounds + scan_rounds {
+        let keep = round >= warmup_rounds;
         // Rotating the order cancels drift and cache effects between variants.
         for step in 0..4 {
             match (round + step) % 4 {
@@ -816,8 +864,9 @@ fn bench_processes(
     }
     check_lines("pgrep -x", &capture(pgrep, &pgrep_args, &out)?, TARGETS)?;
 
-    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(PROCESS_RUNS); bins.len()];
-    for run in 0..PROCESS_RUNS + 2 {
+    let runs = plan().process_runs;
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(runs); bins.len()];
+    for run in 0..runs + 2 {
         for step in 0..bins.len() {
             let i = (run + step) % bins.len();
             let (bin, args) = bins[i];
@@ -862,11 +911,12 @@ fn bench_netlink(target_path: &Path, target: &str) -> Res<Latency> {
             info: format!("proc connector unavailable: {e}"),
         });
     }
-    let mut lat = Vec::with_capacity(EXECS);
-    let mut delivery = Vec::with_capacity(EXECS);
-    let mut handling = Vec::with_capacity(EXECS);
+    let execs = plan().execs;
+    let mut lat = Vec::with_capacity(execs);
+    let mut delivery = Vec::with_capacity(execs);
+    let mut handling = Vec::with_capacity(execs);
     let (mut timeouts, mut no_exec_event) = (0, 0);
-    for _ in 0..EXECS {
+    for _ in 0..execs {
         let mut kid = Kid(command(target_path, &["600"])
             .spawn()
             .map_err(|e| format!("cannot spawn a target: {e}"))?);
@@ -1069,28 +1119,39 @@ fn run() -> Res<()> {
     );
     let musl = musl_path.is_file().then_some(musl_path.as_path());
 
-    eprintln!("scan bench: spawning {BACKGROUND} background processes and {TARGETS} targets");
+    let Plan {
+        background,
+        extra_targets,
+        scan_rounds,
+        process_runs,
+        execs,
+        ..
+    } = *plan();
+    if quick() {
+        eprintln!("scan bench: QUICK mode ({QUICK_ENV}=1): a smoke run, not a measurement");
+    }
+    eprintln!("scan bench: spawning {background} background processes and {TARGETS} targets");
     let mut herd = Herd::default();
-    for _ in 0..BACKGROUND {
+    for _ in 0..background {
         herd.spawn(&mut command(&bg_path, &["600"]))?;
     }
     for _ in 0..TARGETS {
         herd.spawn(&mut command(&target_path, &["600"]))?;
     }
 
-    eprintln!("scan bench: 1/4 in-process scans ({SCAN_ROUNDS} rounds)");
+    eprintln!("scan bench: 1/4 in-process scans ({scan_rounds} rounds)");
     let inproc = bench_in_process(&target)?;
-    eprintln!("scan bench: 2/4 reeve scan vs pgrep ({PROCESS_RUNS} runs each)");
+    eprintln!("scan bench: 2/4 reeve scan vs pgrep ({process_runs} runs each)");
     let procs = bench_processes(&reeve, musl, &scan_config, comm, &tmp.0)?;
-    eprintln!("scan bench: 3/4 netlink exec->discovered ({EXECS} execs)");
+    eprintln!("scan bench: 3/4 netlink exec->discovered ({execs} execs)");
     let latency = bench_netlink(&target_path, &target)?;
 
-    eprintln!("scan bench: 4/4 reeve watch RSS with {EXTRA_TARGETS} more targets");
+    eprintln!("scan bench: 4/4 reeve watch RSS with {extra_targets} more targets");
     let mut extra = Herd::default();
-    for _ in 0..EXTRA_TARGETS {
+    for _ in 0..extra_targets {
         extra.spawn(&mut command(&target_path, &["600"]))?;
     }
-    let tracked = TARGETS + EXTRA_TARGETS;
+    let tracked = TARGETS + extra_targets;
     let rss_glibc = measure_watch(
         &reeve,
         &watch_config("glibc")?,
@@ -1113,8 +1174,14 @@ fn run() -> Res<()> {
     let proc_ratio = procs.reeve.median / procs.pgrep.median;
 
     println!();
+    if quick() {
+        println!(
+            "QUICK MODE ({QUICK_ENV}=1): too few rounds and processes to mean anything; \
+             goal lines printed to prove the bench runs, not to be quoted"
+        );
+    }
     println!(
-        "reeve scan benchmark ({BACKGROUND} background + {TARGETS} targets, {others} other processes; {} pids in /proc during scans)",
+        "reeve scan benchmark ({background} background + {TARGETS} targets, {others} other processes; {} pids in /proc during scans)",
         inproc.listed
     );
     println!(
@@ -1202,7 +1269,7 @@ fn run() -> Res<()> {
     );
     println!();
     println!(
-        "details: {SCAN_ROUNDS} interleaved rounds per in-process variant; {PROCESS_RUNS} interleaved runs per process"
+        "details: {scan_rounds} interleaved rounds per in-process variant; {process_runs} interleaved runs per process"
     );
     println!(
         "details: reeve cold scan with an exe rule instead (one readlink of /proc/<pid>/exe per process, which the baselines do not do): median {:.0}us p90 {:.0}us ({:.2}x naive)",
@@ -1221,7 +1288,7 @@ fn run() -> Res<()> {
         );
     }
     println!(
-        "details: netlink {} of {EXECS} execs measured, {} timed out, {} without an exec event; {}",
+        "details: netlink {} of {execs} execs measured, {} timed out, {} without an exec event; {}",
         latency.measured, latency.timeouts, latency.no_exec_event, latency.info
     );
     println!(

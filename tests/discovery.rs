@@ -183,6 +183,11 @@ fn discovers_and_notices_exit(mode: &str, source: &str) {
         "started: {started}"
     );
     assert_eq!(started["capacity"], 4096, "started: {started}");
+    assert_eq!(started["state_dir"], cfg["state_dir"], "started: {started}");
+    assert_eq!(
+        started["cgroup_root"], "none: no rule sets limits or a pool",
+        "started: {started}"
+    );
     assert!(started["ts_ms"].is_u64(), "started: {started}");
     // Let the first scan pass, so that in netlink mode the target can only
     // be found through the connector before the next scan is due.

@@ -816,7 +816,13 @@ fn watch_adopts_run_job() {
     let target = Target::new(dir.path());
     let cfg = watch_config(&dir, &sub, "enc", &target.name, json!({"pool": "enc"}));
     let mut d = Daemon::start(&cfg, dir.path());
-    d.wait_started();
+    let started = d.wait_started();
+    assert_eq!(
+        started["cgroup_root"].as_str(),
+        Some(sub.root().to_str().expect("UTF-8 test path")),
+        "started names the cgroup root: {started}"
+    );
+    assert!(started["state_dir"].is_string(), "started: {started}");
     d.wait_scans(1, WAIT);
 
     // A target started behind reeve's back is attached to the pool.
@@ -919,7 +925,7 @@ const ENCODE: [&str; 12] = [
 #[test]
 fn real_ffmpeg() {
     let Some(ffmpeg) = on_path("ffmpeg") else {
-        eprintln!("SKIPPED real_ffmpeg: ffmpeg is not installed (Debian package ffmpeg)");
+        common::require(false, "ffmpeg is not installed (Debian package ffmpeg)");
         return;
     };
     let sub = Subtree::new();

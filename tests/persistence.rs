@@ -3,12 +3,11 @@
 //! and a full disk neither corrupts the state snapshot nor loses events
 //! that can be written once space returns.
 //!
-//! Concurrency uses real processes: the test binary re-runs itself as
-//! `child_appender` (a no-op unless the environment says otherwise). The
-//! full-disk test mounts a 256 KiB tmpfs and skips with a note when it
-//! cannot (not root), except under CI=true, where it fails. The loop tests
-//! hold `events.lock` from another process (util-linux `flock`) and give
-//! the daemon a full stderr pipe nobody reads.
+//! Concurrency uses real processes: the test forks one writer process per
+//! appender. The full-disk tests mount a small tmpfs, which needs root
+//! (`common::require`: a failure under CI=true, a visible skip elsewhere).
+//! The loop tests hold `events.lock` from another process (util-linux
+//! `flock`) and give the daemon a full stderr pipe nobody reads.
 
 mod common;
 
@@ -25,10 +24,6 @@ use reeve::store::{
     load_versioned, read_events, write_atomic, EventLog, FsyncPolicy, Loaded, LogOptions, StateDir,
 };
 use serde_json::Value;
-
-const CHILD_DIR: &str = "REEVE_TEST_APPENDER_DIR";
-const CHILD_COUNT: &str = "REEVE_TEST_APPENDER_COUNT";
-const CHILD_ID: &str = "REEVE_TEST_APPENDER_ID";
 
 /// Every line of every generation, read raw (not through the reader, which
 /// drops repeated seqs and so could hide a duplicate).
@@ -58,16 +53,9 @@ fn seqs(events: &[Value]) -> Vec<u64> {
     events.iter().map(|v| v["seq"].as_u64().unwrap()).collect()
 }
 
-/// Runs inside a child process started by
-/// `concurrent_writers_get_unique_contiguous_seqs`; returns at once otherwise.
-#[test]
-fn child_appender() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
-        return;
-    };
-    let count: u64 = std::env::var(CHILD_COUNT).unwrap().parse().unwrap();
-    let id: u64 = std::env::var(CHILD_ID).unwrap().parse().unwrap();
-    let d = StateDir::open(Path::new(&dir)).unwrap();
+/// Appends `count` events as writer `id`: what each writer process does.
+fn append_as(dir: &Path, id: u64, count: u64) -> Result<(), String> {
+    let d = StateDir::open(dir).map_err(|e| e.to_string())?;
     let opts = LogOptions {
         fsync: FsyncPolicy::Never,
         rotate_bytes: 64 * 1024,
@@ -77,24 +65,56 @@ fn child_appender() {
         lock_timeout: Duration::from_millis(20),
         group_commit: false,
     };
-    let mut log = EventLog::open(&d, opts).unwrap();
+    let mut log = EventLog::open(&d, opts).map_err(|e| e.to_string())?;
     for i in 0..count {
         log.append(
             common::now_ms(),
             "child",
             &[("child", Val::U(id)), ("i", Val::U(i))],
         )
-        .unwrap();
+        .map_err(|e| format!("append {i}: {e}"))?;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while log.pending() > 0 {
-        assert!(Instant::now() < deadline, "queue never drained");
+        if Instant::now() >= deadline {
+            return Err("queue never drained".into());
+        }
         log.flush_pending();
     }
-    assert_eq!(log.lost(), 0);
-    if let Some(e) = log.take_error() {
-        panic!("child {id}: {e}");
+    if log.lost() != 0 {
+        return Err(format!("{} events lost", log.lost()));
     }
+    match log.take_error() {
+        Some(e) => Err(e.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// Runs [`append_as`] in a forked child process and returns its pid. The
+/// child touches no lock another thread of the harness could hold at the
+/// fork (no environment, no captured output), reports a failure on fd 2
+/// itself and leaves with `_exit`.
+fn fork_appender(dir: &Path, id: u64, count: u64) -> libc::pid_t {
+    // SAFETY: fork(2) has no memory preconditions; the child runs only
+    // append_as (file I/O and allocation, both fork-safe with glibc) and
+    // ends in _exit without unwinding into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match std::panic::catch_unwind(|| append_as(dir, id, count)) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                let msg = format!("writer {id}: {e}\n");
+                // SAFETY: write(2) of a live buffer to fd 2.
+                unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+                1
+            }
+            Err(_) => 2,
+        };
+        // SAFETY: ends the child without running the harness's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    pid
 }
 
 #[test]
@@ -104,33 +124,24 @@ fn concurrent_writers_get_unique_contiguous_seqs() {
     let t = TempDir::new("persist-concurrent");
     let dir = t.join("state");
     StateDir::open(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..CHILDREN)
-        .map(|id| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "child_appender",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_DIR, &dir)
-                .env(CHILD_COUNT, EACH.to_string())
-                .env(CHILD_ID, id.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+    let pids: Vec<libc::pid_t> = (0..CHILDREN)
+        .map(|id| fork_appender(&dir, id, EACH))
+        .collect();
+    // Every child is reaped before anything is asserted.
+    let statuses: Vec<(libc::pid_t, i32)> = pids
+        .iter()
+        .map(|&pid| {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(r, pid, "waitpid {pid}: {}", std::io::Error::last_os_error());
+            (pid, status)
         })
         .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    for (pid, status) in statuses {
         assert!(
-            out.status.success(),
-            "child failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "writer process {pid} failed (wait status {status:#x}); its error is on stderr"
         );
     }
 
@@ -227,6 +238,7 @@ fn sequence_stays_right_at_scale() {
 struct Mount(PathBuf);
 
 impl Mount {
+    /// None when the tmpfs cannot be mounted here (see [`common::require`]).
     fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
         let out = Command::new("mount")
             .args([
@@ -237,20 +249,14 @@ impl Mount {
                 "tmpfs",
             ])
             .arg(at)
-            .output()
-            .ok()?;
-        if out.status.success() {
-            Some(Mount(at.to_path_buf()))
-        } else {
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            // Under CI the full-disk tests must run, not pass by skipping.
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "cannot mount a tmpfs under CI: {why}"
-            );
-            eprintln!("note: cannot mount a tmpfs ({why}); skipping the full-disk test");
-            None
-        }
+            .output();
+        let why = match &out {
+            Ok(o) if o.status.success() => return Some(Mount(at.to_path_buf())),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => format!("cannot run mount: {e}"),
+        };
+        common::require(false, &format!("cannot mount a tmpfs (needs root): {why}"));
+        None
     }
 }
 

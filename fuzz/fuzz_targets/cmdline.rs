@@ -1,5 +1,6 @@
-//! /proc/<pid>/cmdline and /proc/<pid>/status parsers: any bytes give a
-//! `Result`, never a panic.
+//! The per-process /proc files beside stat: cmdline, status (effective
+//! ids), and the namespace and exe link targets. Any bytes give a value or
+//! an error, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -7,4 +8,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = reeve::procfs::parse_cmdline(data);
     let _ = reeve::procfs::parse_status_ids(data);
+    let _ = reeve::procfs::parse_ns_link(data);
+    let _ = reeve::procfs::strip_deleted(data);
 });

@@ -12,6 +12,7 @@ use std::process::{Child, Command};
 
 use super::*;
 use crate::procfs::ProcReader;
+use crate::require::require;
 use crate::sys;
 use crate::units::CpuLimit;
 
@@ -46,21 +47,18 @@ fn random_hex() -> String {
 }
 
 fn host_hierarchy() -> Option<Hierarchy> {
-    if sys::geteuid() != 0 {
-        eprintln!("note: host cgroup test skipped: not root");
+    if !require(sys::geteuid() == 0, "needs root to create cgroups") {
         return None;
     }
     match Hierarchy::detect(None) {
         Ok(h) if h.mount.join("cgroup.procs").exists() => Some(h),
         Ok(h) => {
-            eprintln!(
-                "note: host cgroup test skipped: {} is not a cgroup2 mount",
-                h.mount.display()
-            );
+            let why = format!("{} is not a cgroup2 mount", h.mount.display());
+            require(false, &why);
             None
         }
         Err(e) => {
-            eprintln!("note: host cgroup test skipped: {e}");
+            require(false, &format!("no cgroup2 hierarchy: {e}"));
             None
         }
     }
@@ -202,8 +200,10 @@ fn delegation_mark_on_a_real_group() {
     let svc = tree.top.join("svc");
     Group::new(&svc).create().unwrap();
     assert_eq!(hierarchy::is_delegated(&svc), Ok(false));
-    if !set_xattr(&svc, "trusted.delegate", "1") {
-        eprintln!("note: delegation test skipped: cannot set trusted.delegate");
+    if !require(
+        set_xattr(&svc, "trusted.delegate", "1"),
+        "cannot set trusted.delegate (needs python3 and root)",
+    ) {
         return;
     }
     assert_eq!(hierarchy::is_delegated(&svc), Ok(true));

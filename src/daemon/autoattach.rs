@@ -102,6 +102,11 @@ impl AutoAttach {
         }
     }
 
+    /// The managed subtree job and pool groups live in.
+    pub fn root(&self) -> &std::path::Path {
+        &self.h.root
+    }
+
     /// Tracks the processes of every group reeve governs, including jobs
     /// made by `reeve run` or `reeve attach` while no daemon ran; nothing
     /// is moved or re-limited.

@@ -318,6 +318,14 @@ impl Daemon {
             .config_path
             .as_ref()
             .map_or_else(|| "embedded".to_string(), |p| p.display().to_string());
+        let state_dir = self.config.state_dir.display().to_string();
+        let cgroup_root = match &self.auto {
+            Some(g) => g.root().display().to_string(),
+            None if self.config.targets.iter().any(autoattach::governs) => {
+                "none: governance could not be set up (see the error above)".to_string()
+            }
+            None => "none: no rule sets limits or a pool".to_string(),
+        };
         self.log.info(
             "started",
             &[
@@ -332,6 +340,8 @@ impl Daemon {
                 ),
                 ("config", Val::S(&config_name)),
                 ("stderr", Val::S(self.stderr_mode)),
+                ("state_dir", Val::S(&state_dir)),
+                ("cgroup_root", Val::S(&cgroup_root)),
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);

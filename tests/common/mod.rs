@@ -9,6 +9,10 @@
 #![allow(dead_code)]
 
 pub mod cgroup;
+pub mod require;
+
+#[allow(unused_imports)] // not every test file needs it
+pub use require::require;
 
 use std::collections::HashMap;
 use std::fs;

@@ -1,6 +1,7 @@
 #!/bin/sh
 # reeve watch discovers a matching process and fences it: within 5 s the
-# process sits in a job group under the reeve root with the configured limits.
+# process sits in a job group under the reeve root with every configured limit
+# in force (memory.max, pids.max and cpu.max read back from the kernel).
 # shellcheck source-path=SCRIPTDIR source=lib.sh disable=SC2317 # predicates run through wait_until
 . /scenarios/lib.sh
 
@@ -29,13 +30,14 @@ fenced() {
     *) return 1 ;;
     esac
     [ "$(cat "$CG$cg/memory.max" 2>/dev/null)" = 67108864 ] &&
-        [ "$(cat "$CG$cg/pids.max" 2>/dev/null)" = 32 ]
+        [ "$(cat "$CG$cg/pids.max" 2>/dev/null)" = 32 ] &&
+        [ "$(cat "$CG$cg/cpu.max" 2>/dev/null)" = "50000 100000" ]
 }
 if ! wait_until 5000 fenced; then
     echo "vmtarget ($target) is in '$cg'"
-    [ -d "$CG$cg" ] && echo "memory.max=$(cat "$CG$cg/memory.max" 2>&1) pids.max=$(cat "$CG$cg/pids.max" 2>&1)"
+    [ -d "$CG$cg" ] && echo "memory.max=$(cat "$CG$cg/memory.max" 2>&1) pids.max=$(cat "$CG$cg/pids.max" 2>&1) cpu.max=$(cat "$CG$cg/cpu.max" 2>&1)"
     fail_with "vmtarget was not fenced within 5 s (cgroup '$cg')" /tmp/watch.log
 fi
 attach_ms=$(($(now_ms) - t0))
 
-pass "cgroup=$cg attach_ms=$attach_ms memory_max=$(cat "$CG$cg/memory.max") pids_max=$(cat "$CG$cg/pids.max") cpu_max_pct=$(cpu_max_pct "$CG$cg/cpu.max")"
+pass "cgroup=$cg attach_ms=$attach_ms memory_max=$(cat "$CG$cg/memory.max") pids_max=$(cat "$CG$cg/pids.max") cpu_max=\"$(cat "$CG$cg/cpu.max")\" cpu_max_pct=$(cpu_max_pct "$CG$cg/cpu.max")"
