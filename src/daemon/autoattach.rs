@@ -274,12 +274,8 @@ impl AutoAttach {
                 return Outcome::Retry;
             }
             Err(e) => {
-                let f = [
-                    base[0],
-                    base[1],
-                    base[2],
-                    ("reason", Val::S(&e.to_string())),
-                ];
+                let why = e.to_string();
+                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
                 log.error("attach_failed", &f);
                 return Outcome::Done;
             }
@@ -310,12 +306,8 @@ impl AutoAttach {
                 }
             }
             Err(e) => {
-                let f = [
-                    base[0],
-                    base[1],
-                    base[2],
-                    ("reason", Val::S(&e.to_string())),
-                ];
+                let why = e.to_string();
+                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
                 log.error("attach_failed", &f);
             }
         }
