@@ -241,7 +241,7 @@ impl Logger {
                                     ("failures", Val::U(self.audit_failures)),
                                     (
                                         "action",
-                                        Val::S("events are not recorded until the log works again; said once"),
+                                        Val::S("this event was refused by the log and not recorded; later refusals are counted in audit_events_lost at exit"),
                                     ),
                                 ],
                             );

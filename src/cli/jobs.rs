@@ -191,8 +191,12 @@ fn audit(state_dir: &std::path::Path, event: &str, fields: &[(&str, Val<'_>)]) {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 if log.pending() > 0 {
+                    let why = log.take_error().map_or_else(
+                        || "busy (another writer holds its lock)".to_string(),
+                        |e| e.to_string(),
+                    );
                     warn(&format!(
-                        "reeve: warning: audit log busy or full; event {event} not recorded"
+                        "reeve: warning: audit log: {why}; event {event} not recorded"
                     ));
                 }
             }

@@ -421,15 +421,17 @@ impl Persistence {
             return;
         };
         let (pending, lost) = (audit.pending() as u64, audit.lost());
-        if pending + lost > 0 {
+        let refused = log.audit_failures();
+        if pending + lost + refused > 0 {
             log.error(
                 "audit_events_lost",
                 &[
                     ("pending", Val::U(pending)),
                     ("lost", Val::U(lost)),
+                    ("refused", Val::U(refused)),
                     (
                         "reason",
-                        Val::S("the audit log could not be written before reeve stopped"),
+                        Val::S("the audit log could not be written before reeve stopped (pending), its queue was full (lost), or it refused a malformed event (refused)"),
                     ),
                 ],
             );

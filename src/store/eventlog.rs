@@ -344,10 +344,21 @@ impl EventLog {
         !self.opts.group_commit && self.opts.fsync == FsyncPolicy::Always
     }
 
+    /// Whatever goes wrong, the event is not lost: it lands, or it waits
+    /// in the queue (counted in `lost` only when the queue is full) and the
+    /// reason is kept for [`EventLog::take_error`].
     fn append_body(&mut self, body: &str) -> Result<Option<u64>, StoreError> {
-        if !self.acquire()? {
-            self.enqueue(body);
-            return Ok(None);
+        match self.acquire() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.enqueue(body);
+                return Ok(None);
+            }
+            Err(e) => {
+                self.enqueue(body);
+                self.error = Some(e);
+                return Ok(None);
+            }
         }
         let result = self.append_locked(body);
         self.release();
@@ -361,9 +372,9 @@ impl EventLog {
             self.enqueue(body);
             return Ok(None);
         }
-        match self.land(body)? {
-            Attempt::Landed(seq) => Ok(Some(seq)),
-            Attempt::Refused(e) => {
+        match self.land(body) {
+            Ok(Attempt::Landed(seq)) => Ok(Some(seq)),
+            Ok(Attempt::Refused(e)) | Err(e) => {
                 self.enqueue(body);
                 self.error = Some(e);
                 Ok(None)

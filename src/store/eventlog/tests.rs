@@ -450,13 +450,16 @@ fn planted_symlinks_are_never_followed() {
     }
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 
-    // Planted after the log was opened: the append fails, nothing follows.
+    // Planted after the log was opened: the event waits in the queue with
+    // the reason kept, and nothing follows the link.
     let mut log = EventLog::open(&d, quick()).unwrap();
     assert_eq!(ev(&mut log, "a"), Some(1));
     let p = d.path().join("events.jsonl");
     std::fs::remove_file(&p).unwrap();
     symlink(&victim, &p).unwrap();
-    let err = log.append(2, "b", &[]).unwrap_err();
+    assert_eq!(log.append(2, "b", &[]).unwrap(), None, "queued, not landed");
+    assert_eq!(log.pending(), 1, "the event is kept, not lost");
+    let err = log.take_error().expect("the reason is kept");
     assert!(err.to_string().contains("events.jsonl"), "{err}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(read_events(d.path(), None).is_err());
