@@ -385,6 +385,17 @@ pub fn reset(group: &Path, limits: &Limits, out: &mut Vec<Applied>) {
     }
 }
 
+/// Detaches reeve's programs for both directions from `group`, for a
+/// group about to be removed: a socket opened in the group keeps the
+/// group's programs after its rmdir, so only an explicit detach frees the
+/// transfers it carries.
+pub fn remove(group: &Path) -> Result<(), CgroupError> {
+    for dir in Direction::BOTH {
+        detach_all(group, dir)?;
+    }
+    Ok(())
+}
+
 /// Detaches every program of reeve's for `dir`; true when there was one.
 fn detach_all(group: &Path, dir: Direction) -> Result<bool, CgroupError> {
     if !group.is_dir() || !is_v2(group)? {
