@@ -17,31 +17,11 @@ trap 'stop "$sinkpid"; kill_group "$tx"; kill_group "$rx"' EXIT
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up ||
     fail "cannot bring the loopback interface up"
 
-# start_sink PORT OUT: a receiver on PORT in the background, its pid in
-# $sinkpid, once it listens.
-start_sink() {
-    netpump sink "$1" >"$2" 2>&1 &
-    sinkpid=$!
-    wait_until 5000 grep -q listening "$2" || fail_with "netpump sink did not start" "$2"
-}
-
-# finish_sink OUT SECS: wait up to SECS for the receiver, print its rate.
-finish_sink() {
-    wait_until $(($2 * 1000)) grep -q '^bytes=' "$1" || fail_with "the transfer did not end" "$1"
-    wait "$sinkpid" 2>/dev/null
-    sinkpid=
-    field "$1" rate
-}
-
-# within PCT VALUE TARGET: VALUE is within PCT percent of TARGET.
-within() {
-    [ $(($2 * 100)) -ge $((${3} * (100 - $1))) ] && [ $(($2 * 100)) -le $((${3} * (100 + $1))) ]
-}
-
 # Unlimited, for the comparison.
 start_sink 9100 /tmp/free.sink
 netpump send 9100 2 2>/tmp/free.send || fail_with "unlimited sender failed" /tmp/free.send
-free=$(finish_sink /tmp/free.sink 20)
+finish_sink /tmp/free.sink 20
+free=$sink_rate
 echo "unlimited: $(cat /tmp/free.sink)"
 
 # Egress limited to 2M: the sender in a job group.
@@ -49,9 +29,10 @@ start_sink 9101 /tmp/tx.sink
 reeve run --detach --job nettx --net-tx 2M -- /bin/netpump send 9101 5 >/tmp/tx.out 2>/tmp/tx.err ||
     fail_with "reeve run --detach --net-tx exited $?" /tmp/tx.out /tmp/tx.err
 tx=$(job_dir /tmp/tx.out) || fail_with "no cgroup= in reeve's output" /tmp/tx.out
-limited=$(finish_sink /tmp/tx.sink 20)
+finish_sink /tmp/tx.sink 20
+limited=$sink_rate
+bytes=$sink_bytes
 echo "net_tx 2M: $(cat /tmp/tx.sink)"
-bytes=$(field /tmp/tx.sink bytes)
 reeve status >/tmp/status.out 2>&1 || fail_with "reeve status exited $?" /tmp/status.out
 grep 'net:' /tmp/status.out
 counters=$(sed -n 's/.*net_tx passed=\([0-9]*\) dropped=\([0-9]*\).*/\1 \2/p' /tmp/status.out)
