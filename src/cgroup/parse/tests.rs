@@ -349,7 +349,7 @@ fn flags() {
          cpuset=1"
     );
     assert_eq!(l.io[0].line(), "8:0 rbps=52428800 wbps=max riops=1000");
-    assert_eq!(LIMIT_FLAGS.len(), 10);
+    assert_eq!(LIMIT_FLAGS.len(), 12);
     for flag in LIMIT_FLAGS {
         let e = apply_flag(&mut l, flag, "").unwrap_err();
         assert!(e.starts_with(&format!("{flag}: ")), "{e}");
