@@ -169,6 +169,8 @@ fn open_group(group: &Path) -> Result<OwnedFd, CgroupError> {
 /// is skipped.
 fn attached(cg: &OwnedFd, dir: Direction) -> io::Result<Vec<Attached>> {
     let mut ids = [0u32; MAX_PROGS];
+    // Without BPF_F_QUERY_EFFECTIVE the query lists the group's own
+    // programs, at most MAX_PROGS.
     let n = sys::bpf_prog_query(cg, dir.attach_type(), &mut ids)?.min(MAX_PROGS);
     let mut out = Vec::new();
     for &id in &ids[..n] {
@@ -216,13 +218,20 @@ fn read_bucket(map_ids: &[u32], dir: Direction) -> io::Result<Bucket> {
     Ok(Bucket::from_bytes(&value))
 }
 
-/// Errors of a query that mean reeve cannot have attached anything here:
-/// no bpf(2), no cgroup BPF, or no capability for it.
-fn nothing_visible(e: &io::Error) -> bool {
+/// Errors of a query that mean no program can be attached here at all:
+/// no bpf(2), or no cgroup BPF.
+fn no_cgroup_bpf(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP)
+        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
     )
+}
+
+/// Errors of a query that mean this reeve cannot have attached anything
+/// here: no cgroup BPF, or no capability for bpf(2). Resets and read-backs
+/// of a group without network limits do not fail on them.
+fn nothing_visible(e: &io::Error) -> bool {
+    no_cgroup_bpf(e) || e.raw_os_error() == Some(libc::EPERM)
 }
 
 /// Loads, attaches and reads back the limit for `dir`, replacing a program
@@ -443,7 +452,7 @@ fn detach_all(group: &Path, dir: Direction) -> Result<bool, CgroupError> {
 /// than one program of reeve's for a direction is an error (a replace cut
 /// short); the first one's figures are reported.
 pub fn held(group: &Path, into: &mut Limits, errors: &mut Vec<CgroupError>) {
-    match buckets(group) {
+    match read_buckets(group, nothing_visible) {
         Ok(found) => {
             for (dir, b) in Direction::BOTH.into_iter().zip(found) {
                 dir.set(
@@ -461,8 +470,18 @@ pub fn held(group: &Path, into: &mut Limits, errors: &mut Vec<CgroupError>) {
 
 /// The bucket of reeve's program for each direction ([`Direction::BOTH`]
 /// order): figures and counters of passed and dropped bytes. `None` for a
-/// direction without one, and for a group reeve cannot query.
+/// direction without one, and on a kernel without cgroup BPF; a reeve
+/// without the capability to look gets an error that says so.
 pub fn buckets(group: &Path) -> Result<[Option<Bucket>; 2], CgroupError> {
+    read_buckets(group, no_cgroup_bpf)
+}
+
+/// [`buckets`], with `none_here` naming the query errors that mean "no
+/// program of reeve's".
+fn read_buckets(
+    group: &Path,
+    none_here: fn(&io::Error) -> bool,
+) -> Result<[Option<Bucket>; 2], CgroupError> {
     let mut out = [None, None];
     if !group.is_dir() || !is_v2(group)? {
         return Ok(out);
@@ -471,7 +490,7 @@ pub fn buckets(group: &Path) -> Result<[Option<Bucket>; 2], CgroupError> {
     for (slot, dir) in out.iter_mut().zip(Direction::BOTH) {
         let found = match attached(&cg, dir) {
             Ok(f) => f,
-            Err(e) if nothing_visible(&e) => continue,
+            Err(e) if none_here(&e) => continue,
             Err(e) => {
                 return Err(bpf_error(
                     group,
