@@ -188,6 +188,9 @@ fn net_counters(r: &JobRecord) -> Value {
         Ok(found) => {
             let mut out = serde_json::Map::new();
             for (dir, b) in crate::cgroup::net::Direction::BOTH.into_iter().zip(found) {
+                if dir.wanted(&r.limits).is_none() && b.is_none() {
+                    continue;
+                }
                 let v = b.map_or(
                     json!({"attached": false}),
                     |b| json!({"attached": true, "passed_bytes": b.passed, "dropped_bytes": b.dropped}),
@@ -200,7 +203,8 @@ fn net_counters(r: &JobRecord) -> Value {
     }
 }
 
-/// "net_tx passed=10485760 dropped=52428 net_rx not attached".
+/// "net_tx passed=10485760 dropped=52428", or "net_rx not attached" for
+/// a limit in the record without its program in the group.
 fn net_text(net: &serde_json::Map<String, Value>) -> String {
     if let Some(e) = net.get("error").and_then(Value::as_str) {
         return format!("counters unreadable: {e}");

@@ -86,7 +86,8 @@ impl Direction {
         }
     }
 
-    fn wanted(self, l: &Limits) -> Option<NetRate> {
+    /// The limit `l` sets for this direction.
+    pub fn wanted(self, l: &Limits) -> Option<NetRate> {
         match self {
             Direction::Tx => l.net_tx,
             Direction::Rx => l.net_rx,
