@@ -70,7 +70,8 @@ wait_until 5000 grep -q listening /tmp/rx.err || fail_with "the policed receiver
 netpump send 9102 4 2>/tmp/rx.send || fail_with "sender to the policed receiver failed" /tmp/rx.send
 wait_until 20000 grep -q '^bytes=' /tmp/rx.err || fail_with "the policed transfer did not end" /tmp/rx.err /tmp/rx.out
 echo "net_rx 2M: $(grep '^bytes=' /tmp/rx.err)"
-policed=$(sed -n 's/.* rate=\([0-9]*\)$/\1/p' /tmp/rx.err)
+grep '^bytes=' /tmp/rx.err >/tmp/rx.line
+policed=$(field /tmp/rx.line rate)
 [ -n "$policed" ] || fail_with "no rate from the policed receiver" /tmp/rx.err
 within 15 "$policed" "$LIMIT" ||
     fail "policed receiver got $policed B/s, not within 15% of $LIMIT"

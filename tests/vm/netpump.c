@@ -1,8 +1,10 @@
 /* netpump: a TCP transfer over 127.0.0.1 for the VM tier's network limits.
  *
  *   netpump sink PORT      accept one connection, read it to the end, print
- *                          "bytes=N ms=T rate=R" (T from the first byte to
- *                          the end, R = N * 1000 / T bytes per second)
+ *                          "bytes=N ms=T rate=R first=F last=L" (T from the
+ *                          first byte to the end, R = N * 1000 / T bytes per
+ *                          second, F and L those moments in CLOCK_MONOTONIC
+ *                          ms, comparable across processes)
  *   netpump send PORT SECS connect, write for SECS seconds, close
  *
  * The sink measures at the receiving end, so bytes waiting in socket
@@ -78,7 +80,8 @@ static int sink(int port)
 		fprintf(stderr, "netpump sink: received %lld bytes, too few to measure\n", bytes);
 		return 1;
 	}
-	printf("bytes=%lld ms=%lld rate=%lld\n", bytes, last - first, bytes * 1000 / (last - first));
+	printf("bytes=%lld ms=%lld rate=%lld first=%lld last=%lld\n", bytes, last - first,
+	       bytes * 1000 / (last - first), first, last);
 	return 0;
 }
 
