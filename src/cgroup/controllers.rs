@@ -250,6 +250,7 @@ fn unavailable_hint(
                 Controller::Pids => "CONFIG_CGROUP_PIDS",
                 Controller::Io => "CONFIG_BLK_CGROUP",
                 Controller::Cpuset => "CONFIG_CPUSETS",
+                Controller::Net => "CONFIG_CGROUP_BPF",
             };
             format!("this kernel is built without it ({config})")
         }

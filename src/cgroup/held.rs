@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use super::{
-    apply, cpu, cpuset, io, memory, pids, read_text, write_then_verify, Applied, CgroupError,
+    apply, cpu, cpuset, io, memory, net, pids, read_text, write_then_verify, Applied, CgroupError,
     CgroupErrorKind, Controller, Limits,
 };
 
@@ -29,6 +29,7 @@ pub fn reset_unwanted(group: &Path, limits: &Limits) -> Vec<Applied> {
     memory::reset(group, limits, &mut out);
     pids::reset(group, limits, &mut out);
     io::reset(group, limits, &mut out);
+    net::reset(group, limits, &mut out);
     out
 }
 
@@ -55,6 +56,7 @@ pub fn held(group: &Path) -> (Limits, Vec<CgroupError>) {
     memory::held(group, &mut limits, &mut errors);
     pids::held(group, &mut limits, &mut errors);
     io::held(group, &mut limits, &mut errors);
+    net::held(group, &mut limits, &mut errors);
     (limits, errors)
 }
 

@@ -49,6 +49,55 @@ pub struct Limits {
     /// Canonical CPU list ("0-3,5").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpuset: Option<String>,
+    /// Egress bandwidth, enforced by a cgroup BPF program (see `net`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_tx: Option<NetRate>,
+    /// Ingress bandwidth, policed by a cgroup BPF program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_rx: Option<NetRate>,
+}
+
+/// A network bandwidth limit: a token bucket that fills at
+/// `bytes_per_sec` and holds at most `burst` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetRate {
+    pub bytes_per_sec: u64,
+    pub burst: u64,
+}
+
+/// The lowest network rate: 1K bytes per second.
+pub const MIN_NET_RATE: u64 = 1 << 10;
+/// The highest network rate and burst, 16G: the program multiplies a
+/// rate by up to 10^9 ns in 64 bits.
+pub const MAX_NET_RATE: u64 = 16 << 30;
+/// The smallest burst: a burst below one packet would never pass it, and
+/// a TCP segment on loopback (with segmentation offload) is up to 64K.
+pub const MIN_NET_BURST: u64 = 64 << 10;
+
+impl NetRate {
+    /// `bytes_per_sec` with the default burst: a quarter second of the
+    /// rate, at least 128K. A policer drops what is over budget, and TCP
+    /// may then wait up to 200 ms before it sends again; a burst of less
+    /// than that much traffic would leave the link idle in between.
+    pub fn with_default_burst(bytes_per_sec: u64) -> NetRate {
+        NetRate {
+            bytes_per_sec,
+            burst: (bytes_per_sec / 4).clamp(128 << 10, MAX_NET_RATE),
+        }
+    }
+}
+
+impl fmt::Display for NetRate {
+    /// "2M/burst=512K", which the limit parser reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/burst={}",
+            SizeLimit::Bytes(self.bytes_per_sec),
+            SizeLimit::Bytes(self.burst)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +260,12 @@ impl Limits {
         }
         if let Some(c) = &self.cpuset {
             parts.push(format!("cpuset={c}"));
+        }
+        if let Some(r) = self.net_tx {
+            parts.push(format!("net_tx={r}"));
+        }
+        if let Some(r) = self.net_rx {
+            parts.push(format!("net_rx={r}"));
         }
         if parts.is_empty() {
             return "none".to_string();

@@ -16,6 +16,7 @@ mod hierarchy;
 pub mod io;
 pub mod limits;
 pub mod memory;
+pub mod net;
 pub mod parse;
 mod paths;
 pub mod pids;
@@ -37,7 +38,7 @@ pub use group::{parse_populated, parse_procs, Group, MoveOutcome};
 pub use held::{apply_exactly, held, reset_unwanted};
 pub(crate) use held::{read_held, reset_file};
 pub use hierarchy::Hierarchy;
-pub use limits::{IoMax, IoRate, Limits, LimitsError, PidsLimit};
+pub use limits::{IoMax, IoRate, Limits, LimitsError, NetRate, PidsLimit};
 pub use memory::{events as memory_events, MemoryEvents};
 pub use parse::{apply_flag, limits_from_json, LIMIT_FLAGS};
 pub use paths::{
@@ -45,7 +46,9 @@ pub use paths::{
 };
 pub use pids::{current as pids_current, events_max as pids_events_max};
 
-/// A cgroup v2 controller that reeve sets limits with.
+/// A cgroup v2 controller that reeve sets limits with, or `Net`: the
+/// cgroup BPF programs of network limits, which need no controller and are
+/// not in [`Controller::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Controller {
@@ -54,6 +57,7 @@ pub enum Controller {
     Pids,
     Io,
     Cpuset,
+    Net,
 }
 
 impl Controller {
@@ -73,6 +77,7 @@ impl Controller {
             Controller::Pids => "pids",
             Controller::Io => "io",
             Controller::Cpuset => "cpuset",
+            Controller::Net => "net",
         }
     }
 
@@ -308,6 +313,7 @@ pub fn apply(group: &Path, limits: &Limits) -> Vec<Applied> {
     memory::apply(group, limits, &mut out);
     pids::apply(group, limits, &mut out);
     io::apply(group, limits, &mut out);
+    net::apply(group, limits, &mut out);
     out
 }
 

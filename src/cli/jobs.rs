@@ -41,6 +41,8 @@ limits:
   --io 'MAJ:MIN rbps=50M wbps=max riops=N wiops=N'
   --io-weight N          1..10000
   --cpuset LIST          cpuset.cpus (e.g. 0-3,6)
+  --net-tx RATE[/burst=SIZE]  egress bytes/s (e.g. 20M, 20M/burst=4M)
+  --net-rx RATE[/burst=SIZE]  ingress bytes/s, policed
 
 Without --job the job is named after CMD and reeve's pid.
 ";

@@ -75,6 +75,7 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
         .map(|r| {
             let group = Group::new(&r.cgroup);
             let procs = group.procs().ok();
+            let net = net_counters(r);
             json!({
                 "group": r.group,
                 "cgroup": r.cgroup,
@@ -87,6 +88,7 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
                 "problems": r.problems,
                 "created_ms": r.created_ms,
                 "members": r.members,
+                "net": net,
             })
         })
         .collect();
@@ -152,6 +154,9 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
         for p in &r.problems {
             let _ = writeln!(out, "    problem: {p}");
         }
+        if let Some(net) = j["net"].as_object() {
+            let _ = writeln!(out, "    net: {}", net_text(net));
+        }
     }
     for b in &bad {
         let _ = writeln!(out, "  unusable job record (left in place): {b}");
@@ -171,6 +176,47 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
         }
     }
     print(&out)
+}
+
+/// The passed and dropped byte counters of a job's network limits, read
+/// from the buckets attached to its group; null when it has none set.
+fn net_counters(r: &JobRecord) -> Value {
+    if r.limits.net_tx.is_none() && r.limits.net_rx.is_none() {
+        return Value::Null;
+    }
+    match crate::cgroup::net::buckets(&r.cgroup) {
+        Ok(found) => {
+            let mut out = serde_json::Map::new();
+            for (dir, b) in crate::cgroup::net::Direction::BOTH.into_iter().zip(found) {
+                if dir.wanted(&r.limits).is_none() && b.is_none() {
+                    continue;
+                }
+                let v = b.map_or(
+                    json!({"attached": false}),
+                    |b| json!({"attached": true, "passed_bytes": b.passed, "dropped_bytes": b.dropped}),
+                );
+                out.insert(dir.key().to_string(), v);
+            }
+            Value::Object(out)
+        }
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+/// "net_tx passed=10485760 dropped=52428", or "net_rx not attached" for
+/// a limit in the record without its program in the group.
+fn net_text(net: &serde_json::Map<String, Value>) -> String {
+    if let Some(e) = net.get("error").and_then(Value::as_str) {
+        return format!("counters unreadable: {e}");
+    }
+    let mut parts = Vec::new();
+    for (key, v) in net {
+        match (v.get("passed_bytes"), v.get("dropped_bytes")) {
+            (Some(p), Some(d)) => parts.push(format!("{key} passed={p} dropped={d}")),
+            _ => parts.push(format!("{key} not attached")),
+        }
+    }
+    parts.join(" ")
 }
 
 /// Every job record in `jobs`, read without changing anything; records

@@ -87,6 +87,8 @@ pub(super) fn limits<S: Serializer>(l: &Limits, s: S) -> Result<S::Ok, S::Error>
         ("pids", pids),
         ("io_weight", l.io_weight.map(|w| Value::Count(w.into()))),
         ("cpuset", l.cpuset.clone().and_then(text)),
+        ("net_tx", l.net_tx.and_then(|r| text(r.to_string()))),
+        ("net_rx", l.net_rx.and_then(|r| text(r.to_string()))),
     ];
     let mut map = s.serialize_map(None)?;
     for (key, value) in scalars {
@@ -149,6 +151,7 @@ mod tests {
             r#"{"targets":[{"name":"a","match":{"cmdline_contains":["x"]},"filter":{}}]}"#,
             r#"{"targets":[{"name":"a","match":{"comm":["a"]},"limits":{"cpu":"0.1%","cpu_period":"1s"}}]}"#,
             r#"{"targets":[{"name":"a","match":{"comm":["a"]},"pool":"p"}],"cgroup":{}}"#,
+            r#"{"targets":[{"name":"a","match":{"comm":["a"]},"limits":{"net_tx":"2M","net_rx":"5M/burst=1M"}}]}"#,
         ];
         for doc in seeds {
             let first = parse_ok(doc);

@@ -120,7 +120,18 @@ pub fn detach(
         .members
         .retain(|m| !moved.iter().any(|(k, _)| *k == m.key()));
     let empty = group.procs().map(|p| p.is_empty()).unwrap_or(false);
-    let removed = empty && group.remove().is_ok();
+    // Network limits go before the group: sockets opened in it would keep
+    // its programs after the rmdir. A group whose programs stay is kept,
+    // with the reason in its record.
+    let unlimited = empty
+        && match crate::cgroup::net::remove(&path) {
+            Ok(()) => true,
+            Err(e) => {
+                record.problems.push(e.to_string());
+                false
+            }
+        };
+    let removed = unlimited && group.remove().is_ok();
     let unconfirmed = if removed {
         records.remove(group_name).err()
     } else {

@@ -115,3 +115,28 @@ cpu_max_pct() {
     [ "$quota" = max ] && echo max && return 0
     echo $((quota * 100 / period))
 }
+
+# ---- network transfers (tests/vm/netpump.c)
+
+# start_sink PORT OUT: a receiver on PORT in the background, its pid in
+# $sinkpid, once it listens.
+start_sink() {
+    netpump sink "$1" >"$2" 2>&1 &
+    sinkpid=$!
+    wait_until 5000 grep -q listening "$2" || fail_with "netpump sink did not start" "$2"
+}
+
+# finish_sink OUT SECS: wait up to SECS for the receiver in $sinkpid to
+# report and reap it; sets sink_bytes and sink_rate (bytes per second).
+finish_sink() {
+    wait_until $(($2 * 1000)) grep -q '^bytes=' "$1" || fail_with "the transfer did not end" "$1"
+    wait "$sinkpid" 2>/dev/null
+    sinkpid=
+    sink_bytes=$(field "$1" bytes)
+    sink_rate=$(field "$1" rate)
+}
+
+# within PCT VALUE TARGET: VALUE is within PCT percent of TARGET.
+within() {
+    [ $(($2 * 100)) -ge $(($3 * (100 - $1))) ] && [ $(($2 * 100)) -le $(($3 * (100 + $1))) ]
+}

@@ -7,8 +7,10 @@
 
 use serde_json::Value;
 
-use super::limits::{CPU_PERIOD_RANGE_US, MAX_PIDS, MAX_WEIGHT};
-use super::{cpuset, parse_u64, IoMax, IoRate, Limits, LimitsError, PidsLimit};
+use super::limits::{
+    CPU_PERIOD_RANGE_US, MAX_NET_RATE, MAX_PIDS, MAX_WEIGHT, MIN_NET_BURST, MIN_NET_RATE,
+};
+use super::{cpuset, parse_u64, IoMax, IoRate, Limits, LimitsError, NetRate, PidsLimit};
 use crate::units::{self, CpuLimit, SizeLimit};
 
 /// The command-line flags [`apply_flag`] understands.
@@ -23,6 +25,8 @@ pub const LIMIT_FLAGS: &[&str] = &[
     "--io",
     "--io-weight",
     "--cpuset",
+    "--net-tx",
+    "--net-rx",
 ];
 
 const KEYS: &[&str] = &[
@@ -36,6 +40,8 @@ const KEYS: &[&str] = &[
     "io",
     "io_weight",
     "cpuset",
+    "net_tx",
+    "net_rx",
 ];
 
 const IO_KEYS: [&str; 4] = ["rbps", "wbps", "riops", "wiops"];
@@ -74,6 +80,8 @@ fn set_limit(l: &mut Limits, key: &str, val: &Value) -> Result<(), String> {
         "pids" => l.pids = Some(parse_pids(&scalar(val, false)?)?),
         "io_weight" => l.io_weight = Some(parse_weight(&scalar(val, false)?)?),
         "cpuset" => l.cpuset = Some(parse_cpuset(&scalar(val, false)?)?),
+        "net_tx" => l.net_tx = Some(parse_net(&scalar(val, false)?)?),
+        "net_rx" => l.net_rx = Some(parse_net(&scalar(val, false)?)?),
         _ => return Err(format!("unknown limit (expected {})", KEYS.join(", "))),
     }
     Ok(())
@@ -200,6 +208,8 @@ pub fn apply_flag(l: &mut Limits, flag: &str, value: &str) -> Result<(), String>
             .map(|io| l.io.push(io)),
         "--io-weight" => parse_weight(value).map(|v| l.io_weight = Some(v)),
         "--cpuset" => parse_cpuset(value).map(|v| l.cpuset = Some(v)),
+        "--net-tx" => parse_net(value).map(|v| l.net_tx = Some(v)),
+        "--net-rx" => parse_net(value).map(|v| l.net_rx = Some(v)),
         _ => Err(format!(
             "not a limit flag (expected one of {})",
             LIMIT_FLAGS.join(", ")
@@ -327,6 +337,47 @@ fn parse_iops(s: &str) -> Result<IoRate, String> {
             "{s:?}: an IOPS limit is a whole number from {MIN_IO_RATE} to {}, or max",
             u32::MAX
         )),
+    }
+}
+
+/// A network limit: bytes per second with the size units ("20M"), and
+/// optionally the bucket's size ("20M/burst=4M"); see
+/// [`NetRate::with_default_burst`] for the default.
+pub fn parse_net(s: &str) -> Result<NetRate, String> {
+    let (rate_text, burst_text) = match s.split_once('/') {
+        None => (s, None),
+        Some((r, rest)) => match rest.strip_prefix("burst=") {
+            Some(b) => (r, Some(b)),
+            None => {
+                return Err(format!(
+                    "{s:?}: write bytes per second, optionally with a burst: \"20M\" or \
+                     \"20M/burst=4M\""
+                ))
+            }
+        },
+    };
+    let bytes = |t: &str, what: &str, lo: u64| match parse_size(t)? {
+        SizeLimit::Bytes(n) if (lo..=MAX_NET_RATE).contains(&n) => Ok(n),
+        SizeLimit::Bytes(_) => Err(format!(
+            "{s:?}: the {what} must be from {} to {}",
+            SizeLimit::Bytes(lo),
+            SizeLimit::Bytes(MAX_NET_RATE)
+        )),
+        SizeLimit::Max => Err(format!(
+            "{s:?}: a network limit is a size (leave it unset for no limit)"
+        )),
+    };
+    let rate = bytes(rate_text, "rate (bytes per second)", MIN_NET_RATE)?;
+    match burst_text {
+        None => Ok(NetRate::with_default_burst(rate)),
+        Some(b) => Ok(NetRate {
+            bytes_per_sec: rate,
+            burst: bytes(
+                b,
+                "burst (a burst below 64K never passes a large packet)",
+                MIN_NET_BURST,
+            )?,
+        }),
     }
 }
 

@@ -349,7 +349,7 @@ fn flags() {
          cpuset=1"
     );
     assert_eq!(l.io[0].line(), "8:0 rbps=52428800 wbps=max riops=1000");
-    assert_eq!(LIMIT_FLAGS.len(), 10);
+    assert_eq!(LIMIT_FLAGS.len(), 12);
     for flag in LIMIT_FLAGS {
         let e = apply_flag(&mut l, flag, "").unwrap_err();
         assert!(e.starts_with(&format!("{flag}: ")), "{e}");
@@ -403,4 +403,56 @@ fn serde_round_trip() {
     assert!(empty.is_empty());
     assert!(serde_json::from_str::<Limits>("{\"cpu\":\"x\"}").is_err());
     assert!(serde_json::from_str::<Limits>("{\"bogus\":1}").is_err());
+}
+
+#[test]
+fn network_limits_in_config_and_on_the_command_line() {
+    let l = parse(json!({"net_tx": "2M", "net_rx": "20M/burst=4M"})).unwrap();
+    assert_eq!(
+        l.net_tx,
+        Some(NetRate {
+            bytes_per_sec: 2 << 20,
+            burst: 512 << 10
+        }),
+        "the default burst is a quarter second of the rate"
+    );
+    assert_eq!(
+        l.net_rx,
+        Some(NetRate {
+            bytes_per_sec: 20 << 20,
+            burst: 4 << 20
+        })
+    );
+    assert_eq!(l.describe(), "net_tx=2M/burst=512K net_rx=20M/burst=4M");
+    assert!(l.controllers().is_empty(), "no cgroup controller is needed");
+    // The default burst is at least 128K, and the text reads back.
+    let small = parse_net("64K").unwrap();
+    assert_eq!(small.burst, 128 << 10);
+    assert_eq!(parse_net(&small.to_string()), Ok(small));
+    let mut cli = Limits::default();
+    apply_flag(&mut cli, "--net-tx", "2M/burst=512K").unwrap();
+    apply_flag(&mut cli, "--net-rx", "20M/burst=4M").unwrap();
+    assert_eq!(cli, l);
+    for (text, why) in [
+        ("max", "leave it unset"),
+        ("0", "from 1K to 16G"),
+        ("17G", "from 1K to 16G"),
+        ("2M/burst=1K", "a burst below 64K"),
+        ("2M/4M", "optionally with a burst"),
+        ("2M/burst=", "empty size"),
+        ("fast", ""),
+    ] {
+        let err = apply_flag(&mut cli, "--net-tx", text).unwrap_err();
+        assert!(err.starts_with("--net-tx: "), "{err}");
+        assert!(err.contains(why), "{text}: {err}");
+    }
+    let err = parse(json!({"net_tx": "2M/bogus"})).unwrap_err();
+    assert_eq!(err.path, "targets[0].limits.net_tx");
+    // Persisted job records carry the figures as numbers.
+    let v = serde_json::to_value(&l).unwrap();
+    assert_eq!(
+        v["net_tx"],
+        json!({"bytes_per_sec": 2097152, "burst": 524288})
+    );
+    assert_eq!(serde_json::from_value::<Limits>(v).unwrap(), l);
 }
