@@ -540,3 +540,69 @@ fn watch_netlink_mode_in_a_pid_namespace_exits_1() {
         stderr(&out)
     );
 }
+
+/// Every event name the code can log or audit, from the non-test sources:
+/// the first string argument of a logger's `info(`, `warn(`, `error(`, `debug(`,
+/// `on_event(` and the CLI's `audit(`, found with whitespace removed so
+/// calls split over lines count too.
+fn events_in_sources() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut names = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "tests.rs" || name.ends_with("_tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let flat: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        for marker in [
+            "log.info(\"",
+            "log.warn(\"",
+            "log.error(\"",
+            "log.debug(\"",
+            "on_event(\"",
+            "audit(&config.state_dir,\"",
+        ] {
+            for (at, _) in flat.match_indices(marker) {
+                let rest = &flat[at + marker.len()..];
+                let end = rest.find('"').unwrap();
+                names.push(rest[..end].to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn readme_lists_every_event() {
+    let names = events_in_sources();
+    assert!(
+        names.len() > 40 && names.iter().any(|n| n == "discovered"),
+        "the scan of src/ finds the events: {names:?}"
+    );
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !readme.contains(&format!("`{n}`")))
+        .collect();
+    assert!(missing.is_empty(), "README.md does not list: {missing:?}");
+}

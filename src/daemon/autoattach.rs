@@ -15,7 +15,7 @@
 use super::naming::{job_name, rule_of_group};
 use crate::cgroup::{Group, Hierarchy};
 use crate::config::{Config, Rule};
-use crate::discovery::{Discovery, RuleId, Step};
+use crate::discovery::{Discovery, Restore, RuleId, Step};
 use crate::log::{Logger, Val};
 use crate::placement::{self, PlaceError, Placement, RecordError, Records};
 use crate::procfs::{ProcKey, ProcReader};
@@ -130,9 +130,29 @@ impl AutoAttach {
                     .and_then(|i| rules.get(i))
                     .map_or(RuleId::ADOPTED, |r| d.rule_id(&r.name));
                 let restored = d.tracked().get(&key).is_some_and(|t| t.alive());
+                let outcome = if restored {
+                    Restore::Tracked
+                } else {
+                    d.restore(key, rule, sys::realtime_ms())
+                };
+                if let Restore::Unreadable(why) | Restore::Refused(why) = &outcome {
+                    log.error(
+                        "adopt_failed",
+                        &[
+                            ("pid", Val::U(pid.into())),
+                            ("start_ticks", Val::U(key.start_ticks)),
+                            ("job", Val::S(&name)),
+                            ("reason", Val::S(why)),
+                            (
+                                "effect",
+                                Val::S("it stays in its group, untracked by this daemon"),
+                            ),
+                        ],
+                    );
+                }
                 // Restored from the snapshot or not: this daemon takes up
                 // its governance, and the audit log says so.
-                if restored || d.restore(key, rule, sys::realtime_ms()) {
+                if outcome == Restore::Tracked {
                     super::mark(d, log, key, Step::Adopt);
                     self.note_adopted(key, &name);
                     log.info(
@@ -456,5 +476,82 @@ impl AutoAttach {
             }
         }
         Outcome::Done
+    }
+
+    /// At start: removes the per-process job groups (`job.<rule>-<pid>-<start>`
+    /// of a rule without a pool) that hold no process, with their records.
+    /// A daemon that stopped with exits still queued, or died before it
+    /// cleaned up, leaves such groups; nothing else makes them. Pools and
+    /// the jobs of `reeve run`/`reeve attach` are never touched.
+    pub fn sweep_empty_jobs(&mut self, rules: &[Rule], log: &mut Logger) {
+        let entries = match std::fs::read_dir(&self.h.root) {
+            Ok(e) => e,
+            Err(e) => {
+                log.error(
+                    "job_sweep_failed",
+                    &[
+                        ("root", Val::S(&self.h.root.display().to_string())),
+                        ("reason", Val::S(&e.to_string())),
+                        (
+                            "effect",
+                            Val::S("empty job groups left by an earlier daemon stay"),
+                        ),
+                    ],
+                );
+                return;
+            }
+        };
+        let mut empty = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let per_process = name.starts_with("job.")
+                && rule_of_group(rules, &name)
+                    .and_then(|i| rules.get(i))
+                    .is_some_and(|r| r.pool.is_none());
+            if per_process && matches!(Group::new(e.path()).populated(), Ok(false)) {
+                empty.push(name);
+            }
+        }
+        if empty.is_empty() {
+            return;
+        }
+        let _held = match self.records.try_lock() {
+            Ok(l) => l,
+            Err(e) => {
+                log.warn(
+                    "job_cleanup_skipped",
+                    &[
+                        ("jobs", Val::U(empty.len() as u64)),
+                        ("reason", Val::S(&e.to_string())),
+                        (
+                            "action",
+                            Val::S("the empty job groups stay until the next start"),
+                        ),
+                    ],
+                );
+                return;
+            }
+        };
+        for name in empty {
+            let group = Group::new(self.h.root.join(&name));
+            // Re-checked under the lock: a command may have used it since.
+            if !matches!(group.populated(), Ok(false)) {
+                continue;
+            }
+            let removed = group
+                .remove()
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.records.remove(&name).map_err(|e| e.to_string()));
+            match removed {
+                Ok(()) => log.info(
+                    "job_removed",
+                    &[("job", Val::S(&name)), ("reason", Val::S("empty at start"))],
+                ),
+                Err(why) => log.warn(
+                    "job_remove_failed",
+                    &[("job", Val::S(&name)), ("reason", Val::S(&why))],
+                ),
+            }
+        }
     }
 }

@@ -86,7 +86,21 @@ impl Sink for LogSink<'_> {
     }
 
     fn exited(&mut self, key: ProcKey, t: &Tracked, rule: &str, status: Option<ExitStatus>) {
-        push_bounded(self.ended, (key, t.rule));
+        if !push_bounded(self.ended, (key, t.rule)) {
+            // The next start's sweep of empty per-process jobs removes it.
+            self.log.warn(
+                "job_cleanup_skipped",
+                &[
+                    ("pid", Val::U(key.pid.into())),
+                    ("start_ticks", Val::U(key.start_ticks)),
+                    ("reason", Val::S("ended queue full")),
+                    (
+                        "action",
+                        Val::S("its empty job group stays until reeve restarts or `reeve detach` removes it"),
+                    ),
+                ],
+            );
+        }
         let extra = match status {
             Some(ExitStatus::Code(c)) => Some(("exit_code", Val::I(c.into()))),
             Some(ExitStatus::Signal(s)) => Some(("signal", Val::I(s.into()))),
@@ -188,6 +202,21 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         out.push("discovery.mode");
     }
     out
+}
+
+/// How soon the loop comes back for work a lock held by another process
+/// kept it from doing (deferred attaches, queued audit events).
+const RETRY_MS: u64 = 100;
+
+/// What the governance queues hold after a wakeup's bounded share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    Empty,
+    /// More than one wakeup's share: come back at once.
+    More,
+    /// Items wait for a lock another process holds: come back after
+    /// [`RETRY_MS`], not at once (no spinning on someone else's lock).
+    Blocked,
 }
 
 /// Why the loop ended.
@@ -355,9 +384,16 @@ impl Daemon {
                     .rule_index(rule)
                     .and_then(|i| self.config.targets.get(i))
                     .is_some_and(autoattach::governs);
-                if governed && !gov.knows(&key) && self.to_attach.len() < self.to_attach.capacity()
-                {
-                    self.to_attach.push((key, rule));
+                if governed && !gov.knows(&key) && !push_bounded(&mut self.to_attach, (key, rule)) {
+                    self.log.error(
+                        "attach_failed",
+                        &[
+                            ("pid", Val::U(key.pid.into())),
+                            ("start_ticks", Val::U(key.start_ticks)),
+                            ("rule", Val::S(self.discovery.rule_name(rule))),
+                            ("reason", Val::S("attach queue full at start")),
+                        ],
+                    );
                 }
             }
         }
@@ -371,10 +407,18 @@ impl Daemon {
                         ("pid", Val::U(key.pid.into())),
                         ("start_ticks", Val::U(key.start_ticks)),
                         ("reason", Val::S("ended queue full")),
-                        ("action", Val::S("an empty job group of this process stays; remove it with reeve detach")),
+                        (
+                            "action",
+                            Val::S("the sweep of empty per-process jobs below removes its group"),
+                        ),
                     ],
                 );
             }
+        }
+        // Per-process jobs left empty by a daemon that stopped or died
+        // before it cleaned them up.
+        if let Some(gov) = self.auto.as_mut() {
+            gov.sweep_empty_jobs(&self.config.targets, &mut self.log);
         }
         // What was restored and adopted is on disk before anything else.
         let view = self.auto.as_ref().map(|g| &g.view);
@@ -409,17 +453,21 @@ impl Daemon {
                 self.scan_now()?;
             }
             self.discovery.evict_expired(sys::realtime_ms());
-            let more = self.govern_some();
+            let backlog = self.govern_some();
             let view = self.auto.as_ref().map(|g| &g.view);
             self.persist
                 .maybe_save(&self.discovery, view, &mut self.log, false);
             self.persist.tick(&mut self.log);
 
             let now = sys::monotonic_ns();
-            let wait_ms = if !more {
-                self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000)
-            } else {
-                0
+            let to_scan_ms = self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000);
+            let audit_waits = self.log.audit_mut().is_some_and(|a| a.pending() > 0);
+            let wait_ms = match backlog {
+                Backlog::More => 0,
+                // Another process holds a lock: come back soon, not at once.
+                Backlog::Blocked => to_scan_ms.min(RETRY_MS),
+                Backlog::Empty if audit_waits => to_scan_ms.min(RETRY_MS),
+                Backlog::Empty => to_scan_ms,
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
             // stderr is polled only while log lines wait for it.
@@ -453,11 +501,11 @@ impl Daemon {
     /// lock held by a CLI command) stays queued, in order, for the next
     /// wakeup. Returns whether items that can proceed at once are left, so
     /// the loop polls without sleeping only then.
-    fn govern_some(&mut self) -> bool {
+    fn govern_some(&mut self) -> Backlog {
         let Some(gov) = self.auto.as_mut() else {
             self.to_attach.clear();
             self.ended.clear();
-            return false;
+            return Backlog::Empty;
         };
         let n = self.to_attach.len().min(autoattach::ATTACH_PER_WAKE);
         let mut kept_attach = 0;
@@ -467,7 +515,18 @@ impl Daemon {
             let current = self.discovery.rule_index(rule);
             let outcome = match current.and_then(|i| self.config.targets.get(i)) {
                 Some(r) => gov.attach(&mut self.log, key, r),
-                None => autoattach::Outcome::Done,
+                None => {
+                    self.log.info(
+                        "not_attached",
+                        &[
+                            ("pid", Val::U(key.pid.into())),
+                            ("start_ticks", Val::U(key.start_ticks)),
+                            ("rule", Val::S(self.discovery.rule_name(rule))),
+                            ("reason", Val::S("its rule was removed by a reload")),
+                        ],
+                    );
+                    autoattach::Outcome::Done
+                }
             };
             if outcome == autoattach::Outcome::Retry {
                 self.to_attach[kept_attach] = (key, rule);
@@ -488,7 +547,13 @@ impl Daemon {
             }
         }
         self.ended.drain(kept_ended..n);
-        self.to_attach.len() > kept_attach || self.ended.len() > kept_ended
+        if kept_attach + kept_ended > 0 {
+            Backlog::Blocked
+        } else if self.to_attach.is_empty() && self.ended.is_empty() {
+            Backlog::Empty
+        } else {
+            Backlog::More
+        }
     }
 
     fn scan_now(&mut self) -> Result<(), String> {

@@ -13,7 +13,7 @@
 //! failure to write it is reported once per failure run, on stderr only,
 //! so the queue holds real events, never reports about itself.
 
-use crate::discovery::{Discovery, DiscoveryStats, RuleId};
+use crate::discovery::{Discovery, DiscoveryStats, Restore, RuleId};
 use crate::log::{Logger, Val};
 use crate::procfs::ProcKey;
 use crate::state::{self, Counters, DaemonLock, GovernanceView, State};
@@ -37,14 +37,13 @@ struct SinceSnapshot {
     exited: std::collections::HashSet<ProcKey>,
 }
 
-fn events_since(dir: &std::path::Path, since: u64) -> SinceSnapshot {
+/// Reads the audit events after `since` (all of them when the snapshot
+/// knew none). An unreadable log is an error the caller reports: without
+/// it, exits missed while reeve was down cannot be found.
+fn events_since(dir: &std::path::Path, since: u64) -> Result<SinceSnapshot, String> {
     let mut out = SinceSnapshot::default();
-    if since == 0 {
-        return out;
-    }
-    let Ok(reader) = crate::store::read_events(dir, Some(since)) else {
-        return out;
-    };
+    let from = (since > 0).then_some(since);
+    let reader = crate::store::read_events(dir, from).map_err(|e| e.to_string())?;
     for v in reader {
         let event = v.get("event").and_then(|e| e.as_str());
         let pid = v.get("pid").and_then(|x| x.as_u64());
@@ -68,7 +67,29 @@ fn events_since(dir: &std::path::Path, since: u64) -> SinceSnapshot {
             _ => {}
         }
     }
-    out
+    Ok(out)
+}
+
+/// Reports a saved identity that still runs but could not be tracked
+/// again; true for those (they must not be called ended).
+fn not_restored(outcome: &Restore, key: ProcKey, rule: &str, log: &mut Logger) -> bool {
+    let (Restore::Unreadable(why) | Restore::Refused(why)) = outcome else {
+        return false;
+    };
+    log.error(
+        "restore_failed",
+        &[
+            ("pid", Val::U(key.pid.into())),
+            ("start_ticks", Val::U(key.start_ticks)),
+            ("rule", Val::S(rule)),
+            ("reason", Val::S(why)),
+            (
+                "effect",
+                Val::S("not tracked by this daemon; it keeps running (and its group, if any)"),
+            ),
+        ],
+    );
+    true
 }
 
 /// A daemon killed mid-save leaves its temp file behind; the lock is ours,
@@ -187,13 +208,31 @@ impl Persistence {
             Loaded::Ok(s) => {
                 self.base = s.counters.clone();
                 self.base.restarts = self.base.restarts.saturating_add(1);
-                let since = events_since(self.dir.path(), s.audit_seq);
+                let since = match events_since(self.dir.path(), s.audit_seq) {
+                    Ok(since) => since,
+                    Err(why) => {
+                        log.error(
+                            "audit_log_unreadable",
+                            &[
+                                ("error", Val::S(&why)),
+                                (
+                                    "effect",
+                                    Val::S("targets discovered after the last snapshot that ended while reeve was down get no exited event and their jobs no clean-up; the next scan finds those still running"),
+                                ),
+                            ],
+                        );
+                        SinceSnapshot::default()
+                    }
+                };
                 let (mut restored, mut ended) = (0u64, 0u64);
                 for p in s.processes.iter().filter(|p| p.exited_ms == 0) {
                     let rule = d.rule_id(&p.rule);
-                    if d.restore(p.key(), rule, p.discovered_ms) {
+                    let outcome = d.restore(p.key(), rule, p.discovered_ms);
+                    if outcome == Restore::Tracked {
                         restored += 1;
                         back.running.push((p.key(), rule));
+                    } else if not_restored(&outcome, p.key(), &p.rule, log) {
+                        // It runs but is not tracked: said above.
                     } else if since.exited.contains(&p.key()) {
                         // Its exit was logged after the last snapshot.
                         ended += 1;
@@ -219,13 +258,23 @@ impl Persistence {
                 // exit is logged now, as for a process the snapshot held.
                 let mut seen = std::collections::HashSet::new();
                 for (key, rule_name, ts, comm) in &since.discovered {
-                    if since.exited.contains(key) || !seen.insert(*key) {
+                    if !seen.insert(*key) {
                         continue;
                     }
                     let rule = d.rule_id(rule_name);
-                    if d.restore(*key, rule, *ts) {
+                    if since.exited.contains(key) {
+                        // Its exit is logged; the daemon that logged it may
+                        // have died before cleaning up its job.
+                        ended += 1;
+                        back.ended.push((*key, rule));
+                        continue;
+                    }
+                    let outcome = d.restore(*key, rule, *ts);
+                    if outcome == Restore::Tracked {
                         restored += 1;
                         back.running.push((*key, rule));
+                    } else if not_restored(&outcome, *key, rule_name, log) {
+                        // It runs but is not tracked: said above.
                     } else if !d.tracked().get(key).is_some_and(|t| t.alive()) {
                         ended += 1;
                         back.ended.push((*key, rule));

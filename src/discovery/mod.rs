@@ -35,7 +35,7 @@ pub use lifecycle::{Illegal, Life, Step};
 use matcher::RuleSet;
 use netlink::{Event, ProcEvent};
 pub use ruleid::{RuleId, RuleIdsExhausted, RuleNames};
-pub use types::{DiscoveryStats, ExitStatus, ScanKind, ScanReport, Sink, Source, Tracked};
+pub use types::{DiscoveryStats, ExitStatus, Restore, ScanKind, ScanReport, Sink, Source, Tracked};
 
 /// What discovery remembers about every pid in /proc, target or not.
 #[derive(Debug, Clone, Copy)]
@@ -260,18 +260,21 @@ impl Discovery {
     /// Tracks a process again after a restart, without a new `discovered`
     /// event, once /proc confirms it is the same process (pid and start
     /// time). `rule` is the rule's id, or [`RuleId::ADOPTED`] for a process
-    /// found in a governed group that no rule names. Returns false when the
-    /// process is gone or its pid now belongs to another process.
-    pub fn restore(&mut self, key: ProcKey, rule: RuleId, discovered_ms: u64) -> bool {
+    /// found in a governed group that no rule names. Only
+    /// [`Restore::Gone`] means the process ended: a process that cannot be
+    /// read, or that the table has no room for, still runs.
+    pub fn restore(&mut self, key: ProcKey, rule: RuleId, discovered_ms: u64) -> Restore {
         let stat = match self.reader.stat(key.pid) {
             Ok(s) if s.start_ticks == key.start_ticks && !s.is_dead() => s,
-            _ => return false,
+            Ok(_) | Err(ReadError::Gone) => return Restore::Gone,
+            Err(e) => return Restore::Unreadable(e.to_string()),
         };
         if self.tracked.get(&key).is_some_and(|t| t.alive()) {
-            return true;
+            return Restore::Tracked;
         }
-        let Ok(life) = Life::Seen.step(Step::Restore) else {
-            return false;
+        let life = match Life::Seen.step(Step::Restore) {
+            Ok(l) => l,
+            Err(e) => return Restore::Refused(e.to_string()),
         };
         let uid = self.reader.status_ids(key.pid).map_or(u32::MAX, |i| i.euid);
         let t = Tracked {
@@ -283,12 +286,12 @@ impl Discovery {
             discovered_ms,
             exited_ms: 0,
         };
-        if self.tracked.insert(key, t).is_err() {
+        if let Err(why) = self.tracked.insert(key, t) {
             self.stats.refused += 1;
-            return false;
+            return Restore::Refused(why.to_string());
         }
         self.live += 1;
-        true
+        Restore::Tracked
     }
 
     /// One pass over /proc.

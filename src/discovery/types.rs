@@ -132,3 +132,17 @@ pub trait Sink {
     fn already_tracked(&mut self, key: ProcKey, source: Source);
     fn refused(&mut self, key: ProcKey, rule: &str, why: Refusal);
 }
+
+/// What [`super::Discovery::restore`] found for a saved identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// The same process runs and is tracked (again).
+    Tracked,
+    /// It ended: the pid is gone, a zombie, or another process's now.
+    Gone,
+    /// /proc could not be read for it (it may still run).
+    Unreadable(String),
+    /// It runs, but is not tracked: the table had no room, or the
+    /// lifecycle refused the step.
+    Refused(String),
+}
