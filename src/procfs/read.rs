@@ -141,9 +141,12 @@ impl ProcReader {
     }
 
     /// Reads and parses /proc/<pid>/stat.
+    /// One read(2) in the common case: the kernel renders the one-line
+    /// record whole, so a short read ending in a newline is all of it (and
+    /// the parser requires field 23, so a cut record cannot pass).
     pub fn stat(&mut self, pid: u32) -> Result<Stat, ReadError> {
         let mut p = [0u8; PATH_BUF];
-        let n = sys::read_file_at(
+        let n = sys::read_record_at(
             &self.dir,
             proc_path(&mut p, pid, b"stat"),
             &mut self.stat_buf,
