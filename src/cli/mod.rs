@@ -189,6 +189,9 @@ fn help(p: &mut lexopt::Parser) -> Result<(), CliError> {
 fn users() -> UserDb {
     // An unreadable /etc/passwd leaves names unresolvable; numeric uids
     // still work, and a config naming a user fails with a clear error.
+    // Without a readable /etc/passwd (a scratch container) user names
+    // cannot resolve: a config naming one fails with an error that names
+    // the user, and numeric uids work. Nothing is lost by going on.
     UserDb::load().unwrap_or_else(|_| UserDb::from_passwd(""))
 }
 

@@ -656,6 +656,9 @@ impl Daemon {
             );
             return;
         };
+        // Without a readable /etc/passwd (a scratch container) user names
+        // cannot resolve: a config naming one fails with an error that names
+        // the user, and numeric uids work. Nothing is lost by going on.
         let users = UserDb::load().unwrap_or_else(|_| UserDb::from_passwd(""));
         let new = match Config::load(&path, &users) {
             Ok(c) => c,
