@@ -1359,3 +1359,32 @@ fn run_records_the_end_when_stdout_or_stderr_is_closed() {
         started[0]
     );
 }
+
+#[test]
+fn a_refused_attach_or_run_is_in_the_audit_log() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("gov-refused");
+    let cfg = cli_config(&dir, &sub);
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let out = reeve(&["attach", "--pid", "1", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // A job group reeve has no record of: not reeve's to use.
+    fs::create_dir_all(sub.root().join("job.foreign")).unwrap();
+    let out = reeve(&["run", "--job", "foreign", "--config", cfg, "--", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    fs::remove_dir(sub.root().join("job.foreign")).unwrap();
+    let events = audit_events(&dir);
+    let attach: Vec<&Value> = events
+        .iter()
+        .filter(|v| event_name(v) == "attach_refused")
+        .collect();
+    assert_eq!(attach.len(), 1, "{events:?}");
+    assert_eq!(attach[0]["pid"], 1);
+    assert!(
+        attach[0]["reason"].as_str().unwrap_or("").contains("init"),
+        "{:?}",
+        attach[0]
+    );
+    let run = job_events(&events, "run_refused", "job.foreign");
+    assert_eq!(run.len(), 1, "{events:?}");
+}

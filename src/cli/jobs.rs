@@ -168,9 +168,27 @@ pub fn run(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     let mut on_event = |event: &str, fields: &[(&str, Val<'_>)]| {
         audit(&config.state_dir, event, fields);
     };
-    spawn::run(&h, &records, &spec, &mut on_event).map_err(|e| match e {
+    let result = spawn::run(&h, &records, &spec, &mut on_event);
+    result.map_err(|e| match e {
         spawn::RunError::NoCommand => CliError::Usage(e.to_string()),
-        e => CliError::Exit(e.exit_code(), e.to_string()),
+        e @ (spawn::RunError::Identity { .. } | spawn::RunError::Wait(_)) => {
+            // After the start: `run_failed` and `job_ended` tell it.
+            CliError::Exit(e.exit_code(), e.to_string())
+        }
+        e => {
+            // Nothing was started: the refusal is in the audit trail too.
+            let why = e.to_string();
+            audit(
+                &config.state_dir,
+                "run_refused",
+                &[
+                    ("job", Val::S(&spec.place.group_name())),
+                    ("reason", Val::S(&why)),
+                    ("source", Val::S("cli")),
+                ],
+            );
+            CliError::Exit(e.exit_code(), why)
+        }
     })
 }
 
@@ -258,9 +276,24 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
         return Err(CliError::Usage("attach needs --pid PID".into()));
     };
     let limits = common.limits()?;
+    let (config, h, records) = common.setup()?;
+    // A refusal is part of the audit trail too.
+    let refused = |e: &dyn std::fmt::Display| {
+        let why = e.to_string();
+        audit(
+            &config.state_dir,
+            "attach_refused",
+            &[
+                ("pid", Val::U(pid.into())),
+                ("reason", Val::S(&why)),
+                ("source", Val::S("cli")),
+            ],
+        );
+        runtime(why)
+    };
     let mut reader = ProcReader::open().map_err(|e| CliError::Runtime(e.to_string()))?;
-    let key = placement::identify(&mut reader, pid).map_err(runtime)?;
-    placement::refuse_protected(&mut reader, key).map_err(runtime)?;
+    let key = placement::identify(&mut reader, pid).map_err(|e| refused(&e))?;
+    placement::refuse_protected(&mut reader, key).map_err(|e| refused(&e))?;
     let place = common.placement(|| {
         let comm = reader
             .stat(pid)
@@ -268,11 +301,10 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
             .unwrap_or_else(|_| "proc".into());
         cgroup::sanitize_job_name(&format!("{comm}-{pid}"))
     })?;
-    let (config, h, records) = common.setup()?;
     let now = crate::sys::realtime_ms();
     let held = records.lock().map_err(runtime)?;
-    let report =
-        placement::attach(&h, &held, &mut reader, key, &place, &limits, now).map_err(runtime)?;
+    let report = placement::attach(&h, &held, &mut reader, key, &place, &limits, now)
+        .map_err(|e| refused(&e))?;
     drop(held);
     let limits = &report.limits;
     audit(
