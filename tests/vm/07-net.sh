@@ -47,8 +47,9 @@ within 15 "$limited" "$LIMIT" ||
     fail "unlimited transfer moved $free B/s, less than 10x the limited $limited B/s"
 # Every byte the receiver got passed the program, with headers on top;
 # segments sent again after a loss add a little more.
-[ "$passed" -ge "$bytes" ] && [ $((passed * 100)) -le $((bytes * 110)) ] ||
+if ! { [ "$passed" -ge "$bytes" ] && [ $((passed * 100)) -le $((bytes * 110)) ]; }; then
     fail "reeve status shows passed=$passed bytes, the receiver counted $bytes"
+fi
 [ "$dropped" -gt 0 ] || fail "reeve status shows no dropped bytes for a sender over its budget"
 
 # A second run in the same job with the same limit adopts the attached
@@ -57,8 +58,9 @@ reeve run --detach --job nettx --net-tx 2M -- /bin/true >/tmp/tx2.out 2>/tmp/tx2
     fail_with "second reeve run --net-tx in the same job exited $?" /tmp/tx2.out /tmp/tx2.err
 reeve status >/tmp/status2.out 2>&1 || fail_with "reeve status exited $?" /tmp/status2.out
 again=$(sed -n 's/.*net_tx passed=\([0-9]*\) dropped=.*/\1/p' /tmp/status2.out)
-[ -n "$again" ] && [ "$again" -ge "$passed" ] ||
+if ! { [ -n "$again" ] && [ "$again" -ge "$passed" ]; }; then
     fail_with "after a second run the counters read passed=$again, not >= $passed: the program was reloaded" /tmp/status2.out
+fi
 kill_group "$tx"
 tx=
 

@@ -57,7 +57,9 @@ span=$((last - first))
 together=$(((b1 + b2) * 1000 / span))
 within 15 "$together" "$LIMIT" ||
     fail "the pool's two senders moved $together B/s together, not within 15% of $LIMIT"
-[ "$b1" -gt 0 ] && [ "$b2" -gt 0 ] || fail "a pool sender moved nothing ($b1, $b2)"
+if ! { [ "$b1" -gt 0 ] && [ "$b2" -gt 0 ]; }; then
+    fail "a pool sender moved nothing ($b1, $b2)"
+fi
 drop_pool
 
 # Detach in the middle of a limited transfer.

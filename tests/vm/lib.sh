@@ -132,7 +132,10 @@ finish_sink() {
     wait_until $(($2 * 1000)) grep -q '^bytes=' "$1" || fail_with "the transfer did not end" "$1"
     wait "$sinkpid" 2>/dev/null
     sinkpid=
+    # Read by the scenarios that source this file.
+    # shellcheck disable=SC2034
     sink_bytes=$(field "$1" bytes)
+    # shellcheck disable=SC2034
     sink_rate=$(field "$1" rate)
 }
 
