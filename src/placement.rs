@@ -21,8 +21,10 @@ use crate::sys;
 
 mod detach;
 mod error;
+mod join;
 pub use detach::{detach, DetachReport};
 pub use error::PlaceError;
+pub use join::{join, Protected, Ready};
 
 /// The group a process is governed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +318,25 @@ fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
             });
         }
     }
+}
+
+/// Folds `group`'s journal into its record and writes it: intents a
+/// crash left are settled from what the kernel shows, members that ended
+/// are dropped, and the journal is emptied. `Ok(false)` when the group has
+/// no record.
+pub fn compact(
+    h: &Hierarchy,
+    held: &RecordsLock<'_>,
+    reader: &mut ProcReader,
+    group: &str,
+) -> Result<bool, RecordError> {
+    let records = held.records();
+    let Some(mut record) = records.load(group)? else {
+        return Ok(false);
+    };
+    settle(h, reader, &mut record);
+    records.save(&record)?;
+    Ok(true)
 }
 
 /// Removes a group this attach created when nothing was moved into it.

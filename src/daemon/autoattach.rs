@@ -12,18 +12,26 @@
 //! read) the item is [`Outcome::Retry`]: it stays queued for the next
 //! wakeup, with one `attach_deferred` debug event and a count.
 
+use std::collections::HashMap;
+
 use super::naming::{job_name, rule_of_group};
 use crate::cgroup::{Group, Hierarchy};
 use crate::config::{Config, Rule};
 use crate::discovery::{Discovery, RuleId, Step};
 use crate::log::{Logger, Val};
-use crate::placement::{self, PlaceError, Placement, RecordError, Records};
+use crate::placement::{self, PlaceError, Placement, Protected, Ready, RecordError, Records};
 use crate::procfs::{ProcKey, ProcReader};
 use crate::state::{GovernanceView, Governed, JobState};
 use crate::sys;
 
 /// Attaches handled per wakeup.
 pub const ATTACH_PER_WAKE: usize = 64;
+
+/// A pool's journal past this many bytes is folded into its record (one
+/// pool per wakeup, after that wakeup's attaches): a few hundred attaches
+/// between two record writes, and a bound on the bytes a pool keeps on
+/// disk whatever the number of members that passed through it.
+pub const JOURNAL_BOUND: u64 = 64 * 1024;
 
 /// What the loop does with a queued item after one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +59,14 @@ pub struct AutoAttach {
     /// released.json was unreadable at the last try (its error is logged
     /// once per run of failures).
     released_broken: bool,
+    /// Pools prepared with their limits in force, by group name: a member
+    /// joins without re-preparing ([`placement::join`]).
+    ready: HashMap<String, Ready>,
+    /// pid 1, reeve and its ancestors, read once.
+    protected: Protected,
+    /// Pools whose journal passed [`JOURNAL_BOUND`], or that a restart
+    /// found with a journal: folded into their record by [`AutoAttach::compact_one`].
+    to_compact: Vec<String>,
 }
 
 impl AutoAttach {
@@ -65,7 +81,8 @@ impl AutoAttach {
             let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
             placement::ensure_root(&h).map_err(|e| e.to_string())?;
             let records = Records::open(&config.state_dir).map_err(|e| e.to_string())?;
-            let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
+            let mut reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
+            let protected = Protected::of_self(&mut reader).map_err(|e| e.to_string())?;
             Ok(AutoAttach {
                 h,
                 records,
@@ -73,6 +90,9 @@ impl AutoAttach {
                 view: GovernanceView::default(),
                 deferred: 0,
                 released_broken: false,
+                ready: HashMap::new(),
+                protected,
+                to_compact: Vec::new(),
             })
         };
         match setup() {
@@ -114,6 +134,12 @@ impl AutoAttach {
             if !(name.starts_with("job.") || name.starts_with("pool.")) {
                 continue;
             }
+            // A journal a previous daemon left is folded first: intents
+            // it wrote before dying are settled from the kernel's view.
+            if self.records.journal_len(&name) > 0 {
+                self.to_compact.push(name.clone());
+                self.compact_one(log);
+            }
             let Ok(pids) = Group::new(e.path()).procs() else {
                 continue;
             };
@@ -153,6 +179,12 @@ impl AutoAttach {
                 .iter()
                 .find(|m| m.key() == key)
                 .map(|m| m.original_cgroup.clone())
+                .or_else(|| {
+                    r.pending
+                        .iter()
+                        .find(|p| p.key() == key && p.to == r.cgroup)
+                        .map(|p| p.from.clone())
+                })
         });
         let cgroup = self.h.root.join(group);
         self.view.procs.insert(
@@ -279,16 +311,56 @@ impl AutoAttach {
                 return Outcome::Done;
             }
         };
-        let result = placement::attach(
-            &self.h,
-            &held,
-            &mut self.reader,
-            key,
-            &place,
-            &rule.limits,
-            now,
-        );
+        // Checked under the lock: no command rewrites the record between
+        // this check and the moves.
+        let ready = ready_for(&mut self.ready, &self.records, &place, rule);
+        let mut result = None;
+        let mut fresh = None;
+        if let Some(ready) = ready {
+            match placement::join(
+                &self.h,
+                &held,
+                &mut self.reader,
+                key,
+                &ready,
+                &self.protected,
+            ) {
+                Ok((r, journal_len)) => {
+                    if journal_len > JOURNAL_BOUND && !self.to_compact.contains(&ready.group) {
+                        self.to_compact.push(ready.group.clone());
+                    }
+                    result = Some(Ok(r));
+                }
+                // The pool changed under the daemon (its group removed, a
+                // file it needs gone): nothing was moved; prepare it again.
+                Err(PlaceError::Cgroup(_)) => {
+                    self.ready.remove(&ready.group);
+                }
+                Err(e) => result = Some(Err(e)),
+            }
+        }
+        let result = match result {
+            Some(r) => r,
+            None => {
+                let r = placement::attach(
+                    &self.h,
+                    &held,
+                    &mut self.reader,
+                    key,
+                    &place,
+                    &rule.limits,
+                    now,
+                );
+                if let (Ok(r), Placement::Pool(_)) = (&r, &place) {
+                    fresh = Some(r.group.clone());
+                }
+                r
+            }
+        };
         drop(held);
+        if let (Some(_), Ok(r)) = (fresh, &result) {
+            self.remember_ready(r, rule);
+        }
         match result {
             Ok(r) => self.attached(log, key, rule, &r, now),
             Err(PlaceError::ProcessGone {
@@ -315,6 +387,80 @@ impl AutoAttach {
             }
         }
         Outcome::Done
+    }
+
+    /// Keeps a pool the full path prepared with every limit in force and
+    /// its record written, so the next member joins without re-preparing.
+    fn remember_ready(&mut self, r: &placement::AttachReport, rule: &Rule) {
+        if !r.in_force || r.unconfirmed.is_some() {
+            self.ready.remove(&r.group);
+            return;
+        }
+        let stamp = self.records.stamp(&r.group);
+        self.ready.insert(
+            r.group.clone(),
+            Ready {
+                group: r.group.clone(),
+                path: r.cgroup.clone(),
+                requested: rule.limits.clone(),
+                limits: r.limits.clone(),
+                stamp,
+            },
+        );
+    }
+
+    /// Folds one pool's journal into its record, when one passed
+    /// [`JOURNAL_BOUND`]: at most one record write per wakeup, after that
+    /// wakeup's moves; one that cannot be folded now is tried at a later
+    /// wakeup (the loop does not spin for it).
+    pub fn compact_one(&mut self, log: &mut Logger) {
+        let Some(group) = self.to_compact.first().cloned() else {
+            return;
+        };
+        let held = match self.records.try_lock() {
+            Ok(l) => l,
+            // A command holds the lock: the next wakeup tries again.
+            Err(RecordError::Busy { .. }) => return,
+            Err(e) => {
+                self.to_compact.remove(0);
+                log.error(
+                    "record_failed",
+                    &[
+                        ("job", Val::S(&group)),
+                        ("reason", Val::S(&e.to_string())),
+                        (
+                            "effect",
+                            Val::S(
+                                "the pool's journal keeps growing until its record can be written",
+                            ),
+                        ),
+                    ],
+                );
+                return;
+            }
+        };
+        self.to_compact.remove(0);
+        let result = placement::compact(&self.h, &held, &mut self.reader, &group);
+        drop(held);
+        match result {
+            Ok(_) => {
+                let stamp = self.records.stamp(&group);
+                if let Some(r) = self.ready.get_mut(&group) {
+                    r.stamp = stamp;
+                }
+            }
+            Err(e) => {
+                self.ready.remove(&group);
+                log.error(
+                    "record_failed",
+                    &[
+                        ("job", Val::S(&group)),
+                        ("reason", Val::S(&e.to_string())),
+                        ("effect", Val::S("the pool's journal keeps its members; folding is tried again after the pool's next attach")),
+                    ],
+                );
+            }
+        }
     }
 
     /// Logs and records a successful attach.
@@ -460,4 +606,25 @@ impl AutoAttach {
         }
         Outcome::Done
     }
+}
+
+/// The prepared pool `place` joins, when the daemon prepared it for
+/// the limits `rule` asks for and its record file has not been
+/// rewritten by anyone else since.
+fn ready_for(
+    cache: &mut HashMap<String, Ready>,
+    records: &Records,
+    place: &Placement,
+    rule: &Rule,
+) -> Option<Ready> {
+    let Placement::Pool(_) = place else {
+        return None;
+    };
+    let name = place.group_name();
+    let ready = cache.get(&name)?;
+    if ready.requested == rule.limits && ready.stamp == records.stamp(&name) {
+        return Some(ready.clone());
+    }
+    cache.remove(&name);
+    None
 }

@@ -478,6 +478,8 @@ impl Daemon {
             }
         }
         self.ended.drain(kept_ended..n);
+        // After this wakeup's moves, so no placement waits for it.
+        gov.compact_one(&mut self.log);
         self.to_attach.len() > kept_attach || self.ended.len() > kept_ended
     }
 
