@@ -512,7 +512,11 @@ pub fn attach(
 /// The managed group a process is in, if it is one of reeve's
 /// (`job.*` or `pool.*` directly under the root).
 pub fn managed_group(h: &Hierarchy, pid: u32) -> Option<String> {
-    let cg = h.process_cgroup(pid).ok()?;
+    managed_group_at(h, &h.process_cgroup(pid).ok()?)
+}
+
+/// The managed group `cg` is, if it is one of reeve's.
+pub fn managed_group_at(h: &Hierarchy, cg: &std::path::Path) -> Option<String> {
     if cg.parent()? != h.root {
         return None;
     }

@@ -242,7 +242,12 @@ impl AutoAttach {
             ("start_ticks", Val::U(key.start_ticks)),
             ("rule", Val::S(&rule.name)),
         ];
-        if let Some(group) = placement::managed_group(&self.h, key.pid) {
+        // Read once: whether it is governed already, and where it comes from.
+        let current = self.h.process_cgroup(key.pid).ok();
+        if let Some(group) = current
+            .as_deref()
+            .and_then(|c| placement::managed_group_at(&self.h, c))
+        {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
             self.note_adopted(key, &group);
@@ -317,24 +322,26 @@ impl AutoAttach {
         let mut result = None;
         let mut fresh = None;
         if let Some(ready) = ready {
+            let group = ready.group.clone();
             match placement::join(
                 &self.h,
                 &held,
                 &mut self.reader,
                 key,
-                &ready,
+                current,
+                ready,
                 &self.protected,
             ) {
                 Ok((r, journal_len)) => {
-                    if journal_len > JOURNAL_BOUND && !self.to_compact.contains(&ready.group) {
-                        self.to_compact.push(ready.group.clone());
+                    if journal_len > JOURNAL_BOUND && !self.to_compact.contains(&group) {
+                        self.to_compact.push(group);
                     }
                     result = Some(Ok(r));
                 }
                 // The pool changed under the daemon (its group removed, a
                 // file it needs gone): nothing was moved; prepare it again.
                 Err(PlaceError::Cgroup(_)) => {
-                    self.ready.remove(&ready.group);
+                    self.ready.remove(&group);
                 }
                 Err(e) => result = Some(Err(e)),
             }
@@ -397,6 +404,11 @@ impl AutoAttach {
             return;
         }
         let stamp = self.records.stamp(&r.group);
+        // Without its journal open the pool is prepared again next time.
+        let Ok(journal) = self.records.journal(&r.group) else {
+            self.ready.remove(&r.group);
+            return;
+        };
         self.ready.insert(
             r.group.clone(),
             Ready {
@@ -405,6 +417,7 @@ impl AutoAttach {
                 requested: rule.limits.clone(),
                 limits: r.limits.clone(),
                 stamp,
+                journal,
             },
         );
     }
@@ -611,20 +624,22 @@ impl AutoAttach {
 /// The prepared pool `place` joins, when the daemon prepared it for
 /// the limits `rule` asks for and its record file has not been
 /// rewritten by anyone else since.
-fn ready_for(
-    cache: &mut HashMap<String, Ready>,
+fn ready_for<'a>(
+    cache: &'a mut HashMap<String, Ready>,
     records: &Records,
     place: &Placement,
     rule: &Rule,
-) -> Option<Ready> {
+) -> Option<&'a mut Ready> {
     let Placement::Pool(_) = place else {
         return None;
     };
     let name = place.group_name();
-    let ready = cache.get(&name)?;
-    if ready.requested == rule.limits && ready.stamp == records.stamp(&name) {
-        return Some(ready.clone());
+    let valid = cache
+        .get(&name)
+        .is_some_and(|r| r.requested == rule.limits && r.stamp == records.stamp(&name));
+    if !valid {
+        cache.remove(&name);
+        return None;
     }
-    cache.remove(&name);
-    None
+    cache.get_mut(&name)
 }

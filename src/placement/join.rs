@@ -13,13 +13,16 @@ use std::path::PathBuf;
 use super::{family, AttachReport, Member, PlaceError, RecordsLock};
 use crate::cgroup::{self, Group, Hierarchy, Limits, MoveOutcome};
 use crate::procfs::{ProcKey, ProcReader};
-use crate::store::records::{Entry, Pending};
+use crate::store::records::{Entry, JournalFile, Pending};
 use crate::sys;
 
-/// A pool the daemon prepared, with the limits the kernel enforces on it.
-/// It stays valid while the rule asks for the same limits and the pool's
-/// record file is the one the daemon last saw ([`Ready::stamp`]).
-#[derive(Debug, Clone)]
+/// A pool the daemon prepared, with the limits the kernel enforces on it
+/// and its journal open. It stays valid while the rule asks for the same
+/// limits and the pool's record file is the one the daemon last saw
+/// ([`Ready::stamp`]): only a record write (which empties the journal in
+/// place) or a record removal (which removes the journal) changes the
+/// journal, and both change the stamp.
+#[derive(Debug)]
 pub struct Ready {
     pub group: String,
     pub path: PathBuf,
@@ -30,6 +33,7 @@ pub struct Ready {
     /// The record file's stamp (`Records::stamp`) when the pool was
     /// prepared or last compacted.
     pub stamp: Option<(u64, i64, i64)>,
+    pub journal: JournalFile,
 }
 
 /// pid 1, reeve and reeve's ancestors, by identity. Read once: a living
@@ -77,22 +81,29 @@ impl Protected {
 /// Moves `key` and its descendants into the prepared pool `ready`. Fails
 /// like [`super::attach`]: when `key` is refused, when the intents cannot
 /// be appended (nothing is moved), or when `key` itself cannot be moved
-/// (it goes first, so nothing else was). Returns the report and the
-/// journal's length after the confirmation.
+/// (it goes first, so nothing else was). `current` is `key`'s cgroup when
+/// the caller has just read it. The records lock (`_held`) is held for
+/// the appends. Returns the report and the journal's length after the
+/// confirmation.
 pub fn join(
     h: &Hierarchy,
-    held: &RecordsLock<'_>,
+    _held: &RecordsLock<'_>,
     reader: &mut ProcReader,
     key: ProcKey,
-    ready: &Ready,
+    current: Option<PathBuf>,
+    ready: &mut Ready,
     protected: &Protected,
 ) -> Result<(AttachReport, u64), PlaceError> {
     protected.check(key)?;
-    let records = held.records();
     let mut failed = Vec::new();
     let mut intents = Vec::new();
+    let mut current = current;
     for k in family(reader, key) {
-        match h.process_cgroup(k.pid) {
+        let cg = match current.take() {
+            Some(c) if k == key => Ok(c),
+            _ => h.process_cgroup(k.pid),
+        };
+        match cg {
             Ok(from) if from == ready.path => {}
             Ok(from) => intents.push(Pending {
                 pid: k.pid,
@@ -114,13 +125,13 @@ pub fn join(
         }
     }
     let written: Vec<Entry> = intents.iter().cloned().map(Entry::Intent).collect();
-    let mut journal_len = if written.is_empty() {
-        records.journal_len(&ready.group)
-    } else {
-        records
-            .append(&ready.group, &written)
-            .map_err(PlaceError::IntentNotWritten)?
-    };
+    let mut journal_len = 0;
+    if !written.is_empty() {
+        journal_len = ready
+            .journal
+            .append(&written)
+            .map_err(PlaceError::IntentNotWritten)?;
+    }
     let group = Group::new(&ready.path);
     let mut members = Vec::new();
     let mut settled = Vec::with_capacity(intents.len());
@@ -168,7 +179,7 @@ pub fn join(
     let unconfirmed = if settled.is_empty() {
         None
     } else {
-        match records.append(&ready.group, &settled) {
+        match ready.journal.append(&settled) {
             Ok(len) => {
                 journal_len = len;
                 None

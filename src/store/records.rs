@@ -30,7 +30,7 @@ use super::{load_versioned, write_atomic, Loaded, StateDir, StoreError};
 mod journal;
 use crate::cgroup::Limits;
 use crate::procfs::{ProcKey, ProcReader};
-pub use journal::{fold as fold_journal, Entry};
+pub use journal::{fold as fold_journal, Entry, JournalFile};
 
 /// One process reeve moved, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,11 +306,11 @@ impl Records {
         }
     }
 
-    /// Appends `entries` to `group`'s membership journal (one write(2), no
-    /// fsync) and returns its length after. Call under the records lock,
-    /// for a group whose record is on file.
-    pub fn append(&self, group: &str, entries: &[Entry]) -> Result<u64, RecordError> {
-        journal::append(&self.dir, group, entries)
+    /// `group`'s membership journal, opened for appending (one write(2)
+    /// per append, no fsync). Append under the records lock, for a group
+    /// whose record is on file.
+    pub fn journal(&self, group: &str) -> Result<JournalFile, RecordError> {
+        JournalFile::open(&self.dir, group)
     }
 
     /// Which version of `group`'s record file is on disk (inode and
