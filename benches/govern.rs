@@ -1,0 +1,854 @@
+//! Governance benchmark: `reeve watch` with a pool against libcgroup's
+//! cgrulesengd, the closest peer (it listens on the same netlink proc
+//! connector and writes the new process into a cgroup).
+//!
+//! Both daemons run alternately against one probe (benches/probe.c, built
+//! static with `cc`, copied to a unique name per run): the probe reads
+//! /proc/self/cgroup until it sees its group and prints the CLOCK_MONOTONIC
+//! time of that read. The latency is that time minus the kernel's
+//! timestamp of the probe's exec event (also CLOCK_MONOTONIC), which the
+//! bench reads from its own proc-connector socket: the span from the event
+//! both daemons act on to the moment the process sees itself placed,
+//! measured in the probe. Cold runs leave 30 ms between probes; warm runs
+//! keep a helper moving a dummy process between two private groups every
+//! millisecond, so the kernel's move path stays warm and the daemon's own
+//! share shows. The burst starts 300 probes at once (polling every 1 ms)
+//! and reports the last one placed after the first exec. The pool-age
+//! curve runs probes one after another through one pool and reports the
+//! latency and the daemon's CPU (from /proc/<pid>/schedstat) at the 1st
+//! members, around the 2,500th and at the end.
+//!
+//! Host changes, for this comparison only, all undone when the bench ends
+//! however it ends (a drop guard, and a SIGINT/SIGTERM thread): one group
+//! under the v1 cpu hierarchy (cgrulesengd 2.0 classifies into v1 here),
+//! /etc/cgrules.conf (an existing one is restored), /etc/cgconfig.conf and
+//! /etc/cgconfig.d (created empty only when missing; cgrulesengd will not
+//! start without them), two subtrees of /sys/fs/cgroup/unified. Both
+//! daemons' rules match only the probe's unique name. Only pids the bench
+//! started are signalled, by pid. cgroup-tools is installed with apt-get
+//! when missing. Never run in CI (it touches /etc and the v1 hierarchy).
+//!
+//! Settings (environment): GOVERN_SAMPLES (probes per daemon, cold and
+//! warm each; default 300), GOVERN_AGE (members through reeve's pool for
+//! the age curve; default 20000, up to 100000).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use reeve::discovery::netlink::{self, ProcConnector, ProcEvent};
+
+type Res<T> = Result<T, String>;
+
+const V1_CPU: &str = "/sys/fs/cgroup/cpu";
+const UNIFIED: &str = "/sys/fs/cgroup/unified";
+const RULES: &str = "/etc/cgrules.conf";
+const CGCONFIG: &str = "/etc/cgconfig.conf";
+const CGCONFIG_D: &str = "/etc/cgconfig.d";
+const CGRED_SOCKET: &str = "/var/run/cgred.socket";
+const BURST: usize = 300;
+const COLD_GAP: Duration = Duration::from_millis(30);
+const WARM_GAP: Duration = Duration::from_millis(2);
+const PROBE_TIMEOUT_MS: &str = "5000";
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` (and test harness probing)
+    }
+    block_stop_signals();
+    thread::spawn(|| {
+        let sig = wait_stop_signal();
+        eprintln!("govern bench: signal {sig}: undoing host changes");
+        undo_all();
+        std::process::exit(130);
+    });
+    let result = run();
+    undo_all();
+    if let Err(e) = result {
+        eprintln!("govern bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// undoing everything the bench did to the host
+
+/// What the bench changed on the host, undone in reverse.
+#[derive(Default)]
+struct Undo {
+    /// Pids the bench started and has not reaped.
+    pids: Vec<u32>,
+    /// Files to put back: their content before, or None to remove them.
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+    /// Empty directories the bench created (not cgroups).
+    dirs: Vec<PathBuf>,
+    /// Directories of the bench's own removed with all they hold.
+    trees: Vec<PathBuf>,
+    /// Cgroup subtrees the bench created.
+    cgroups: Vec<PathBuf>,
+}
+
+static UNDO: Mutex<Option<Undo>> = Mutex::new(None);
+
+fn undo<F: FnOnce(&mut Undo)>(f: F) {
+    let mut g = UNDO.lock().unwrap_or_else(|p| p.into_inner());
+    f(g.get_or_insert_with(Undo::default));
+}
+
+fn forget_pid(pid: u32) {
+    undo(|u| u.pids.retain(|&p| p != pid));
+}
+
+fn undo_all() {
+    let taken = UNDO.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(u) = taken else { return };
+    for &pid in u.pids.iter().rev() {
+        stop_pid(pid);
+    }
+    for (path, before) in u.files.iter().rev() {
+        let r = match before {
+            Some(bytes) => fs::write(path, bytes),
+            None => fs::remove_file(path),
+        };
+        if let Err(e) = r {
+            eprintln!("govern bench: cannot restore {}: {e}", path.display());
+        }
+    }
+    for t in u.trees.iter().rev() {
+        if let Err(e) = fs::remove_dir_all(t) {
+            eprintln!("govern bench: cannot remove {}: {e}", t.display());
+        }
+    }
+    for d in u.dirs.iter().rev() {
+        if let Err(e) = fs::remove_dir(d) {
+            eprintln!("govern bench: cannot remove {}: {e}", d.display());
+        }
+    }
+    for c in u.cgroups.iter().rev() {
+        remove_cgroup_tree(c);
+    }
+}
+
+/// SIGTERM, then SIGKILL after 2 s, to a child of the bench, reaped.
+fn stop_pid(pid: u32) {
+    // SAFETY: kill(2) and waitpid(2) on a pid the bench spawned and has
+    // not reaped (a zombie holds the pid until it is reaped here).
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut status = 0;
+        // SAFETY: as above.
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if r != 0 {
+            return;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, &mut status, 0);
+            }
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Removes a cgroup subtree bottom-up, retrying while probes that timed
+/// out are still leaving it.
+fn remove_cgroup_tree(root: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let mut dirs = Vec::new();
+        collect_dirs(root, &mut dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        let mut left = None;
+        for d in &dirs {
+            if let Err(e) = fs::remove_dir(d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    left = Some(format!("{}: {e}", d.display()));
+                }
+            }
+        }
+        match left {
+            None => return,
+            Some(why) if Instant::now() > deadline => {
+                eprintln!("govern bench: cannot remove cgroup {why}");
+                return;
+            }
+            Some(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn collect_dirs(d: &Path, out: &mut Vec<PathBuf>) {
+    if !d.is_dir() {
+        return;
+    }
+    out.push(d.to_path_buf());
+    if let Ok(rd) = fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+fn block_stop_signals() {
+    // SAFETY: sigset manipulation on a local set; the mask is set before
+    // any other thread exists, so every thread inherits it (children get
+    // a cleared mask from std::process).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn wait_stop_signal() -> i32 {
+    // SAFETY: sigwait on a local set of signals blocked in every thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+        sig
+    }
+}
+
+// ---------------------------------------------------------------------------
+// setup
+
+fn hex8() -> String {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b); // a fixed name still works; uniqueness is best effort
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn sh(cmd: &mut Command, what: &str) -> Res<()> {
+    let st = cmd.status().map_err(|e| format!("{what}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{what}: {st}"))
+    }
+}
+
+fn ensure_cgrulesengd() -> Res<()> {
+    if Command::new("cgrulesengd").arg("--help").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("govern bench: installing cgroup-tools (apt-get)");
+    let install = || {
+        sh(
+            Command::new("apt-get")
+                .args(["install", "-y", "cgroup-tools"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install cgroup-tools",
+        )
+    };
+    if install().is_err() {
+        sh(Command::new("apt-get").arg("update"), "apt-get update")?;
+        install()?;
+    }
+    Ok(())
+}
+
+/// Refuses to run beside another cgrulesengd (ours would fight it).
+fn no_other_cgrulesengd() -> Res<()> {
+    for e in fs::read_dir("/proc")
+        .map_err(|e| format!("/proc: {e}"))?
+        .flatten()
+    {
+        let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "cgrulesengd" {
+            return Err(format!(
+                "a cgrulesengd already runs (pid {}); stop it first",
+                e.file_name().to_string_lossy()
+            ));
+        }
+    }
+    if Path::new(CGRED_SOCKET).exists() {
+        return Err(format!(
+            "{CGRED_SOCKET} exists: another cgrulesengd may run"
+        ));
+    }
+    Ok(())
+}
+
+fn make_cgroup(path: &Path) -> Res<()> {
+    fs::create_dir(path).map_err(|e| format!("mkdir {}: {e}", path.display()))?;
+    undo(|u| u.cgroups.push(path.to_path_buf()));
+    Ok(())
+}
+
+fn write_etc(path: &str, content: &str) -> Res<()> {
+    let before = fs::read(path).ok();
+    undo(|u| u.files.push((PathBuf::from(path), before)));
+    fs::write(path, content).map_err(|e| format!("{path}: {e}"))
+}
+
+struct Setup {
+    tmp: PathBuf,
+    probe: PathBuf,
+    probe_name: String,
+    v1_group: String,
+    v2_root: PathBuf,
+    warm_root: PathBuf,
+    /// reeve's configs: pool "bench", then pool "age".
+    reeve_cfg: Vec<PathBuf>,
+}
+
+fn setup() -> Res<Setup> {
+    let id = hex8();
+    let tmp = std::env::temp_dir().join(format!("reeve-govern-{id}"));
+    fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    undo(|u| u.trees.push(tmp.clone()));
+    // comm holds 15 bytes: the unique name fits whole.
+    let probe_name = format!("rbp-{id}");
+    let probe = tmp.join(&probe_name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/probe.c");
+    sh(
+        Command::new("cc")
+            .args(["-O2", "-static", "-o"])
+            .arg(&probe)
+            .arg(&src),
+        "cc benches/probe.c",
+    )?;
+    let v1_group = format!("rb-{id}");
+    make_cgroup(&Path::new(V1_CPU).join(&v1_group))?;
+    let v2_root = Path::new(UNIFIED).join(format!("rbv-{id}"));
+    make_cgroup(&v2_root)?;
+    let warm_root = Path::new(UNIFIED).join(format!("rbw-{id}"));
+    make_cgroup(&warm_root)?;
+    for g in ["a", "b"] {
+        fs::create_dir(warm_root.join(g)).map_err(|e| format!("warm group: {e}"))?;
+    }
+    if !Path::new(CGCONFIG).exists() {
+        write_etc(CGCONFIG, "")?;
+    }
+    if !Path::new(CGCONFIG_D).exists() {
+        fs::create_dir(CGCONFIG_D).map_err(|e| format!("{CGCONFIG_D}: {e}"))?;
+        undo(|u| u.dirs.push(PathBuf::from(CGCONFIG_D)));
+    }
+    write_etc(RULES, &format!("*:{probe_name}\tcpu\t{v1_group}/\n"))?;
+    let mut reeve_cfg = Vec::new();
+    for pool in ["bench", "age"] {
+        // Each pool in its own state directory: the age curve starts
+        // from a pool no process has passed through.
+        let cfg = serde_json::json!({
+            "targets": [{"name": "bench", "match": {"exe": [probe_name]}, "pool": pool}],
+            "state_dir": tmp.join(format!("state-{pool}")),
+            "cgroup": {"root": v2_root},
+        });
+        let path = tmp.join(format!("reeve-{pool}.json"));
+        fs::write(&path, cfg.to_string()).map_err(|e| format!("config: {e}"))?;
+        reeve_cfg.push(path);
+    }
+    Ok(Setup {
+        tmp,
+        probe,
+        probe_name,
+        v1_group,
+        v2_root,
+        warm_root,
+        reeve_cfg,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// daemons
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Cgre,
+    Reeve,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Cgre => "cgrulesengd",
+            Kind::Reeve => "reeve",
+        }
+    }
+}
+
+struct Daemon {
+    child: Child,
+    kind: Kind,
+    pool: &'static str,
+}
+
+impl Daemon {
+    fn start(kind: Kind, pool: &'static str, s: &Setup, execs: &mut Execs) -> Res<Daemon> {
+        let mut cmd = match kind {
+            Kind::Cgre => {
+                let mut c = Command::new("cgrulesengd");
+                c.args(["-n", "-Q"]);
+                c
+            }
+            Kind::Reeve => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_reeve"));
+                let cfg = &s.reeve_cfg[usize::from(pool == "age")];
+                c.arg("watch").arg("--config").arg(cfg);
+                c
+            }
+        };
+        let log = fs::File::create(s.tmp.join(format!("{}.log", kind.name())))
+            .map_err(|e| format!("daemon log: {e}"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", kind.name()))?;
+        undo(|u| u.pids.push(child.id()));
+        let mut d = Daemon { child, kind, pool };
+        // Ready once a probe is placed.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if probe(s, &d, execs, 0).is_ok() {
+                return Ok(d);
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                forget_pid(d.child.id());
+                return Err(format!("{} exited: {st}", kind.name()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} placed no probe within 20 s", kind.name()));
+            }
+        }
+    }
+
+    fn cpu_ns(&self) -> u64 {
+        fs::read_to_string(format!("/proc/{}/schedstat", self.child.id()))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id();
+        stop_pid(pid);
+        let _ = self.child.try_wait(); // reaped by stop_pid
+        forget_pid(pid);
+        if self.kind == Kind::Cgre && Path::new(CGRED_SOCKET).exists() {
+            // Its socket, left when it was stopped; none existed before.
+            let _ = fs::remove_file(CGRED_SOCKET);
+        }
+    }
+}
+
+/// The kernel's exec timestamps, from the bench's own connector socket.
+struct Execs {
+    conn: ProcConnector,
+    at: HashMap<u32, u64>,
+    overruns: u64,
+}
+
+impl Execs {
+    fn drain(&mut self) {
+        loop {
+            match self.conn.recv() {
+                Ok(Some(buf)) => {
+                    for ev in netlink::events(buf).flatten() {
+                        if let ProcEvent::Exec { pid, tgid } = ev.kind {
+                            if pid == tgid {
+                                self.at.insert(pid, ev.timestamp_ns);
+                            }
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => self.overruns += 1,
+            }
+        }
+    }
+
+    fn take(&mut self, pid: u32) -> Option<u64> {
+        self.drain();
+        self.at.remove(&pid)
+    }
+}
+
+fn needle(s: &Setup, d: &Daemon) -> String {
+    match d.kind {
+        Kind::Cgre => format!("cpu:/{}\n", s.v1_group),
+        Kind::Reeve => format!(
+            "0::/{}/pool.{}\n",
+            s.v2_root
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into()),
+            d.pool
+        ),
+    }
+}
+
+fn spawn_probe(s: &Setup, d: &Daemon, poll_us: u32) -> Res<Child> {
+    Command::new(&s.probe)
+        .arg(needle(s, d))
+        .arg(poll_us.to_string())
+        .arg(PROBE_TIMEOUT_MS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("probe: {e}"))
+}
+
+/// The probe's exec event, placed time and first read, in ns of
+/// CLOCK_MONOTONIC.
+fn finish_probe(child: Child, execs: &mut Execs) -> Res<(u64, u64, u64)> {
+    let pid = child.id();
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("probe: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(placed)), Some(Ok(first))) = (times.next(), times.next()) else {
+        return Err(format!("probe {pid} was not placed ({})", text.trim()));
+    };
+    let exec = execs
+        .take(pid)
+        .ok_or_else(|| format!("no exec event for probe {pid}"))?;
+    Ok((exec, placed, first))
+}
+
+/// exec→placed and exec→first read of one probe.
+fn probe(s: &Setup, d: &Daemon, execs: &mut Execs, poll_us: u32) -> Res<(u64, u64)> {
+    let child = spawn_probe(s, d, poll_us)?;
+    let (exec, placed, first) = finish_probe(child, execs)?;
+    execs.at.clear();
+    Ok((placed.saturating_sub(exec), first.saturating_sub(exec)))
+}
+
+/// Moves a dummy process of the bench's between two private groups every
+/// millisecond while it lives.
+struct Warm {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    dummy: Child,
+}
+
+impl Warm {
+    fn start(s: &Setup) -> Res<Warm> {
+        let dummy = Command::new("sleep")
+            .arg("100000")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dummy: {e}"))?;
+        undo(|u| u.pids.push(dummy.id()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, pid, root) = (stop.clone(), dummy.id(), s.warm_root.clone());
+        let thread = thread::spawn(move || {
+            let mut i = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                let g = if i % 2 == 0 { "a" } else { "b" };
+                let _ = fs::write(root.join(g).join("cgroup.procs"), pid.to_string()); // a missed move only cools the path for 1 ms
+                i += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Ok(Warm {
+            stop,
+            thread: Some(thread),
+            dummy,
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let pid = self.dummy.id();
+        stop_pid(pid);
+        forget_pid(pid);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// measurement
+
+fn pct(v: &mut [u64], p: usize) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+#[derive(Default)]
+struct Figures {
+    cold: Vec<u64>,
+    warm: Vec<u64>,
+    /// exec→the probe's first read, warm: what no daemon can beat here.
+    floor: Vec<u64>,
+    burst_last: Vec<u64>,
+    misses: usize,
+    /// (window label, latencies, daemon CPU ns per placement)
+    age: Vec<(String, Vec<u64>, u64)>,
+}
+
+fn series(
+    s: &Setup,
+    d: &Daemon,
+    execs: &mut Execs,
+    n: usize,
+    gap: Duration,
+    f: &mut Figures,
+    warm: bool,
+) {
+    for _ in 0..n {
+        match probe(s, d, execs, 0) {
+            Ok((l, first)) if warm => {
+                f.warm.push(l);
+                f.floor.push(first);
+            }
+            Ok((l, _)) => f.cold.push(l),
+            Err(_) => f.misses += 1,
+        }
+        thread::sleep(gap);
+    }
+}
+
+fn burst(s: &Setup, d: &Daemon, execs: &mut Execs, f: &mut Figures) -> Res<()> {
+    execs.drain();
+    execs.at.clear();
+    let mut children = Vec::with_capacity(BURST);
+    for _ in 0..BURST {
+        children.push(spawn_probe(s, d, 1000)?);
+    }
+    let mut first_exec = u64::MAX;
+    let mut last_placed = 0;
+    for c in children {
+        match finish_probe(c, execs) {
+            Ok((e, p, _)) => {
+                first_exec = first_exec.min(e);
+                last_placed = last_placed.max(p);
+            }
+            Err(_) => f.misses += 1,
+        }
+    }
+    execs.at.clear();
+    f.burst_last.push(last_placed.saturating_sub(first_exec));
+    Ok(())
+}
+
+/// Members through the pool one after another; windows of latency and
+/// daemon CPU at the given member indexes.
+fn age(s: &Setup, d: &Daemon, execs: &mut Execs, total: usize, f: &mut Figures) {
+    let mut windows = vec![(0usize, 200usize), (2400, 2600)];
+    if total > 2800 {
+        windows.push((total - 200, total));
+    }
+    let mut i = 0;
+    for (from, to) in windows {
+        while i < from {
+            if probe(s, d, execs, 0).is_err() {
+                f.misses += 1;
+            }
+            i += 1;
+        }
+        let cpu0 = d.cpu_ns();
+        let mut lat = Vec::new();
+        while i < to {
+            match probe(s, d, execs, 0) {
+                Ok((l, _)) => lat.push(l),
+                Err(_) => f.misses += 1,
+            }
+            i += 1;
+        }
+        let cpu = d.cpu_ns().saturating_sub(cpu0) / (to - from) as u64;
+        f.age
+            .push((format!("members {}..{}", from + 1, to), lat, cpu));
+    }
+}
+
+fn run() -> Res<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("needs root (netlink connector, /etc, cgroups)".into());
+    }
+    ensure_cgrulesengd()?;
+    no_other_cgrulesengd()?;
+    let samples = env_usize("GOVERN_SAMPLES", 300);
+    let age_total = env_usize("GOVERN_AGE", 20_000).clamp(2_600, 100_000);
+    let s = setup()?;
+    let conn = ProcConnector::open(Duration::from_secs(2))?;
+    let mut execs = Execs {
+        conn,
+        at: HashMap::new(),
+        overruns: 0,
+    };
+    let mut figs = [Figures::default(), Figures::default()];
+    let started = Instant::now();
+    // Two rounds, each daemon alone in turn, so drift lands on both.
+    for round in 0..2 {
+        let order = if round == 0 {
+            [Kind::Cgre, Kind::Reeve]
+        } else {
+            [Kind::Reeve, Kind::Cgre]
+        };
+        for kind in order {
+            let f = &mut figs[kind as usize];
+            let d = Daemon::start(kind, "bench", &s, &mut execs)?;
+            series(&s, &d, &mut execs, samples / 2, COLD_GAP, f, false);
+            let w = Warm::start(&s)?;
+            series(&s, &d, &mut execs, samples / 2, WARM_GAP, f, true);
+            burst(&s, &d, &mut execs, f)?;
+            w.stop();
+            d.stop();
+            eprintln!(
+                "govern bench: round {round} {} done at {:?}",
+                kind.name(),
+                started.elapsed()
+            );
+        }
+    }
+    // The pool-age curve: a fresh pool for reeve, warm path.
+    for kind in [Kind::Cgre, Kind::Reeve] {
+        let f = &mut figs[kind as usize];
+        let d = Daemon::start(kind, "age", &s, &mut execs)?;
+        let w = Warm::start(&s)?;
+        let total = if kind == Kind::Reeve {
+            age_total
+        } else {
+            2_600
+        };
+        age(&s, &d, &mut execs, total, f);
+        w.stop();
+        d.stop();
+        eprintln!(
+            "govern bench: age {} done at {:?}",
+            kind.name(),
+            started.elapsed()
+        );
+    }
+    let bytes: u64 = ["pool.age.json", "pool.age.journal"]
+        .iter()
+        .map(|f| fs::metadata(s.tmp.join("state-age/jobs").join(f)).map_or(0, |m| m.len()))
+        .sum();
+    report(
+        &mut figs,
+        samples,
+        age_total,
+        bytes,
+        execs.overruns,
+        &s.probe_name,
+    );
+    Ok(())
+}
+
+fn us(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.0} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    }
+}
+
+fn row(what: &str, c: u64, r: u64) {
+    let ratio = if c > 0 { r as f64 / c as f64 } else { f64::NAN };
+    println!("| {what} | {} | {} | {ratio:.2}× |", us(c), us(r));
+}
+
+fn report(
+    figs: &mut [Figures; 2],
+    samples: usize,
+    age_total: usize,
+    bytes: u64,
+    overruns: u64,
+    name: &str,
+) {
+    let [c, r] = figs;
+    println!();
+    println!(
+        "govern bench: probe {name}, {samples} probes per daemon cold and warm, burst {BURST}"
+    );
+    println!("latency = probe's first read of /proc/self/cgroup showing its group (measured in the probe) − kernel timestamp of its exec event (read by the bench from the proc connector)");
+    println!();
+    println!("| measure | cgrulesengd | reeve | reeve / cgrulesengd |");
+    println!("|---|---|---|---|");
+    row(
+        "exec→placed cold p50",
+        pct(&mut c.cold, 50),
+        pct(&mut r.cold, 50),
+    );
+    row(
+        "exec→placed cold p99",
+        pct(&mut c.cold, 99),
+        pct(&mut r.cold, 99),
+    );
+    row(
+        "exec→placed warm p50",
+        pct(&mut c.warm, 50),
+        pct(&mut r.warm, 50),
+    );
+    row(
+        "exec→placed warm p99",
+        pct(&mut c.warm, 99),
+        pct(&mut r.warm, 99),
+    );
+    row(
+        "exec→probe's first read, warm p50 (the floor)",
+        pct(&mut c.floor, 50),
+        pct(&mut r.floor, 50),
+    );
+    for i in 0..c.burst_last.len().min(r.burst_last.len()) {
+        row(
+            &format!(
+                "burst of {BURST}: last placed after first exec (run {})",
+                i + 1
+            ),
+            c.burst_last[i],
+            r.burst_last[i],
+        );
+    }
+    let n = c.age.len().min(r.age.len());
+    for i in 0..n {
+        let (label, cl, ccpu) = &mut c.age[i];
+        let (_, rl, rcpu) = &mut r.age[i];
+        row(&format!("warm p50, {label}"), pct(cl, 50), pct(rl, 50));
+        row(&format!("daemon CPU per placement, {label}"), *ccpu, *rcpu);
+    }
+    for (label, rl, rcpu) in r.age.iter_mut().skip(n) {
+        println!(
+            "| warm p50 / p99 / CPU, {label} (reeve only) | – | {} / {} / {} | |",
+            us(pct(rl, 50)),
+            us(pct(rl, 99)),
+            us(*rcpu)
+        );
+    }
+    println!();
+    println!(
+        "reeve pool: {age_total} members through it; record + journal on disk at the end: {bytes} bytes"
+    );
+    println!(
+        "probes not placed within {PROBE_TIMEOUT_MS} ms: cgrulesengd {}, reeve {}; bench connector overruns: {overruns}",
+        c.misses, r.misses
+    );
+}
