@@ -1,7 +1,8 @@
 //! The daemon's placements into a pool, as an operator sees them across a
 //! crash and over time: a reeve killed between the written-ahead intent
 //! and the move's confirmation is reconciled on restart from what the
-//! kernel shows; a pool that thousand processes passed through keeps a
+//! kernel shows; a daemon that cannot append a move's intent (a full disk)
+//! moves nothing; a pool that thousand processes passed through keeps a
 //! bounded number of bytes on disk; `reeve status` shows the members the
 //! daemon placed.
 //!
@@ -174,4 +175,79 @@ fn pool_bytes_on_disk_stay_bounded_over_a_thousand_members() {
     let job = status_job(&cfg, "pool.churn");
     assert!(member_pids(&job).len() <= 1000, "{job}");
     d.stop_ok();
+}
+
+/// Runs in a private mount namespace: the state directory is a small
+/// tmpfs (gone with the namespace), the daemon places a first target,
+/// the disk fills (the pool's journal padded to a page boundary so its
+/// next line needs a new page), and a second target comes.
+const FULL_SCRIPT: &str = r#"
+state=$1 reeve=$2 cfg=$3 target=$4 out=$5
+mount -t tmpfs -o size=512k,mode=0700 reeve-test "$state" || exit 90
+"$reeve" watch --config "$cfg" --log-format json 2> "$out/log" &
+d=$!
+wait_for() {
+    n=0
+    until grep "$1" "$out/log" | grep -q "$2"; do
+        n=$((n + 1))
+        if [ $n -gt 2000 ]; then echo "timed out waiting for $1 $2" > "$out/err"; kill -KILL $d; exit 3; fi
+        sleep 0.01
+    done
+}
+wait_for '"started"' '"pid"'
+"$target" 60 &
+a=$!
+echo $a > "$out/a"
+wait_for '"attached"' "\"pid\":$a,"
+j="$state/jobs/pool.full.journal"
+size=$(stat -c %s "$j")
+pad=$(( (4096 - size % 4096) % 4096 ))
+if [ $pad -gt 0 ]; then head -c $((pad - 1)) /dev/zero | tr '\0' ' ' >> "$j"; echo >> "$j"; fi
+dd if=/dev/zero of="$state/fill" bs=4k 2>/dev/null
+"$target" 60 &
+b=$!
+echo $b > "$out/b"
+wait_for '"attach_failed"' "\"pid\":$b,"
+cat "/proc/$b/cgroup" > "$out/b.cgroup"
+cp "$j" "$out/journal"
+kill -TERM $d
+wait $d
+kill -KILL $a $b
+touch "$out/done"
+"#;
+
+#[test]
+fn daemon_moves_nothing_when_the_intent_cannot_be_appended() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("place-full");
+    let target = Target::new(dir.path());
+    let cfg = pool_config(&dir, &sub, &target.name, "full");
+    let out = dir.join("out");
+    fs::create_dir(&out).expect("mkdir out");
+    let run = run_with_timeout(
+        std::process::Command::new("unshare")
+            .args(["--mount", "sh", "-c", FULL_SCRIPT, "_"])
+            .arg(state_dir(&dir))
+            .arg(REEVE)
+            .arg(&cfg)
+            .arg(&target.path)
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    let log = fs::read_to_string(out.join("log")).unwrap_or_default();
+    assert!(out.join("done").exists(), "{run:?}\n{log}");
+    let b: u32 = fs::read_to_string(out.join("b"))
+        .expect("b")
+        .trim()
+        .parse()
+        .expect("pid");
+    let failed = log
+        .lines()
+        .find(|l| l.contains("\"attach_failed\"") && l.contains(&format!("\"pid\":{b},")))
+        .expect("attach_failed for the second target");
+    assert!(failed.contains("nothing was moved"), "{failed}");
+    let cg = fs::read_to_string(out.join("b.cgroup")).expect("b.cgroup");
+    assert!(!cg.contains("pool.full"), "stays where it was: {cg}");
+    let journal = fs::read_to_string(out.join("journal")).expect("journal");
+    assert!(!journal.contains(&format!("\"pid\":{b},")), "{journal}");
 }
