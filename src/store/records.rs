@@ -12,7 +12,7 @@
 //! time the record is written, so a group never holds a process that
 //! neither its members nor its intents name. The daemon's moves into a
 //! pool whose record exists go to the group's membership journal
-//! ([`journal`]) instead, one appended line per intent and per
+//! (`records/journal.rs`) instead, one appended line per intent and per
 //! confirmation; [`Records::load`] folds the journal into the record and
 //! [`Records::save`] empties it once the record holds it.
 
