@@ -5,8 +5,10 @@
 //! Invariants: every move is bracketed by a pidfd (`Group::move_pid`:
 //! opened before the identity check, proved alive after the write, a
 //! stranger that took the pid moved back out); every move is written ahead
-//! in the job record (identity, original cgroup, group) and confirmed
-//! after, so a group never holds a process its record does not name and
+//! in the job record (identity, original cgroup, group), or for the
+//! daemon's joins of a prepared pool ([`join`]) in the pool's journal, and
+//! confirmed after, so a group never holds a process its record (journal
+//! folded in) does not name and
 //! `detach` moves nothing the record does not say; a group's limits are
 //! either verified in force or reported as not, with the reason; a record
 //! is written atomically under a lock shared by the daemon and the CLI
