@@ -56,6 +56,9 @@ const BURST: usize = 300;
 const COLD_GAP: Duration = Duration::from_millis(30);
 const WARM_GAP: Duration = Duration::from_millis(2);
 const PROBE_TIMEOUT_MS: &str = "5000";
+/// reeve's pools, one config and state directory each: the default audit
+/// policy, the age curve, and the audit log never fsynced.
+const REEVE_POOLS: [&str; 3] = ["bench", "age", "never"];
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -315,7 +318,7 @@ struct Setup {
     v1_group: String,
     v2_root: PathBuf,
     warm_root: PathBuf,
-    /// reeve's configs: pool "bench", then pool "age".
+    /// reeve's configs, in the order of [`REEVE_POOLS`].
     reeve_cfg: Vec<PathBuf>,
 }
 
@@ -353,14 +356,19 @@ fn setup() -> Res<Setup> {
     }
     write_etc(RULES, &format!("*:{probe_name}\tcpu\t{v1_group}/\n"))?;
     let mut reeve_cfg = Vec::new();
-    for pool in ["bench", "age"] {
+    for pool in REEVE_POOLS {
         // Each pool in its own state directory: the age curve starts
-        // from a pool no process has passed through.
-        let cfg = serde_json::json!({
+        // from a pool no process has passed through. Pool "never" runs
+        // with the audit log never fsynced, to show what the group
+        // commit's fdatasync costs the placements that wait behind it.
+        let mut cfg = serde_json::json!({
             "targets": [{"name": "bench", "match": {"exe": [probe_name]}, "pool": pool}],
             "state_dir": tmp.join(format!("state-{pool}")),
             "cgroup": {"root": v2_root},
         });
+        if pool == "never" {
+            cfg["audit"] = serde_json::json!({"fsync": "never"});
+        }
         let path = tmp.join(format!("reeve-{pool}.json"));
         fs::write(&path, cfg.to_string()).map_err(|e| format!("config: {e}"))?;
         reeve_cfg.push(path);
@@ -410,7 +418,8 @@ impl Daemon {
             }
             Kind::Reeve => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_reeve"));
-                let cfg = &s.reeve_cfg[usize::from(pool == "age")];
+                let i = REEVE_POOLS.iter().position(|p| *p == pool).unwrap_or(0);
+                let cfg = &s.reeve_cfg[i];
                 c.arg("watch").arg("--config").arg(cfg);
                 c
             }
@@ -702,18 +711,27 @@ fn run() -> Res<()> {
         at: HashMap::new(),
         overruns: 0,
     };
-    let mut figs = [Figures::default(), Figures::default()];
+    // cgrulesengd, reeve, reeve with audit fsync never.
+    let mut figs = [Figures::default(), Figures::default(), Figures::default()];
     let started = Instant::now();
     // Two rounds, each daemon alone in turn, so drift lands on both.
     for round in 0..2 {
         let order = if round == 0 {
-            [Kind::Cgre, Kind::Reeve]
+            [
+                (Kind::Cgre, "bench", 0),
+                (Kind::Reeve, "bench", 1),
+                (Kind::Reeve, "never", 2),
+            ]
         } else {
-            [Kind::Reeve, Kind::Cgre]
+            [
+                (Kind::Reeve, "never", 2),
+                (Kind::Reeve, "bench", 1),
+                (Kind::Cgre, "bench", 0),
+            ]
         };
-        for kind in order {
-            let f = &mut figs[kind as usize];
-            let d = Daemon::start(kind, "bench", &s, &mut execs)?;
+        for (kind, pool, at) in order {
+            let f = &mut figs[at];
+            let d = Daemon::start(kind, pool, &s, &mut execs)?;
             series(&s, &d, &mut execs, samples / 2, COLD_GAP, f, false);
             let w = Warm::start(&s)?;
             series(&s, &d, &mut execs, samples / 2, WARM_GAP, f, true);
@@ -721,7 +739,7 @@ fn run() -> Res<()> {
             w.stop();
             d.stop();
             eprintln!(
-                "govern bench: round {round} {} done at {:?}",
+                "govern bench: round {round} {} ({pool}) done at {:?}",
                 kind.name(),
                 started.elapsed()
             );
@@ -771,54 +789,77 @@ fn us(ns: u64) -> String {
     }
 }
 
-fn row(what: &str, c: u64, r: u64) {
-    let ratio = if c > 0 { r as f64 / c as f64 } else { f64::NAN };
-    println!("| {what} | {} | {} | {ratio:.2}× |", us(c), us(r));
+fn ratio(c: u64, x: u64) -> String {
+    if c > 0 {
+        format!("{:.2}×", x as f64 / c as f64)
+    } else {
+        "–".into()
+    }
+}
+
+/// One table row; `n` is reeve with audit fsync never, when measured.
+fn row(what: &str, c: u64, r: u64, n: Option<u64>) {
+    let never = n.map_or("– | –".to_string(), |n| {
+        format!("{} | {}", us(n), ratio(c, n))
+    });
+    println!(
+        "| {what} | {} | {} | {} | {never} |",
+        us(c),
+        us(r),
+        ratio(c, r)
+    );
 }
 
 fn report(
-    figs: &mut [Figures; 2],
+    figs: &mut [Figures; 3],
     samples: usize,
     age_total: usize,
     bytes: u64,
     overruns: u64,
     name: &str,
 ) {
-    let [c, r] = figs;
+    let [c, r, n] = figs;
     println!();
     println!(
         "govern bench: probe {name}, {samples} probes per daemon cold and warm, burst {BURST}"
     );
     println!("latency = probe's first read of /proc/self/cgroup showing its group (measured in the probe) − kernel timestamp of its exec event (read by the bench from the proc connector)");
     println!();
-    println!("| measure | cgrulesengd | reeve | reeve / cgrulesengd |");
-    println!("|---|---|---|---|");
-    row(
-        "exec→placed cold p50",
-        pct(&mut c.cold, 50),
-        pct(&mut r.cold, 50),
-    );
-    row(
-        "exec→placed cold p99",
-        pct(&mut c.cold, 99),
-        pct(&mut r.cold, 99),
-    );
-    row(
-        "exec→placed warm p50",
-        pct(&mut c.warm, 50),
-        pct(&mut r.warm, 50),
-    );
-    row(
-        "exec→placed warm p99",
-        pct(&mut c.warm, 99),
-        pct(&mut r.warm, 99),
+    println!("| measure | cgrulesengd | reeve (default audit: fsync always) | reeve / cgrulesengd | reeve, audit fsync never | never / cgrulesengd |");
+    println!("|---|---|---|---|---|---|");
+    for (label, p, cold) in [
+        ("cold p50", 50, true),
+        ("cold p99", 99, true),
+        ("warm p50", 50, false),
+        ("warm p99", 99, false),
+    ] {
+        let pick = |f: &mut Figures| {
+            if cold {
+                pct(&mut f.cold, p)
+            } else {
+                pct(&mut f.warm, p)
+            }
+        };
+        let (cv, rv, nv) = (pick(c), pick(r), pick(n));
+        row(&format!("exec→placed {label}"), cv, rv, Some(nv));
+    }
+    let (cv, rv, nv) = (
+        pct(&mut c.floor, 50),
+        pct(&mut r.floor, 50),
+        pct(&mut n.floor, 50),
     );
     row(
         "exec→probe's first read, warm p50 (the floor)",
-        pct(&mut c.floor, 50),
-        pct(&mut r.floor, 50),
+        cv,
+        rv,
+        Some(nv),
     );
-    for i in 0..c.burst_last.len().min(r.burst_last.len()) {
+    let runs = c
+        .burst_last
+        .len()
+        .min(r.burst_last.len())
+        .min(n.burst_last.len());
+    for i in 0..runs {
         row(
             &format!(
                 "burst of {BURST}: last placed after first exec (run {})",
@@ -826,18 +867,29 @@ fn report(
             ),
             c.burst_last[i],
             r.burst_last[i],
+            Some(n.burst_last[i]),
         );
     }
-    let n = c.age.len().min(r.age.len());
-    for i in 0..n {
+    let k = c.age.len().min(r.age.len());
+    for i in 0..k {
         let (label, cl, ccpu) = &mut c.age[i];
         let (_, rl, rcpu) = &mut r.age[i];
-        row(&format!("warm p50, {label}"), pct(cl, 50), pct(rl, 50));
-        row(&format!("daemon CPU per placement, {label}"), *ccpu, *rcpu);
+        row(
+            &format!("pool age, warm p50, {label}"),
+            pct(cl, 50),
+            pct(rl, 50),
+            None,
+        );
+        row(
+            &format!("pool age, daemon CPU per placement, {label}"),
+            *ccpu,
+            *rcpu,
+            None,
+        );
     }
-    for (label, rl, rcpu) in r.age.iter_mut().skip(n) {
+    for (label, rl, rcpu) in r.age.iter_mut().skip(k) {
         println!(
-            "| warm p50 / p99 / CPU, {label} (reeve only) | – | {} / {} / {} | |",
+            "| pool age, warm p50 / p99 / CPU per placement, {label} (reeve only) | – | {} / {} / {} | | | |",
             us(pct(rl, 50)),
             us(pct(rl, 99)),
             us(*rcpu)
@@ -848,7 +900,7 @@ fn report(
         "reeve pool: {age_total} members through it; record + journal on disk at the end: {bytes} bytes"
     );
     println!(
-        "probes not placed within {PROBE_TIMEOUT_MS} ms: cgrulesengd {}, reeve {}; bench connector overruns: {overruns}",
-        c.misses, r.misses
+        "probes not placed within {PROBE_TIMEOUT_MS} ms: cgrulesengd {}, reeve {}, reeve (never) {}; bench connector overruns: {overruns}",
+        c.misses, r.misses, n.misses
     );
 }
