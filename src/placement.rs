@@ -5,8 +5,10 @@
 //! Invariants: every move is bracketed by a pidfd (`Group::move_pid`:
 //! opened before the identity check, proved alive after the write, a
 //! stranger that took the pid moved back out); every move is written ahead
-//! in the job record (identity, original cgroup, group) and confirmed
-//! after, so a group never holds a process its record does not name and
+//! in the job record (identity, original cgroup, group), or for the
+//! daemon's joins of a prepared pool ([`join`]) in the pool's journal, and
+//! confirmed after, so a group never holds a process its record (journal
+//! folded in) does not name and
 //! `detach` moves nothing the record does not say; a group's limits are
 //! either verified in force or reported as not, with the reason; a record
 //! is written atomically under a lock shared by the daemon and the CLI
@@ -21,8 +23,10 @@ use crate::sys;
 
 mod detach;
 mod error;
+mod join;
 pub use detach::{detach, DetachReport};
 pub use error::PlaceError;
+pub use join::{join, Protected, Ready};
 
 /// The group a process is governed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +322,25 @@ fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
     }
 }
 
+/// Folds `group`'s journal into its record and writes it: intents a
+/// crash left are settled from what the kernel shows, members that ended
+/// are dropped, and the journal is emptied. `Ok(false)` when the group has
+/// no record.
+pub fn compact(
+    h: &Hierarchy,
+    held: &RecordsLock<'_>,
+    reader: &mut ProcReader,
+    group: &str,
+) -> Result<bool, RecordError> {
+    let records = held.records();
+    let Some(mut record) = records.load(group)? else {
+        return Ok(false);
+    };
+    settle(h, reader, &mut record);
+    records.save(&record)?;
+    Ok(true)
+}
+
 /// Removes a group this attach created when nothing was moved into it.
 fn abandon(created: bool, group: &Group, records: &Records, name: &str) -> Option<String> {
     if !created {
@@ -491,7 +514,11 @@ pub fn attach(
 /// The managed group a process is in, if it is one of reeve's
 /// (`job.*` or `pool.*` directly under the root).
 pub fn managed_group(h: &Hierarchy, pid: u32) -> Option<String> {
-    let cg = h.process_cgroup(pid).ok()?;
+    managed_group_at(h, &h.process_cgroup(pid).ok()?)
+}
+
+/// The managed group `cg` is, if it is one of reeve's.
+pub fn managed_group_at(h: &Hierarchy, cg: &std::path::Path) -> Option<String> {
     if cg.parent()? != h.root {
         return None;
     }

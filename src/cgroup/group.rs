@@ -70,6 +70,9 @@ mod hooks {
 
     /// `REEVE_TEST_PAUSE_BEFORE_MOVE=<pid>:<path>`: before writing `pid`,
     /// create `<path>.paused` and wait (at most 60 s) for `<path>.go`.
+    /// `*` for the pid pauses the next move of any pid once `<path>.arm`
+    /// exists (taking it away), for a process the test cannot name in
+    /// advance.
     pub fn pause_before_move(key: ProcKey) {
         let Some(spec) = std::env::var_os("REEVE_TEST_PAUSE_BEFORE_MOVE") else {
             return;
@@ -78,7 +81,11 @@ mod hooks {
         let Some((pid, path)) = spec.split_once(':') else {
             return;
         };
-        if pid.parse::<u32>().ok() != Some(key.pid) {
+        if pid == "*" {
+            if std::fs::remove_file(format!("{path}.arm")).is_err() {
+                return;
+            }
+        } else if pid.parse::<u32>().ok() != Some(key.pid) {
             return;
         }
         if let Err(e) = std::fs::write(format!("{path}.paused"), key.pid.to_string()) {

@@ -14,7 +14,7 @@ use crate::cgroup::Group;
 use crate::log::iso8601;
 use crate::placement::JobRecord;
 use crate::state::{self, State};
-use crate::store::records::RECORD_VERSION;
+use crate::store::records::{fold_journal, RECORD_VERSION};
 use crate::store::{self, Shown, StateDir};
 use crate::sys;
 
@@ -89,6 +89,7 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
                 "created_ms": r.created_ms,
                 "members": r.members,
                 "net": net,
+                "pending": r.pending,
             })
         })
         .collect();
@@ -244,7 +245,12 @@ fn job_records(jobs: &std::path::Path) -> (Vec<JobRecord>, Vec<String>) {
             continue;
         }
         match store::peek_versioned::<JobRecord>(jobs, &name, RECORD_VERSION) {
-            Ok(Some(r)) => out.push(r),
+            // The daemon's moves into a pool since its record was last
+            // written are in the pool's journal.
+            Ok(Some(mut r)) => match fold_journal(jobs, &mut r) {
+                Ok(()) => out.push(r),
+                Err(why) => bad.push(why.to_string()),
+            },
             Ok(None) => {}
             Err(why) => bad.push(why),
         }

@@ -12,18 +12,29 @@
 //! read) the item is [`Outcome::Retry`]: it stays queued for the next
 //! wakeup, with one `attach_deferred` debug event and a count.
 
+use std::collections::HashMap;
+
+mod pools;
+
 use super::naming::{job_name, rule_of_group};
 use crate::cgroup::{Group, Hierarchy};
 use crate::config::{Config, Rule};
 use crate::discovery::{Discovery, Restore, RuleId, Step};
 use crate::log::{Logger, Val};
-use crate::placement::{self, PlaceError, Placement, RecordError, Records};
+use crate::placement::{self, PlaceError, Placement, Protected, Ready, RecordError, Records};
 use crate::procfs::{ProcKey, ProcReader};
 use crate::state::{GovernanceView, Governed, JobState};
 use crate::sys;
+use pools::ready_for;
 
 /// Attaches handled per wakeup.
 pub const ATTACH_PER_WAKE: usize = 64;
+
+/// A pool's journal past this many bytes is folded into its record (one
+/// pool per wakeup, after that wakeup's attaches): a few hundred attaches
+/// between two record writes, and a bound on the bytes a pool keeps on
+/// disk whatever the number of members that passed through it.
+pub const JOURNAL_BOUND: u64 = 64 * 1024;
 
 /// What the loop does with a queued item after one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +62,14 @@ pub struct AutoAttach {
     /// released.json was unreadable at the last try (its error is logged
     /// once per run of failures).
     released_broken: bool,
+    /// Pools prepared with their limits in force, by group name: a member
+    /// joins without re-preparing ([`placement::join`]).
+    ready: HashMap<String, Ready>,
+    /// pid 1, reeve and its ancestors, read once.
+    protected: Protected,
+    /// Pools whose journal passed [`JOURNAL_BOUND`], or that a restart
+    /// found with a journal: folded into their record by [`AutoAttach::compact_one`].
+    to_compact: Vec<String>,
 }
 
 impl AutoAttach {
@@ -65,7 +84,8 @@ impl AutoAttach {
             let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
             placement::ensure_root(&h).map_err(|e| e.to_string())?;
             let records = Records::open(&config.state_dir).map_err(|e| e.to_string())?;
-            let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
+            let mut reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
+            let protected = Protected::of_self(&mut reader).map_err(|e| e.to_string())?;
             Ok(AutoAttach {
                 h,
                 records,
@@ -73,6 +93,9 @@ impl AutoAttach {
                 view: GovernanceView::default(),
                 deferred: 0,
                 released_broken: false,
+                ready: HashMap::new(),
+                protected,
+                to_compact: Vec::new(),
             })
         };
         match setup() {
@@ -118,6 +141,12 @@ impl AutoAttach {
             let name = e.file_name().to_string_lossy().into_owned();
             if !(name.starts_with("job.") || name.starts_with("pool.")) {
                 continue;
+            }
+            // A journal a previous daemon left is folded first: intents
+            // it wrote before dying are settled from the kernel's view.
+            if self.records.journal_len(&name) > 0 {
+                self.to_compact.push(name.clone());
+                self.compact_one(log);
             }
             let Ok(pids) = Group::new(e.path()).procs() else {
                 continue;
@@ -178,6 +207,12 @@ impl AutoAttach {
                 .iter()
                 .find(|m| m.key() == key)
                 .map(|m| m.original_cgroup.clone())
+                .or_else(|| {
+                    r.pending
+                        .iter()
+                        .find(|p| p.key() == key && p.to == r.cgroup)
+                        .map(|p| p.from.clone())
+                })
         });
         let cgroup = self.h.root.join(group);
         self.view.procs.insert(
@@ -235,7 +270,12 @@ impl AutoAttach {
             ("start_ticks", Val::U(key.start_ticks)),
             ("rule", Val::S(&rule.name)),
         ];
-        if let Some(group) = placement::managed_group(&self.h, key.pid) {
+        // Read once: whether it is governed already, and where it comes from.
+        let current = self.h.process_cgroup(key.pid).ok();
+        if let Some(group) = current
+            .as_deref()
+            .and_then(|c| placement::managed_group_at(&self.h, c))
+        {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
             self.note_adopted(key, &group);
@@ -300,16 +340,58 @@ impl AutoAttach {
                 return Outcome::Done;
             }
         };
-        let result = placement::attach(
-            &self.h,
-            &held,
-            &mut self.reader,
-            key,
-            &place,
-            &rule.limits,
-            now,
-        );
+        // Checked under the lock: no command rewrites the record between
+        // this check and the moves.
+        let ready = ready_for(&mut self.ready, &self.records, &place, rule);
+        let mut result = None;
+        let mut fresh = None;
+        if let Some(ready) = ready {
+            let group = ready.group.clone();
+            match placement::join(
+                &self.h,
+                &held,
+                &mut self.reader,
+                key,
+                current,
+                ready,
+                &self.protected,
+            ) {
+                Ok((r, journal_len)) => {
+                    if journal_len > JOURNAL_BOUND && !self.to_compact.contains(&group) {
+                        self.to_compact.push(group);
+                    }
+                    result = Some(Ok(r));
+                }
+                // The pool changed under the daemon (its group removed, a
+                // file it needs gone): nothing was moved; prepare it again.
+                Err(PlaceError::Cgroup(_)) => {
+                    self.ready.remove(&group);
+                }
+                Err(e) => result = Some(Err(e)),
+            }
+        }
+        let result = match result {
+            Some(r) => r,
+            None => {
+                let r = placement::attach(
+                    &self.h,
+                    &held,
+                    &mut self.reader,
+                    key,
+                    &place,
+                    &rule.limits,
+                    now,
+                );
+                if let (Ok(r), Placement::Pool(_)) = (&r, &place) {
+                    fresh = Some(r.group.clone());
+                }
+                r
+            }
+        };
         drop(held);
+        if let (Some(_), Ok(r)) = (fresh, &result) {
+            self.remember_ready(r, rule);
+        }
         match result {
             Ok(r) => self.attached(log, key, rule, &r, now),
             Err(PlaceError::ProcessGone {

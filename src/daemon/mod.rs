@@ -547,6 +547,8 @@ impl Daemon {
             }
         }
         self.ended.drain(kept_ended..n);
+        // After this wakeup's moves, so no placement waits for it.
+        gov.compact_one(&mut self.log);
         if kept_attach + kept_ended > 0 {
             Backlog::Blocked
         } else if self.to_attach.is_empty() && self.ended.is_empty() {

@@ -10,7 +10,11 @@
 //! the intent becomes a member (or stops being one) in the write after it.
 //! An intent left by a crash is settled from what the kernel shows the next
 //! time the record is written, so a group never holds a process that
-//! neither its members nor its intents name.
+//! neither its members nor its intents name. The daemon's moves into a
+//! pool whose record exists go to the group's membership journal
+//! (`records/journal.rs`) instead, one appended line per intent and per
+//! confirmation; [`Records::load`] folds the journal into the record and
+//! [`Records::save`] empties it once the record holds it.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -22,8 +26,11 @@ use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::{load_versioned, write_atomic, Loaded, StateDir, StoreError};
+
+mod journal;
 use crate::cgroup::Limits;
 use crate::procfs::{ProcKey, ProcReader};
+pub use journal::{fold as fold_journal, Entry, JournalFile};
 
 /// One process reeve moved, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,7 +274,17 @@ impl Records {
         }
     }
 
+    /// The record of `group` with its journal folded in.
     pub fn load(&self, group: &str) -> Result<Option<JobRecord>, RecordError> {
+        let mut r = match self.load_file(group)? {
+            Some(r) => r,
+            None => return Ok(None),
+        };
+        journal::fold(self.dir.path(), &mut r)?;
+        Ok(Some(r))
+    }
+
+    fn load_file(&self, group: &str) -> Result<Option<JobRecord>, RecordError> {
         match load_versioned(
             &self.dir,
             &format!("{group}.json"),
@@ -289,8 +306,26 @@ impl Records {
         }
     }
 
-    /// Writes `r` atomically. Members whose process has ended are left
-    /// out, so every write keeps a record to the processes it governs.
+    /// `group`'s membership journal, opened for appending (one write(2)
+    /// per append, no fsync). Append under the records lock, for a group
+    /// whose record is on file.
+    pub fn journal(&self, group: &str) -> Result<JournalFile, RecordError> {
+        JournalFile::open(&self.dir, group)
+    }
+
+    /// Which version of `group`'s record file is on disk (inode and
+    /// modification time): every [`Records::save`] renames a new file in,
+    /// so a change of stamp means someone rewrote the record.
+    pub fn stamp(&self, group: &str) -> Option<(u64, i64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(self.dir.path().join(format!("{group}.json"))).ok()?;
+        Some((m.ino(), m.mtime(), m.mtime_nsec()))
+    }
+
+    /// Writes `r` atomically and then empties its journal: call with a
+    /// record loaded (journal folded) under the same lock. Members whose
+    /// process has ended are left out, so every write keeps a record to
+    /// the processes it governs.
     pub fn save(&self, r: &JobRecord) -> Result<(), RecordError> {
         let mut r = r.clone();
         if let Ok(mut reader) = ProcReader::open() {
@@ -301,16 +336,24 @@ impl Records {
             reason: e.to_string(),
         })?;
         write_atomic(&self.dir, &format!("{}.json", r.group), &bytes)?;
-        Ok(())
+        journal::truncate(&self.dir, &r.group)
     }
 
+    /// Removes the record, then its journal (a journal left without its
+    /// record is never read, and the next record written empties it).
     pub fn remove(&self, group: &str) -> Result<(), RecordError> {
         let path = self.dir.path().join(format!("{group}.json"));
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io("remove job record", &path, e).into()),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove job record", &path, e).into()),
         }
+        journal::remove(&self.dir, group)
+    }
+
+    /// Bytes in `group`'s journal (0 when it has none).
+    pub fn journal_len(&self, group: &str) -> u64 {
+        std::fs::symlink_metadata(journal::path(self.dir.path(), group)).map_or(0, |m| m.len())
     }
 
     /// Identities an operator released with `detach`: the daemon never

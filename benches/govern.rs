@@ -1,0 +1,604 @@
+//! Governance benchmark: `reeve watch` with a pool against libcgroup's
+//! cgrulesengd, the closest peer (it listens on the same netlink proc
+//! connector and writes the new process into a cgroup).
+//!
+//! Both daemons run alternately against one probe (benches/probe.c, built
+//! static with `cc`, copied to a unique name per run): the probe reads
+//! /proc/self/cgroup until it sees its group and prints the CLOCK_MONOTONIC
+//! time of that read. The latency is that time minus the kernel's
+//! timestamp of the probe's exec event (also CLOCK_MONOTONIC), which the
+//! bench reads from its own proc-connector socket: the span from the event
+//! both daemons act on to the moment the process sees itself placed,
+//! measured in the probe. Cold runs leave 30 ms between probes; warm runs
+//! keep a helper moving a dummy process between two private groups every
+//! millisecond, so the kernel's move path stays warm and the daemon's own
+//! share shows. The burst starts 300 probes at once (polling every 1 ms)
+//! and reports the last one placed after the first exec. The pool-age
+//! curve runs probes one after another through one pool and reports the
+//! latency and the daemon's CPU (from /proc/<pid>/schedstat) at the 1st
+//! members, around the 2,500th and at the end.
+//!
+//! Host changes, for this comparison only, all undone when the bench ends
+//! however it ends (a drop guard, and a SIGINT/SIGTERM thread): one group
+//! under the v1 cpu hierarchy (cgrulesengd 2.0 classifies into v1 here),
+//! /etc/cgrules.conf (an existing one is restored), /etc/cgconfig.conf and
+//! /etc/cgconfig.d (created empty only when missing; cgrulesengd will not
+//! start without them), two subtrees of /sys/fs/cgroup/unified. Both
+//! daemons' rules match only the probe's unique name. Only pids the bench
+//! started are signalled, by pid. cgroup-tools is installed with apt-get
+//! when missing. Never run in CI (it touches /etc and the v1 hierarchy).
+//!
+//! Settings (environment): GOVERN_SAMPLES (probes per daemon, cold and
+//! warm each; default 300), GOVERN_AGE (members through reeve's pool for
+//! the age curve; default 20000, up to 100000).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use reeve::discovery::netlink::{self, ProcConnector, ProcEvent};
+
+#[path = "govern/host.rs"]
+mod host;
+use host::*;
+
+type Res<T> = Result<T, String>;
+
+const V1_CPU: &str = "/sys/fs/cgroup/cpu";
+const UNIFIED: &str = "/sys/fs/cgroup/unified";
+const RULES: &str = "/etc/cgrules.conf";
+const CGCONFIG: &str = "/etc/cgconfig.conf";
+const CGCONFIG_D: &str = "/etc/cgconfig.d";
+const CGRED_SOCKET: &str = "/var/run/cgred.socket";
+const BURST: usize = 300;
+const COLD_GAP: Duration = Duration::from_millis(30);
+const WARM_GAP: Duration = Duration::from_millis(2);
+const PROBE_TIMEOUT_MS: &str = "5000";
+/// reeve's pools, one config and state directory each: the default audit
+/// policy, the age curve, and the audit log never fsynced.
+const REEVE_POOLS: [&str; 3] = ["bench", "age", "never"];
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` (and test harness probing)
+    }
+    block_stop_signals();
+    thread::spawn(|| {
+        let sig = wait_stop_signal();
+        eprintln!("govern bench: signal {sig}: undoing host changes");
+        undo_all();
+        std::process::exit(130);
+    });
+    let result = run();
+    undo_all();
+    if let Err(e) = result {
+        eprintln!("govern bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// daemons
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Cgre,
+    Reeve,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Cgre => "cgrulesengd",
+            Kind::Reeve => "reeve",
+        }
+    }
+}
+
+struct Daemon {
+    child: Child,
+    kind: Kind,
+    pool: &'static str,
+}
+
+impl Daemon {
+    fn start(kind: Kind, pool: &'static str, s: &Setup, execs: &mut Execs) -> Res<Daemon> {
+        let mut cmd = match kind {
+            Kind::Cgre => {
+                let mut c = Command::new("cgrulesengd");
+                c.args(["-n", "-Q"]);
+                c
+            }
+            Kind::Reeve => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_reeve"));
+                let i = REEVE_POOLS.iter().position(|p| *p == pool).unwrap_or(0);
+                let cfg = &s.reeve_cfg[i];
+                c.arg("watch").arg("--config").arg(cfg);
+                c
+            }
+        };
+        let log = fs::File::create(s.tmp.join(format!("{}.log", kind.name())))
+            .map_err(|e| format!("daemon log: {e}"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", kind.name()))?;
+        undo(|u| u.pids.push(child.id()));
+        let mut d = Daemon { child, kind, pool };
+        // Ready once a probe is placed.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if probe(s, &d, execs, 0).is_ok() {
+                return Ok(d);
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                forget_pid(d.child.id());
+                return Err(format!("{} exited: {st}", kind.name()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} placed no probe within 20 s", kind.name()));
+            }
+        }
+    }
+
+    fn cpu_ns(&self) -> u64 {
+        fs::read_to_string(format!("/proc/{}/schedstat", self.child.id()))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id();
+        stop_pid(pid);
+        let _ = self.child.try_wait(); // reaped by stop_pid
+        forget_pid(pid);
+        if self.kind == Kind::Cgre && Path::new(CGRED_SOCKET).exists() {
+            // Its socket, left when it was stopped; none existed before.
+            let _ = fs::remove_file(CGRED_SOCKET);
+        }
+    }
+}
+
+/// The kernel's exec timestamps, from the bench's own connector socket.
+struct Execs {
+    conn: ProcConnector,
+    at: HashMap<u32, u64>,
+    overruns: u64,
+}
+
+impl Execs {
+    fn drain(&mut self) {
+        loop {
+            match self.conn.recv() {
+                Ok(Some(buf)) => {
+                    for ev in netlink::events(buf).flatten() {
+                        if let ProcEvent::Exec { pid, tgid } = ev.kind {
+                            if pid == tgid {
+                                self.at.insert(pid, ev.timestamp_ns);
+                            }
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => self.overruns += 1,
+            }
+        }
+    }
+
+    fn take(&mut self, pid: u32) -> Option<u64> {
+        self.drain();
+        self.at.remove(&pid)
+    }
+}
+
+fn needle(s: &Setup, d: &Daemon) -> String {
+    match d.kind {
+        Kind::Cgre => format!("cpu:/{}\n", s.v1_group),
+        Kind::Reeve => format!(
+            "0::/{}/pool.{}\n",
+            s.v2_root
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into()),
+            d.pool
+        ),
+    }
+}
+
+fn spawn_probe(s: &Setup, d: &Daemon, poll_us: u32) -> Res<Child> {
+    Command::new(&s.probe)
+        .arg(needle(s, d))
+        .arg(poll_us.to_string())
+        .arg(PROBE_TIMEOUT_MS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("probe: {e}"))
+}
+
+/// The probe's exec event, placed time and first read, in ns of
+/// CLOCK_MONOTONIC.
+fn finish_probe(child: Child, execs: &mut Execs) -> Res<(u64, u64, u64)> {
+    let pid = child.id();
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("probe: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(placed)), Some(Ok(first))) = (times.next(), times.next()) else {
+        return Err(format!("probe {pid} was not placed ({})", text.trim()));
+    };
+    let exec = execs
+        .take(pid)
+        .ok_or_else(|| format!("no exec event for probe {pid}"))?;
+    Ok((exec, placed, first))
+}
+
+/// exec→placed and exec→first read of one probe.
+fn probe(s: &Setup, d: &Daemon, execs: &mut Execs, poll_us: u32) -> Res<(u64, u64)> {
+    let child = spawn_probe(s, d, poll_us)?;
+    let (exec, placed, first) = finish_probe(child, execs)?;
+    execs.at.clear();
+    Ok((placed.saturating_sub(exec), first.saturating_sub(exec)))
+}
+
+/// Moves a dummy process of the bench's between two private groups every
+/// millisecond while it lives.
+struct Warm {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    dummy: Child,
+}
+
+impl Warm {
+    fn start(s: &Setup) -> Res<Warm> {
+        let dummy = Command::new("sleep")
+            .arg("100000")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dummy: {e}"))?;
+        undo(|u| u.pids.push(dummy.id()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, pid, root) = (stop.clone(), dummy.id(), s.warm_root.clone());
+        let thread = thread::spawn(move || {
+            let mut i = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                let g = if i % 2 == 0 { "a" } else { "b" };
+                let _ = fs::write(root.join(g).join("cgroup.procs"), pid.to_string()); // a missed move only cools the path for 1 ms
+                i += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Ok(Warm {
+            stop,
+            thread: Some(thread),
+            dummy,
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let pid = self.dummy.id();
+        stop_pid(pid);
+        forget_pid(pid);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// measurement
+
+fn pct(v: &mut [u64], p: usize) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+#[derive(Default)]
+struct Figures {
+    cold: Vec<u64>,
+    warm: Vec<u64>,
+    /// exec→the probe's first read, warm: what no daemon can beat here.
+    floor: Vec<u64>,
+    burst_last: Vec<u64>,
+    misses: usize,
+    /// (window label, latencies, daemon CPU ns per placement)
+    age: Vec<(String, Vec<u64>, u64)>,
+}
+
+fn series(
+    s: &Setup,
+    d: &Daemon,
+    execs: &mut Execs,
+    n: usize,
+    gap: Duration,
+    f: &mut Figures,
+    warm: bool,
+) {
+    for _ in 0..n {
+        match probe(s, d, execs, 0) {
+            Ok((l, first)) if warm => {
+                f.warm.push(l);
+                f.floor.push(first);
+            }
+            Ok((l, _)) => f.cold.push(l),
+            Err(_) => f.misses += 1,
+        }
+        thread::sleep(gap);
+    }
+}
+
+fn burst(s: &Setup, d: &Daemon, execs: &mut Execs, f: &mut Figures) -> Res<()> {
+    execs.drain();
+    execs.at.clear();
+    let mut children = Vec::with_capacity(BURST);
+    for _ in 0..BURST {
+        children.push(spawn_probe(s, d, 1000)?);
+    }
+    let mut first_exec = u64::MAX;
+    let mut last_placed = 0;
+    for c in children {
+        match finish_probe(c, execs) {
+            Ok((e, p, _)) => {
+                first_exec = first_exec.min(e);
+                last_placed = last_placed.max(p);
+            }
+            Err(_) => f.misses += 1,
+        }
+    }
+    execs.at.clear();
+    f.burst_last.push(last_placed.saturating_sub(first_exec));
+    Ok(())
+}
+
+/// Members through the pool one after another; windows of latency and
+/// daemon CPU at the given member indexes.
+fn age(s: &Setup, d: &Daemon, execs: &mut Execs, total: usize, f: &mut Figures) {
+    let mut windows = vec![(0usize, 200usize), (2400, 2600)];
+    if total > 2800 {
+        windows.push((total - 200, total));
+    }
+    let mut i = 0;
+    for (from, to) in windows {
+        while i < from {
+            if probe(s, d, execs, 0).is_err() {
+                f.misses += 1;
+            }
+            i += 1;
+        }
+        let cpu0 = d.cpu_ns();
+        let mut lat = Vec::new();
+        while i < to {
+            match probe(s, d, execs, 0) {
+                Ok((l, _)) => lat.push(l),
+                Err(_) => f.misses += 1,
+            }
+            i += 1;
+        }
+        let cpu = d.cpu_ns().saturating_sub(cpu0) / (to - from) as u64;
+        f.age
+            .push((format!("members {}..{}", from + 1, to), lat, cpu));
+    }
+}
+
+fn run() -> Res<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("needs root (netlink connector, /etc, cgroups)".into());
+    }
+    ensure_cgrulesengd()?;
+    no_other_cgrulesengd()?;
+    let samples = env_usize("GOVERN_SAMPLES", 300);
+    let age_total = env_usize("GOVERN_AGE", 20_000).clamp(2_600, 100_000);
+    let s = setup()?;
+    let conn = ProcConnector::open(Duration::from_secs(2))?;
+    let mut execs = Execs {
+        conn,
+        at: HashMap::new(),
+        overruns: 0,
+    };
+    // cgrulesengd, reeve, reeve with audit fsync never.
+    let mut figs = [Figures::default(), Figures::default(), Figures::default()];
+    let started = Instant::now();
+    // Two rounds, each daemon alone in turn, so drift lands on both.
+    for round in 0..2 {
+        let order = if round == 0 {
+            [
+                (Kind::Cgre, "bench", 0),
+                (Kind::Reeve, "bench", 1),
+                (Kind::Reeve, "never", 2),
+            ]
+        } else {
+            [
+                (Kind::Reeve, "never", 2),
+                (Kind::Reeve, "bench", 1),
+                (Kind::Cgre, "bench", 0),
+            ]
+        };
+        for (kind, pool, at) in order {
+            let f = &mut figs[at];
+            let d = Daemon::start(kind, pool, &s, &mut execs)?;
+            series(&s, &d, &mut execs, samples / 2, COLD_GAP, f, false);
+            let w = Warm::start(&s)?;
+            series(&s, &d, &mut execs, samples / 2, WARM_GAP, f, true);
+            burst(&s, &d, &mut execs, f)?;
+            w.stop();
+            d.stop();
+            eprintln!(
+                "govern bench: round {round} {} ({pool}) done at {:?}",
+                kind.name(),
+                started.elapsed()
+            );
+        }
+    }
+    // The pool-age curve: a fresh pool for reeve, warm path.
+    for kind in [Kind::Cgre, Kind::Reeve] {
+        let f = &mut figs[kind as usize];
+        let d = Daemon::start(kind, "age", &s, &mut execs)?;
+        let w = Warm::start(&s)?;
+        let total = if kind == Kind::Reeve {
+            age_total
+        } else {
+            2_600
+        };
+        age(&s, &d, &mut execs, total, f);
+        w.stop();
+        d.stop();
+        eprintln!(
+            "govern bench: age {} done at {:?}",
+            kind.name(),
+            started.elapsed()
+        );
+    }
+    let bytes: u64 = ["pool.age.json", "pool.age.journal"]
+        .iter()
+        .map(|f| fs::metadata(s.tmp.join("state-age/jobs").join(f)).map_or(0, |m| m.len()))
+        .sum();
+    report(
+        &mut figs,
+        samples,
+        age_total,
+        bytes,
+        execs.overruns,
+        &s.probe_name,
+    );
+    Ok(())
+}
+
+fn us(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.0} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    }
+}
+
+fn ratio(c: u64, x: u64) -> String {
+    if c > 0 {
+        format!("{:.2}×", x as f64 / c as f64)
+    } else {
+        "–".into()
+    }
+}
+
+/// One table row; `n` is reeve with audit fsync never, when measured.
+fn row(what: &str, c: u64, r: u64, n: Option<u64>) {
+    let never = n.map_or("– | –".to_string(), |n| {
+        format!("{} | {}", us(n), ratio(c, n))
+    });
+    println!(
+        "| {what} | {} | {} | {} | {never} |",
+        us(c),
+        us(r),
+        ratio(c, r)
+    );
+}
+
+fn report(
+    figs: &mut [Figures; 3],
+    samples: usize,
+    age_total: usize,
+    bytes: u64,
+    overruns: u64,
+    name: &str,
+) {
+    let [c, r, n] = figs;
+    println!();
+    println!(
+        "govern bench: probe {name}, {samples} probes per daemon cold and warm, burst {BURST}"
+    );
+    println!("latency = probe's first read of /proc/self/cgroup showing its group (measured in the probe) − kernel timestamp of its exec event (read by the bench from the proc connector)");
+    println!();
+    println!("| measure | cgrulesengd | reeve (default audit: fsync always) | reeve / cgrulesengd | reeve, audit fsync never | never / cgrulesengd |");
+    println!("|---|---|---|---|---|---|");
+    for (label, p, cold) in [
+        ("cold p50", 50, true),
+        ("cold p99", 99, true),
+        ("warm p50", 50, false),
+        ("warm p99", 99, false),
+    ] {
+        let pick = |f: &mut Figures| {
+            if cold {
+                pct(&mut f.cold, p)
+            } else {
+                pct(&mut f.warm, p)
+            }
+        };
+        let (cv, rv, nv) = (pick(c), pick(r), pick(n));
+        row(&format!("exec→placed {label}"), cv, rv, Some(nv));
+    }
+    let (cv, rv, nv) = (
+        pct(&mut c.floor, 50),
+        pct(&mut r.floor, 50),
+        pct(&mut n.floor, 50),
+    );
+    row(
+        "exec→probe's first read, warm p50 (the floor)",
+        cv,
+        rv,
+        Some(nv),
+    );
+    let runs = c
+        .burst_last
+        .len()
+        .min(r.burst_last.len())
+        .min(n.burst_last.len());
+    for i in 0..runs {
+        row(
+            &format!(
+                "burst of {BURST}: last placed after first exec (run {})",
+                i + 1
+            ),
+            c.burst_last[i],
+            r.burst_last[i],
+            Some(n.burst_last[i]),
+        );
+    }
+    let k = c.age.len().min(r.age.len());
+    for i in 0..k {
+        let (label, cl, ccpu) = &mut c.age[i];
+        let (_, rl, rcpu) = &mut r.age[i];
+        row(
+            &format!("pool age, warm p50, {label}"),
+            pct(cl, 50),
+            pct(rl, 50),
+            None,
+        );
+        row(
+            &format!("pool age, daemon CPU per placement, {label}"),
+            *ccpu,
+            *rcpu,
+            None,
+        );
+    }
+    for (label, rl, rcpu) in r.age.iter_mut().skip(k) {
+        println!(
+            "| pool age, warm p50 / p99 / CPU per placement, {label} (reeve only) | – | {} / {} / {} | | | |",
+            us(pct(rl, 50)),
+            us(pct(rl, 99)),
+            us(*rcpu)
+        );
+    }
+    println!();
+    println!(
+        "reeve pool: {age_total} members through it; record + journal on disk at the end: {bytes} bytes"
+    );
+    println!(
+        "probes not placed within {PROBE_TIMEOUT_MS} ms: cgrulesengd {}, reeve {}, reeve (never) {}; bench connector overruns: {overruns}",
+        c.misses, r.misses, n.misses
+    );
+}
