@@ -1,8 +1,9 @@
-//! The metrics endpoint: one thread that accepts a connection, reads one
-//! bounded request, answers it from the published snapshot and closes.
+//! The metrics endpoint: [`WORKERS`] threads, each accepting a connection,
+//! reading one bounded request, answering it from the published snapshot
+//! and closing it.
 //!
-//! Bounds: one connection at a time (the kernel's listen backlog holds the
-//! others), at most [`MAX_HEAD`] bytes of request head, the whole head
+//! Bounds: at most [`WORKERS`] connections handled at once (the kernel's
+//! listen backlog holds the others), at most [`MAX_HEAD`] bytes of request head, the whole head
 //! within [`READ_DEADLINE`], the answer written within [`WRITE_TIMEOUT`].
 //! A client that sends nothing, sends slowly or never reads occupies this
 //! thread for at most those times and never the supervision loop, which
@@ -15,6 +16,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Threads that accept and answer connections, each one at a time.
+pub const WORKERS: usize = 4;
 /// The largest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8192;
 /// The longest request target.
@@ -116,15 +119,16 @@ pub fn token_matches(given: &[u8], want: &[u8]) -> bool {
     diff == 0
 }
 
-/// The endpoint's thread body: serves until the listener fails.
-pub fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Vec<u8>>) {
+/// A worker thread's body: serves until the listener fails.
+pub fn serve(listener: TcpListener, shared: Arc<Shared>, token: Arc<Option<Vec<u8>>>) {
+    let token = token.as_deref();
     let mut head = vec![0u8; MAX_HEAD];
     let mut body = String::new();
     for conn in listener.incoming() {
         // A failed accept (a client gone before it was taken, fd
         // exhaustion) concerns one connection; the next is tried.
         let Ok(stream) = conn else { continue };
-        handle(stream, &shared, token.as_deref(), &mut head, &mut body);
+        handle(stream, &shared, token, &mut head, &mut body);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Metrics and health: the supervision loop renders its counters into a
-//! buffer of its own and publishes it; an HTTP thread serves what was last
-//! published (`http`).
+//! buffer of its own and publishes it; the endpoint's worker threads serve
+//! what was last published (`http`).
 //!
 //! The loop never waits on the endpoint: it swaps its rendered buffer with
 //! the published one under a mutex it only *try*-locks. When the HTTP
@@ -195,7 +195,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Binds `addr` and starts the endpoint's thread.
+    /// Binds `addr` and starts the endpoint's worker threads.
     pub fn start(addr: SocketAddr, token: Option<Vec<u8>>) -> Result<Publisher, EndpointError> {
         let listener = TcpListener::bind(addr).map_err(|e| EndpointError::Bind(addr, e))?;
         let addr = listener
@@ -206,11 +206,15 @@ impl Publisher {
             requests: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
         });
-        let theirs = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("reeve-metrics".into())
-            .spawn(move || http::serve(listener, theirs, token))
-            .map_err(EndpointError::Thread)?;
+        let token = Arc::new(token);
+        for i in 0..http::WORKERS {
+            let listener = listener.try_clone().map_err(EndpointError::Thread)?;
+            let (shared, token) = (Arc::clone(&shared), Arc::clone(&token));
+            std::thread::Builder::new()
+                .name(format!("reeve-http-{i}"))
+                .spawn(move || http::serve(listener, shared, token))
+                .map_err(EndpointError::Thread)?;
+        }
         Ok(Publisher {
             shared,
             buf: String::with_capacity(64 * 1024),
