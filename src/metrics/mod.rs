@@ -132,7 +132,7 @@ impl fmt::Display for EndpointError {
         match self {
             EndpointError::Bind(a, e) => write!(
                 f,
-                "metrics.listen {a}: cannot listen: {e}; choose a free port or set \"listen\": null"
+                "metrics.listen {a}: cannot listen: {e}; choose a free port, or remove the metrics object"
             ),
             EndpointError::Token(p, why) => write!(f, "{}: {why}", p.display()),
             EndpointError::Thread(e) => write!(f, "metrics endpoint: cannot start its thread: {e}"),
