@@ -634,3 +634,40 @@ fn without_watchdog_usec_no_keepalives_are_sent() {
     }
     drop(child);
 }
+
+#[test]
+fn governed_jobs_are_exported_per_job() {
+    let sub = common::cgroup::Subtree::new();
+    let dir = TempDir::new("metrics-jobs");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let mut cfg = metrics_config(&dir, &target, json!({"listen": "127.0.0.1:0"}));
+    cfg["targets"][0]["pool"] = json!("enc");
+    cfg["cgroup"] = json!({"root": sub.root()});
+    let (mut d, addr) = start(&dir, &cfg);
+    let id = target.spawn(&mut procs, "30");
+    d.wait_event("attached", id, WAIT);
+    let series = "reeve_job_cpu_usage_seconds_total{job=\"pool.enc\"}";
+    let body = wait_http(series, WAIT, || {
+        let (code, body) = get(addr, "/metrics", "");
+        (code == 200 && body.contains(series)).then_some(body)
+    });
+    assert_eq!(
+        sample(&body, "reeve_governance_enabled"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(sample(&body, "reeve_jobs"), Some(1.0), "{body}");
+    assert_eq!(
+        sample(&body, "reeve_job_limits_in_force{job=\"pool.enc\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "reeve_jobs_limits_not_in_force"),
+        Some(0.0),
+        "{body}"
+    );
+    procs.kill_all();
+    d.stop_ok();
+}
