@@ -671,3 +671,56 @@ fn governed_jobs_are_exported_per_job() {
     procs.kill_all();
     d.stop_ok();
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_asks_for_notify_and_a_watchdog() {
+    let unit = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/reeve.service"))
+        .expect("read deploy/reeve.service");
+    for line in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=30s",
+        "Delegate=yes",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "{line} missing from the unit"
+        );
+    }
+    if !have_systemd_analyze() {
+        return;
+    }
+    // The unit names the installed path; verify it against the built binary.
+    let dir = TempDir::new("metrics-unit");
+    let path = write_file(
+        dir.path(),
+        "reeve.service",
+        &unit.replace("/usr/local/bin/reeve", REEVE),
+    );
+    let out = run_with_timeout(
+        Command::new("systemd-analyze").arg("verify").arg(&path),
+        WAIT,
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn have_systemd_analyze() -> bool {
+    let found = Command::new("systemd-analyze")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "systemd-analyze is missing; install Debian's systemd package"
+        );
+        eprintln!("note: systemd-analyze is missing; the unit is not verified");
+    }
+    found
+}
