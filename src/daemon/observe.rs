@@ -23,8 +23,7 @@ use crate::sys;
 
 /// Jobs whose cgroup files one publish reads.
 pub const JOBS_PER_PUBLISH: usize = 64;
-/// The least time between two publishes.
-pub const PUBLISH_EVERY_NS: u64 = 500_000_000;
+use crate::metrics::PUBLISH_EVERY_NS;
 
 pub(super) const NETLINK_KINDS: [&str; 6] = ["ack", "fork", "exec", "comm", "exit", "other"];
 

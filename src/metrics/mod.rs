@@ -22,6 +22,10 @@ use std::sync::{Arc, Mutex, TryLockError};
 /// A scan that has not completed for this many scan intervals makes the
 /// daemon unhealthy.
 pub const STALE_SCAN_INTERVALS: u64 = 3;
+/// The least time between two publishes of the loop. The published time of
+/// the last scan can be this much older than the loop's own, so health
+/// allows it on top of the scan intervals.
+pub const PUBLISH_EVERY_NS: u64 = 500_000_000;
 /// The largest token file read.
 const MAX_TOKEN_BYTES: u64 = 4096;
 
@@ -45,7 +49,10 @@ impl HealthFacts {
         if self.last_scan_ns == 0 {
             return Err("no scan has completed yet".to_string());
         }
-        let limit = self.scan_interval_ns.saturating_mul(STALE_SCAN_INTERVALS);
+        let limit = self
+            .scan_interval_ns
+            .saturating_mul(STALE_SCAN_INTERVALS)
+            .saturating_add(PUBLISH_EVERY_NS);
         let age = now_ns.saturating_sub(self.last_scan_ns);
         if age > limit {
             return Err(format!(
@@ -265,7 +272,8 @@ mod tests {
         assert!(f.judge(5 * s).unwrap_err().contains("no scan"));
         f.last_scan_ns = 10 * s;
         f.scan_interval_ns = s;
-        assert!(f.judge(12 * s).is_ok());
+        assert!(f.judge(13 * s).is_ok());
+        assert!(f.judge(13 * s + PUBLISH_EVERY_NS).is_ok());
         assert!(f.judge(14 * s).unwrap_err().contains("3 scan intervals"));
         f.state_failing = true;
         assert!(f.judge(11 * s).unwrap_err().contains("state snapshot"));
