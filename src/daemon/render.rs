@@ -1,7 +1,8 @@
 //! The metric families the daemon exports, rendered from what the loop
 //! holds. docs/METRICS.md lists every name written here; a per-job family
-//! has one series per governed job, so its size is bounded by the slot
-//! table's capacity.
+//! has one series per governed job or pool, labelled `group` with the
+//! group's name (`job` is the label Prometheus gives every target), so its
+//! size is bounded by the slot table's capacity.
 
 use super::observe::NETLINK_KINDS;
 use super::Daemon;
@@ -212,7 +213,7 @@ impl Daemon {
         for (name, j) in jobs.clone() {
             e.sample(
                 "reeve_job_limits_in_force",
-                &[("job", name)],
+                &[("group", name)],
                 if j.in_force { 1.0 } else { 0.0 },
             );
         }
@@ -224,7 +225,7 @@ impl Daemon {
         for (name, j) in jobs.clone() {
             e.sample(
                 "reeve_job_limit_failures",
-                &[("job", name)],
+                &[("group", name)],
                 j.problems.len() as f64,
             );
         }
@@ -277,7 +278,7 @@ impl Daemon {
             e.family(name, kind, help);
             for (job, s) in &o.jobs {
                 if let Some(v) = pick(s) {
-                    e.sample(name, &[("job", job)], v as f64 * scale);
+                    e.sample(name, &[("group", job)], v as f64 * scale);
                 }
             }
         }
