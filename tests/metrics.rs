@@ -647,7 +647,7 @@ fn governed_jobs_are_exported_per_job() {
     let (mut d, addr) = start(&dir, &cfg);
     let id = target.spawn(&mut procs, "30");
     d.wait_event("attached", id, WAIT);
-    let series = "reeve_job_cpu_usage_seconds_total{job=\"pool.enc\"}";
+    let series = "reeve_job_cpu_usage_seconds_total{group=\"pool.enc\"}";
     let body = wait_http(series, WAIT, || {
         let (code, body) = get(addr, "/metrics", "");
         (code == 200 && body.contains(series)).then_some(body)
@@ -659,7 +659,7 @@ fn governed_jobs_are_exported_per_job() {
     );
     assert_eq!(sample(&body, "reeve_jobs"), Some(1.0), "{body}");
     assert_eq!(
-        sample(&body, "reeve_job_limits_in_force{job=\"pool.enc\"}"),
+        sample(&body, "reeve_job_limits_in_force{group=\"pool.enc\"}"),
         Some(1.0),
         "{body}"
     );
@@ -723,4 +723,55 @@ fn have_systemd_analyze() -> bool {
         eprintln!("note: systemd-analyze is missing; the unit is not verified");
     }
     found
+}
+
+#[test]
+fn alert_rules_check_and_use_only_exported_names() {
+    let rules_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/reeve-rules.yml"
+    );
+    let rules = fs::read_to_string(rules_path).expect("read the alert rules");
+    let dir = TempDir::new("metrics-rules");
+    let target = Target::new(dir.path());
+    let (mut d, addr) = start(&dir, &metrics_config(&dir, &target, json!({})).tap_listen());
+    let (code, body) = get(addr, "/metrics", "");
+    assert_eq!(code, 200);
+    d.stop_ok();
+    let exported: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut used = Vec::new();
+    let code = rules.lines().filter(|l| !l.trim_start().starts_with('#'));
+    for line in code {
+        for (i, _) in line.match_indices("reeve_") {
+            let name: String = line[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.push(name);
+        }
+    }
+    assert!(used.len() >= 5, "{used:?}");
+    for name in &used {
+        assert!(
+            exported.contains(&name.as_str()),
+            "{name} is used by the rules but not exported"
+        );
+    }
+    if have("promtool") {
+        let out = run_with_timeout(
+            Command::new("promtool").args(["check", "rules", rules_path]),
+            WAIT,
+        );
+        assert!(
+            out.status.success(),
+            "promtool check rules: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
