@@ -229,6 +229,31 @@ impl Daemon {
                 j.problems.len() as f64,
             );
         }
+        // The configured limits, so dashboards can set usage against them.
+        e.family(
+            "reeve_job_cpu_limit_cores",
+            "gauge",
+            "The job's CPU limit in CPUs (absent when it has none).",
+        );
+        for (name, j) in jobs.clone() {
+            if let Some(crate::units::CpuLimit::Millicores(m)) = j.limits.cpu {
+                e.sample(
+                    "reeve_job_cpu_limit_cores",
+                    &[("group", name)],
+                    m as f64 / 1000.0,
+                );
+            }
+        }
+        e.family(
+            "reeve_job_memory_max_bytes",
+            "gauge",
+            "The job's memory limit (absent when it has none).",
+        );
+        for (name, j) in jobs.clone() {
+            if let Some(crate::units::SizeLimit::Bytes(b)) = j.limits.memory {
+                e.sample("reeve_job_memory_max_bytes", &[("group", name)], b as f64);
+            }
+        }
         type Pick = fn(&super::observe::JobSample) -> Option<u64>;
         let per_job: [(&str, &str, &str, f64, Pick); 6] = [
             (
