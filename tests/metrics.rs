@@ -522,7 +522,7 @@ fn governed_jobs_are_exported_per_job() {
 }
 
 #[test]
-fn alert_rules_check_and_use_only_exported_names() {
+fn alert_rules_and_dashboard_use_only_exported_names() {
     let rules_path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/prometheus/reeve-rules.yml"
@@ -551,10 +551,37 @@ fn alert_rules_check_and_use_only_exported_names() {
         }
     }
     assert!(used.len() >= 5, "{used:?}");
+    // The dashboard's queries too; a histogram is used through its series.
+    let dash_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/reeve-dashboard.json"
+    );
+    let dash: Value = serde_json::from_str(&fs::read_to_string(dash_path).expect("read dashboard"))
+        .expect("the dashboard is JSON");
+    let mut exprs = vec![dash["templating"]["list"][1]["query"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()];
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    let before = used.len();
+    for e in &exprs {
+        for (i, _) in e.match_indices("reeve_") {
+            let name: String = e[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.push(name.strip_suffix("_bucket").unwrap_or(&name).to_string());
+        }
+    }
+    assert!(used.len() >= before + 10, "{exprs:?}");
     for name in &used {
         assert!(
             exported.contains(&name.as_str()),
-            "{name} is used by the rules but not exported"
+            "{name} is used by the rules or the dashboard but not exported"
         );
     }
     if have("promtool") {
