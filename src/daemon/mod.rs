@@ -291,6 +291,9 @@ impl Daemon {
             },
         };
         let auto = autoattach::AutoAttach::new(&config, &mut log);
+        // After signalfd_for: the endpoint's threads inherit the blocked
+        // signal mask, so a terminating signal reaches the signalfd and
+        // never kills the process through a worker.
         let obs = observe::start(&config, &mut log)?;
         let queue = config.capacity;
         Ok(Daemon {
