@@ -277,19 +277,33 @@ impl Daemon {
         }
         if first {
             self.obs.ready_sent = true;
-            let status = format!(
-                "READY=1\nSTATUS=watching: {} tracked, mode {}",
-                self.discovery.live(),
-                self.mode_name()
-            );
-            self.obs.send(&mut self.log, &status);
+            let msg = format!("READY=1\n{}", self.status_line());
+            self.obs.send(&mut self.log, &msg);
         }
         if let Some(every) = self.obs.notify.watchdog_every() {
             if self.obs.ready_sent && now >= self.obs.next_watchdog_ns {
                 self.obs.next_watchdog_ns = now.saturating_add(every.as_nanos() as u64);
-                self.obs.send(&mut self.log, "WATCHDOG=1");
+                // The status rides on the keep-alive: current without a
+                // wakeup of its own.
+                let msg = format!("WATCHDOG=1\n{}", self.status_line());
+                self.obs.send(&mut self.log, &msg);
             }
         }
+    }
+
+    /// `STATUS=` for `systemctl status`: one line.
+    fn status_line(&self) -> String {
+        let mode = self.mode_name();
+        let live = self.discovery.live();
+        let jobs = self.auto.as_ref().map_or(0, |a| a.view.jobs.len());
+        let unhealthy = if self.persist.save_failing {
+            "; state writes failing"
+        } else if self.obs.netlink_lost {
+            "; netlink lost, polling"
+        } else {
+            ""
+        };
+        format!("STATUS=watching {live} processes, {jobs} jobs, discovery by {mode}{unhealthy}")
     }
 
     fn publish_metrics(&mut self) {
