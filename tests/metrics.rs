@@ -598,3 +598,29 @@ fn alert_rules_and_dashboard_use_only_exported_names() {
         );
     }
 }
+
+#[test]
+fn serving_adds_no_wakeups_to_an_idle_loop() {
+    let dir = TempDir::new("metrics-idle");
+    let target = Target::new(dir.path());
+    let mut cfg = metrics_config(&dir, &target, json!({"listen": "127.0.0.1:0"}));
+    // Polling only, so the host's process churn does not wake the loop.
+    cfg["discovery"] = json!({"mode": "poll", "scan_interval": "1s"});
+    let (mut d, addr) = start(&dir, &cfg);
+    let count = |addr| {
+        let (_, body) = get(addr, "/metrics", "");
+        sample(&body, "reeve_loop_iteration_seconds_count").expect("loop count")
+    };
+    let before = count(addr);
+    let began = Instant::now();
+    // Scrape often meanwhile: requests are served by the workers alone.
+    while began.elapsed() < Duration::from_secs(4) {
+        get(addr, "/metrics", "");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let wakeups = count(addr) - before;
+    let secs = began.elapsed().as_secs_f64();
+    // One wakeup per scan interval; published up to one interval late.
+    assert!(wakeups <= secs + 2.0, "{wakeups} wakeups in {secs:.1} s");
+    d.stop_ok();
+}
