@@ -16,6 +16,8 @@ pub mod daemon;
 pub mod digits;
 pub mod discovery;
 pub mod log;
+pub mod metrics;
+pub mod notify;
 pub mod placement;
 pub mod procfs;
 pub mod spawn;

@@ -65,6 +65,30 @@ pub struct Config {
     pub log: LogSettings,
     /// The audit event log in the state directory.
     pub audit: AuditSettings,
+    /// `metrics`: the metrics and health endpoint; `None` (no `metrics`
+    /// object) serves nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// `metrics.listen` when the `metrics` object does not set it: loopback
+/// only, so nothing is exposed beyond the host unless the config says so.
+pub const DEFAULT_METRICS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9188),
+);
+
+/// `metrics`: where `/metrics` and `/healthz` are served and who may read
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsSettings {
+    pub listen: std::net::SocketAddr,
+    /// A file holding a bearer token every request must present; read once
+    /// at start (0600, reeve's own).
+    #[serde(
+        serialize_with = "print::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `audit`: how the event log is made durable and how big it may grow.
@@ -364,6 +388,7 @@ impl Config {
             cgroup_root: None,
             log: LogSettings::default(),
             audit: AuditSettings::default(),
+            metrics: None,
         }
     }
 

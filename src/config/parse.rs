@@ -9,9 +9,9 @@
 use super::walk::Node;
 use super::{
     default_state_dir, AuditSettings, Config, ConfigError, Discovery, DiscoveryMode, Filter,
-    LogFormat, LogLevel, LogSettings, Match, Rule, UserRef, COMM_MAX, DEFAULT_CAPACITY,
-    DEFAULT_SCAN_INTERVAL, MAX_AGE, MAX_CAPACITY, MAX_RULES, MAX_SCAN_INTERVAL, MIN_SCAN_INTERVAL,
-    RULE_NAME_MAX,
+    LogFormat, LogLevel, LogSettings, Match, MetricsSettings, Rule, UserRef, COMM_MAX,
+    DEFAULT_CAPACITY, DEFAULT_SCAN_INTERVAL, MAX_AGE, MAX_CAPACITY, MAX_RULES, MAX_SCAN_INTERVAL,
+    MIN_SCAN_INTERVAL, RULE_NAME_MAX,
 };
 use crate::cgroup::{self, Limits};
 use crate::units::format_duration;
@@ -44,6 +44,7 @@ pub(super) fn document(
         "cgroup",
         "log",
         "audit",
+        "metrics",
     ])?;
     let targets = top.or("targets", |n| rules(n, users), default_targets)?;
     let discovery = top.or("discovery", discovery, Discovery::default)?;
@@ -52,6 +53,7 @@ pub(super) fn document(
     let cgroup_root = top.or("cgroup", cgroup_root, || None)?;
     let log = top.or("log", log_settings, LogSettings::default)?;
     let audit = top.or("audit", audit_settings, AuditSettings::default)?;
+    let metrics = top.or("metrics", |n| metrics_settings(n).map(Some), || None)?;
     Ok(Config {
         targets,
         discovery,
@@ -60,7 +62,25 @@ pub(super) fn document(
         cgroup_root,
         log,
         audit,
+        metrics,
     })
+}
+
+fn metrics_settings(node: &Node) -> Result<MetricsSettings, ConfigError> {
+    let obj = node.object(&["listen", "token_file"])?;
+    let listen = obj.or(
+        "listen",
+        |n| {
+            n.string()?.parse::<std::net::SocketAddr>().map_err(|_| {
+                n.error(
+                    "must be an IP address and port, such as \"127.0.0.1:9188\" or \"[::1]:9188\"",
+                )
+            })
+        },
+        || super::DEFAULT_METRICS_LISTEN,
+    )?;
+    let token_file = obj.or("token_file", |n| n.absolute_path().map(Some), || None)?;
+    Ok(MetricsSettings { listen, token_file })
 }
 
 fn rules(node: &Node, users: &UserDb) -> Result<Vec<Rule>, ConfigError> {
@@ -459,7 +479,11 @@ mod tests {
         let rule = |body: &str| format!(r#"{{"targets":[{{"name":"a","match":{{"comm":["a"]}}}},{body}]}}"#);
         let filter = |body: &str| rule(&format!(r#"{{"name":"b","match":{{"comm":["b"]}},"filter":{body}}}"#));
         vec![
-            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit)"),
+            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit, metrics)"),
+            (r#"{"metrics":{"listen":"localhost:9188"}}"#.into(), "metrics.listen", "must be an IP address and port"),
+            (r#"{"metrics":{"listen":"127.0.0.1"}}"#.into(), "metrics.listen", "must be an IP address and port"),
+            (r#"{"metrics":{"token_file":"token"}}"#.into(), "metrics.token_file", "not an absolute path"),
+            (r#"{"metrics":{"port":9188}}"#.into(), "metrics.port", "unknown field (expected one of: listen, token_file)"),
             (filter(r#"{"usres":[]}"#), "targets[1].filter.usres", "unknown field (expected one of: users,"),
             (rule(r#"{"name":"b","match":{"comm":["b"]},"extra":1}"#), "targets[1].extra", "unknown field (expected one of: name, match, filter, limits, pool)"),
             ("[]".into(), "", "expected an object"),

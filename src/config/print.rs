@@ -18,6 +18,13 @@ pub(super) fn path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&path.to_string_lossy())
 }
 
+pub(super) fn opt_path<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_str(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}
+
 pub(super) fn paths<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
 }
@@ -152,6 +159,8 @@ mod tests {
             r#"{"targets":[{"name":"a","match":{"comm":["a"]},"limits":{"cpu":"0.1%","cpu_period":"1s"}}]}"#,
             r#"{"targets":[{"name":"a","match":{"comm":["a"]},"pool":"p"}],"cgroup":{}}"#,
             r#"{"targets":[{"name":"a","match":{"comm":["a"]},"limits":{"net_tx":"2M","net_rx":"5M/burst=1M"}}]}"#,
+            r#"{"metrics":{}}"#,
+            r#"{"metrics":{"listen":"[::1]:9000","token_file":"/etc/reeve/token"}}"#,
         ];
         for doc in seeds {
             let first = parse_ok(doc);

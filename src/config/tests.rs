@@ -157,3 +157,17 @@ fn log_levels_order_by_severity() {
     assert_eq!(LogFormat::NAMES.len(), 2);
     assert_eq!(DiscoveryMode::NAMES.len(), 3);
 }
+
+#[test]
+fn metrics_listen_defaults_to_loopback_and_is_off_without_the_object() {
+    assert_eq!(parse_ok("{}").metrics, None);
+    let m = parse_ok(r#"{"metrics":{}}"#).metrics.unwrap();
+    assert_eq!(m.listen, super::DEFAULT_METRICS_LISTEN);
+    assert!(m.listen.ip().is_loopback());
+    assert_eq!(m.token_file, None);
+    let m = parse_ok(r#"{"metrics":{"listen":"0.0.0.0:9100","token_file":"/etc/reeve//token"}}"#)
+        .metrics
+        .unwrap();
+    assert_eq!(m.listen.to_string(), "0.0.0.0:9100");
+    assert_eq!(m.token_file.unwrap().to_str(), Some("/etc/reeve/token"));
+}

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 mod autoattach;
 mod naming;
+mod observe;
 mod persist;
+mod render;
 
 use crate::config::{Config, DiscoveryMode, LogLevel};
 use crate::discovery::netlink::{self, NetlinkError, ProcConnector};
@@ -201,6 +203,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     if running.discovery.mode != new.discovery.mode {
         out.push("discovery.mode");
     }
+    if running.metrics != new.metrics {
+        out.push("metrics");
+    }
     out
 }
 
@@ -240,6 +245,8 @@ pub struct Daemon {
     overrides: LogOverrides,
     /// How stderr is written (see [`Logger::nonblocking_stderr`]).
     stderr_mode: &'static str,
+    /// Metrics publishing and service manager notifications.
+    obs: observe::Observer,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -313,6 +320,10 @@ impl Daemon {
             },
         };
         let auto = autoattach::AutoAttach::new(&config, &mut log);
+        // After signalfd_for: the endpoint's threads inherit the blocked
+        // signal mask, so a terminating signal reaches the signalfd and
+        // never kills the process through a worker.
+        let obs = observe::start(&config, &mut log)?;
         let queue = config.capacity;
         Ok(Daemon {
             config,
@@ -329,6 +340,7 @@ impl Daemon {
             ended: Vec::with_capacity(queue),
             overrides,
             stderr_mode,
+            obs,
         })
     }
 
@@ -425,6 +437,7 @@ impl Daemon {
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
         let result = self.event_loop();
+        self.obs.stopping(&mut self.log);
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
@@ -458,6 +471,7 @@ impl Daemon {
             self.persist
                 .maybe_save(&self.discovery, view, &mut self.log, false);
             self.persist.tick(&mut self.log);
+            self.observe_wakeup();
 
             let now = sys::monotonic_ns();
             let to_scan_ms = self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000);
@@ -470,6 +484,7 @@ impl Daemon {
                 Backlog::Empty => to_scan_ms,
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
+            let wait_ms = self.obs.cap_wait(wait_ms);
             // stderr is polled only while log lines wait for it.
             let mut fds = [
                 sys::poll_fd(self.signals.as_raw_fd()),
@@ -481,6 +496,7 @@ impl Daemon {
                 },
             ];
             sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
+            self.obs.woke();
             if fds[2].revents != 0 {
                 self.log.flush_stderr();
             }
@@ -574,6 +590,7 @@ impl Daemon {
             .scan(kind, &mut sink)
             .map_err(|e| format!("cannot read /proc: {e}"))?;
         log_scan(&mut self.log, &report);
+        self.obs.scanned(&report);
         self.need_deep = false;
         let interval = self.config.discovery.scan_interval.as_nanos() as u64;
         self.next_scan_ns = sys::monotonic_ns().saturating_add(interval);
@@ -607,8 +624,14 @@ impl Daemon {
                 Ok(Some(dgram)) => {
                     for ev in netlink::events(dgram) {
                         match ev {
-                            Ok(ev) => self.discovery.handle_event(&ev, &mut sink),
-                            Err(NetlinkError::Overrun) => self.need_deep = true,
+                            Ok(ev) => {
+                                self.obs.netlink_event(&ev);
+                                self.discovery.handle_event(&ev, &mut sink)
+                            }
+                            Err(NetlinkError::Overrun) => {
+                                self.obs.overruns += 1;
+                                self.need_deep = true
+                            }
                             Err(e) => sink.log.warn(
                                 "netlink_malformed",
                                 &[
@@ -621,6 +644,7 @@ impl Daemon {
                 }
                 Ok(None) => return,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.obs.overruns += 1;
                     self.need_deep = true;
                     sink.log.warn(
                         "netlink_overrun",
@@ -639,6 +663,7 @@ impl Daemon {
                         ],
                     );
                     self.connector = None;
+                    self.obs.netlink_lost = true;
                     self.need_deep = true;
                     return;
                 }
@@ -719,6 +744,7 @@ impl Daemon {
             state_dir: old.state_dir.clone(),
             cgroup_root: old.cgroup_root.clone(),
             audit: old.audit.clone(),
+            metrics: old.metrics.clone(),
             ..new
         };
         self.need_deep = true;

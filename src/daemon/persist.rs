@@ -123,6 +123,12 @@ pub struct Persistence {
     audit_failing_since: Option<u64>,
     /// Runs of audit log failures since start.
     audit_failure_runs: u64,
+    /// Snapshots written, writes that failed, whether the last one failed,
+    /// and how long each write took: for the metrics endpoint.
+    pub saves: u64,
+    pub save_failures: u64,
+    pub save_failing: bool,
+    pub save_seconds: crate::metrics::text::Histogram,
 }
 
 /// What restoring found: identities tracked again and identities that
@@ -191,6 +197,10 @@ impl Persistence {
             save_disabled: false,
             audit_failing_since: None,
             audit_failure_runs: 0,
+            saves: 0,
+            save_failures: 0,
+            save_failing: false,
+            save_seconds: Default::default(),
         })
     }
 
@@ -312,6 +322,7 @@ impl Persistence {
             ),
             Loaded::Unusable { reason } => {
                 self.save_disabled = true;
+                self.save_failing = true;
                 log.error(
                     "state_unusable",
                     &[
@@ -365,12 +376,19 @@ impl Persistence {
             &counters,
             now,
         );
-        match snapshot.save(&self.dir) {
+        let began = sys::monotonic_ns();
+        let saved = snapshot.save(&self.dir);
+        self.save_seconds
+            .observe_us(sys::monotonic_ns().saturating_sub(began) / 1000);
+        self.save_failing = saved.is_err();
+        match saved {
             Ok(()) => {
+                self.saves += 1;
                 self.saved = Some(version);
                 self.last_save_ms = now;
             }
             Err(e) => {
+                self.save_failures += 1;
                 // Retry at the next interval; say so at most once a minute.
                 self.last_save_ms = now;
                 if force || now.saturating_sub(self.last_error_ms) >= SAVE_ERROR_EVERY_MS {
@@ -440,6 +458,11 @@ impl Persistence {
             // (refusals, sync failures); nothing to add.
             _ => {}
         }
+    }
+
+    /// Whether the audit log is in a run of failures.
+    pub fn audit_failing(&self) -> bool {
+        self.audit_failing_since.is_some()
     }
 
     /// At shutdown: land what is queued (waiting for the lock or for
