@@ -2,7 +2,9 @@
 //! socket, one computed deadline for the next scan.
 //!
 //! States: *running* (events are handled as they arrive, a scan runs when
-//! the deadline passes) and *stopping* (a terminating signal arrived; the
+//! the deadline passes: every `scan_interval` when polling or while a
+//! process waits to be evaluated again, every `rescan_interval` while
+//! netlink reports events, at once after an overrun) and *stopping* (a terminating signal arrived; the
 //! loop logs `stopped` and returns). Each wakeup does bounded work: at most
 //! [`MAX_DATAGRAMS_PER_WAKE`] netlink datagrams, then at most one scan, so a
 //! flood of process events cannot starve signals or scans. Signals are
@@ -202,7 +204,9 @@ pub struct Daemon {
     discovery: Discovery,
     connector: Option<ProcConnector>,
     signals: std::os::fd::OwnedFd,
-    next_scan_ns: u64,
+    /// When the last scan ended; the next is due one interval later
+    /// ([`Daemon::next_scan_ns`]).
+    last_scan_ns: u64,
     need_deep: bool,
     auto: Option<autoattach::AutoAttach>,
     persist: persist::Persistence,
@@ -292,7 +296,7 @@ impl Daemon {
             discovery,
             connector,
             signals,
-            next_scan_ns: 0,
+            last_scan_ns: 0,
             need_deep: true,
             auto,
             persist,
@@ -395,7 +399,7 @@ impl Daemon {
     fn event_loop(&mut self) -> Result<Stop, String> {
         loop {
             let now = sys::monotonic_ns();
-            if self.need_deep || now >= self.next_scan_ns {
+            if self.need_deep || now >= self.next_scan_ns() {
                 self.scan_now()?;
             }
             self.discovery.evict_expired(sys::realtime_ms());
@@ -407,7 +411,7 @@ impl Daemon {
 
             let now = sys::monotonic_ns();
             let wait_ms = if !more {
-                self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000)
+                self.next_scan_ns().saturating_sub(now).div_ceil(1_000_000)
             } else {
                 0
             };
@@ -498,9 +502,24 @@ impl Daemon {
             .map_err(|e| format!("cannot read /proc: {e}"))?;
         log_scan(&mut self.log, &report);
         self.need_deep = false;
-        let interval = self.config.discovery.scan_interval.as_nanos() as u64;
-        self.next_scan_ns = sys::monotonic_ns().saturating_add(interval);
+        self.last_scan_ns = sys::monotonic_ns();
         Ok(())
+    }
+
+    /// When the next scan is due. Polling scans every `scan_interval`. With
+    /// netlink the scan is a safety net for what events cannot report (see
+    /// docs/ARCHITECTURE.md, Discovery) and runs every `rescan_interval`,
+    /// unless a process waits for a scan to be evaluated again; an overrun
+    /// sets `need_deep`, which scans at once.
+    fn next_scan_ns(&self) -> u64 {
+        let d = &self.config.discovery;
+        let interval = if self.connector.is_some() && !self.discovery.rechecks_pending() {
+            d.rescan_interval
+        } else {
+            d.scan_interval
+        };
+        let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        self.last_scan_ns.saturating_add(interval)
     }
 
     fn handle_signals(&mut self) -> Result<Option<Stop>, String> {
@@ -635,6 +654,7 @@ impl Daemon {
             discovery: crate::config::Discovery {
                 mode: old.discovery.mode,
                 scan_interval: new.discovery.scan_interval,
+                rescan_interval: new.discovery.rescan_interval,
             },
             state_dir: old.state_dir.clone(),
             cgroup_root: old.cgroup_root.clone(),

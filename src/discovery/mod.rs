@@ -99,6 +99,9 @@ pub struct Discovery {
     self_start: u64,
     epoch: u32,
     live: u32,
+    /// Some seen pid waits to be evaluated again (too young, refused, or
+    /// rules changed): the next scan must come at the polling pace.
+    rechecks: bool,
     cur: ScanReport,
     stats: DiscoveryStats,
 }
@@ -150,6 +153,7 @@ impl Discovery {
             self_start,
             epoch: 0,
             live: 0,
+            rechecks: false,
             cur: ScanReport::empty(ScanKind::Deep),
             stats: DiscoveryStats::default(),
         })
@@ -180,6 +184,7 @@ impl Discovery {
             e.stale_rules = true;
             e.hits = None;
         }
+        self.rechecks = true;
         Ok(())
     }
 
@@ -214,6 +219,16 @@ impl Discovery {
 
     pub fn live(&self) -> u32 {
         self.live
+    }
+
+    /// True when a seen process waits for a scan to be evaluated again (a
+    /// target younger than its `min_age`, one refused for capacity, or any
+    /// process after a rule change). Netlink sends no event when a process
+    /// grows old enough, so only a scan finds it: the daemon keeps scanning
+    /// at `scan_interval` while this holds, and at the longer
+    /// `rescan_interval` otherwise.
+    pub fn rechecks_pending(&self) -> bool {
+        self.rechecks
     }
 
     pub fn tracked(&self) -> &SlotTable<ProcKey, Tracked> {
@@ -296,6 +311,9 @@ impl Discovery {
         let t0 = sys::monotonic_ns();
         self.epoch = self.epoch.wrapping_add(1);
         self.cur = ScanReport::empty(kind);
+        // Recomputed by this scan: every entry that still waits is visited
+        // and remembered again.
+        self.rechecks = false;
         self.reader.rewind_pids()?;
         loop {
             let n = self.reader.next_pid_batch(&mut self.batch)?;
@@ -466,6 +484,7 @@ impl Discovery {
     }
 
     fn remember(&mut self, pid: u32, entry: Seen) {
+        self.rechecks |= entry.recheck();
         if let Some(e) = self.seen.get_mut(&pid) {
             *e = entry;
         } else if self.seen.insert(pid, entry).is_err() {
