@@ -17,6 +17,7 @@
 
 mod ending;
 mod evaluate;
+pub mod filter;
 pub mod lifecycle;
 pub mod matcher;
 pub mod netlink;
