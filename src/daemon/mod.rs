@@ -116,6 +116,24 @@ impl Sink for LogSink<'_> {
         );
     }
 
+    fn seen_full(&mut self, capacity: usize, len: usize) {
+        self.log.error(
+            "seen_set_full",
+            &[
+                ("capacity", Val::U(capacity as u64)),
+                ("held", Val::U(len as u64)),
+                (
+                    "effect",
+                    Val::S("pids beyond it are read on every scan, at a higher CPU cost; targets are still found"),
+                ),
+                (
+                    "action",
+                    Val::S("restart reeve after raising kernel.pid_max (the set is sized from it at start) or capacity"),
+                ),
+            ],
+        );
+    }
+
     fn refused(&mut self, key: ProcKey, rule: &str, why: Refusal) {
         self.log.error(
             "capacity_refused",
@@ -329,10 +347,18 @@ impl Daemon {
                 ("pid", Val::U(sys::getpid().into())),
                 ("mode", Val::S(self.mode_name())),
                 ("capacity", Val::U(self.config.capacity as u64)),
+                (
+                    "seen_capacity",
+                    Val::U(self.discovery.seen_capacity() as u64),
+                ),
                 ("rules", Val::U(self.config.targets.len() as u64)),
                 (
                     "scan_interval_ms",
                     Val::U(self.config.discovery.scan_interval.as_millis() as u64),
+                ),
+                (
+                    "rescan_interval_ms",
+                    Val::U(self.config.discovery.rescan_interval.as_millis() as u64),
                 ),
                 ("config", Val::S(&config_name)),
                 ("stderr", Val::S(self.stderr_mode)),

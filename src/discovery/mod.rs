@@ -103,16 +103,45 @@ pub struct Discovery {
     /// Some seen pid waits to be evaluated again (too young, refused, or
     /// rules changed): the next scan must come at the polling pace.
     rechecks: bool,
+    /// A `seen_full` report was made and no scan since has fit.
+    seen_full: bool,
+    /// This scan met a pid the seen-set could not hold.
+    overflowed: bool,
     cur: ScanReport,
     stats: DiscoveryStats,
 }
 
-/// The seen-set holds every pid on the host: four times the target capacity,
-/// and never less than the default pid_max.
-pub fn seen_capacity(capacity: usize) -> usize {
+/// The seen-set's hard maximum, whatever the host allows.
+pub const SEEN_MAX: usize = crate::table::MAX_CAPACITY;
+/// The seen-set's size when the host's limits cannot be read: the kernel's
+/// default pid_max.
+const DEFAULT_HOST_PIDS: usize = 32_768;
+/// The smallest seen-set.
+const SEEN_MIN: usize = 1024;
+
+/// The seen-set holds every process on the host: as many as the host can
+/// run (`host_pids`, see [`host_pid_limit`]), at least four times the
+/// target capacity, within [`SEEN_MAX`]. Sized once at start; a host that
+/// later holds more is an event (`seen_set_full`) and a counter.
+pub fn seen_capacity(capacity: usize, host_pids: Option<usize>) -> usize {
     capacity
         .saturating_mul(4)
-        .clamp(32_768, crate::table::MAX_CAPACITY)
+        .max(host_pids.unwrap_or(DEFAULT_HOST_PIDS))
+        .clamp(SEEN_MIN, SEEN_MAX)
+}
+
+/// How many processes this host can hold: the smaller of kernel.pid_max
+/// and kernel.threads-max (every process is at least one thread). `None`
+/// when neither can be read.
+pub fn host_pid_limit() -> Option<usize> {
+    let read =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let pid_max = read("/proc/sys/kernel/pid_max");
+    let threads_max = read("/proc/sys/kernel/threads-max");
+    match (pid_max, threads_max) {
+        (Some(p), Some(t)) => Some(p.min(t)),
+        (p, t) => p.or(t),
+    }
 }
 
 fn comm_hash(c: &procfs::Comm) -> u32 {
@@ -132,6 +161,17 @@ impl Discovery {
         rules: &[Rule],
         capacity: usize,
     ) -> io::Result<Discovery> {
+        let seen = seen_capacity(capacity, host_pid_limit());
+        Discovery::with_sizes(reader, rules, capacity, seen)
+    }
+
+    /// As [`Discovery::with_reader`], with the seen-set's size given.
+    pub fn with_sizes(
+        reader: ProcReader,
+        rules: &[Rule],
+        capacity: usize,
+        seen_capacity: usize,
+    ) -> io::Result<Discovery> {
         let mut names = RuleNames::default();
         let rule_names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
         let ids = names
@@ -147,7 +187,7 @@ impl Discovery {
             rules,
             names,
             ids: ids.into_boxed_slice(),
-            seen: SlotTable::with_capacity(seen_capacity(capacity)),
+            seen: SlotTable::with_capacity(seen_capacity),
             tracked: SlotTable::with_capacity(capacity),
             batch: vec![(0, 0); procfs::PID_BATCH].into_boxed_slice(),
             self_pid,
@@ -155,6 +195,8 @@ impl Discovery {
             epoch: 0,
             live: 0,
             rechecks: false,
+            seen_full: false,
+            overflowed: false,
             cur: ScanReport::empty(ScanKind::Deep),
             stats: DiscoveryStats::default(),
         })
@@ -240,6 +282,11 @@ impl Discovery {
         self.seen.len()
     }
 
+    /// How many pids the seen-set can hold.
+    pub fn seen_capacity(&self) -> usize {
+        self.seen.capacity()
+    }
+
     pub fn reader(&mut self) -> &mut ProcReader {
         &mut self.reader
     }
@@ -315,6 +362,7 @@ impl Discovery {
         // Recomputed by this scan: every entry that still waits is visited
         // and remembered again.
         self.rechecks = false;
+        self.overflowed = false;
         self.reader.rewind_pids()?;
         loop {
             let n = self.reader.next_pid_batch(&mut self.batch)?;
@@ -327,6 +375,11 @@ impl Discovery {
             }
         }
         self.sweep(sink);
+        // A whole scan that fit ends the episode: a later overflow is
+        // reported again.
+        if !self.overflowed {
+            self.seen_full = false;
+        }
         if kind == ScanKind::Deep {
             self.reconcile(sink);
         }
@@ -481,15 +534,22 @@ impl Discovery {
         } else if let Some(e) = same {
             entry.hits = e.hits;
         }
-        self.remember(pid, entry);
+        self.remember(pid, entry, sink);
     }
 
-    fn remember(&mut self, pid: u32, entry: Seen) {
+    fn remember(&mut self, pid: u32, entry: Seen, sink: &mut impl Sink) {
         self.rechecks |= entry.recheck();
         if let Some(e) = self.seen.get_mut(&pid) {
             *e = entry;
         } else if self.seen.insert(pid, entry).is_err() {
+            // The pid is read again by every scan, and an exit of a
+            // tracked one is found by the deep scan's reconcile.
             self.stats.seen_overflow += 1;
+            self.overflowed = true;
+            if !self.seen_full {
+                self.seen_full = true;
+                sink.seen_full(self.seen.capacity(), self.seen.len());
+            }
         }
     }
 
