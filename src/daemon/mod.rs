@@ -32,6 +32,9 @@ use crate::users::UserDb;
 /// Netlink datagrams handled per wakeup before the loop looks at signals
 /// and timers again.
 pub const MAX_DATAGRAMS_PER_WAKE: usize = 4096;
+/// In netlink mode, one safety-net scan in this many rescan intervals is
+/// deep (reads every pid's stat).
+const DEEP_EVERY: u32 = 10;
 /// How long a stopping daemon waits for a slow stderr reader to take the
 /// last lines.
 const STDERR_DRAIN_AT_EXIT: Duration = Duration::from_secs(1);
@@ -225,6 +228,8 @@ pub struct Daemon {
     /// When the last scan ended; the next is due one interval later
     /// ([`Daemon::next_scan_ns`]).
     last_scan_ns: u64,
+    /// When the last deep scan ended.
+    last_deep_ns: u64,
     need_deep: bool,
     auto: Option<autoattach::AutoAttach>,
     persist: persist::Persistence,
@@ -315,6 +320,7 @@ impl Daemon {
             connector,
             signals,
             last_scan_ns: 0,
+            last_deep_ns: 0,
             need_deep: true,
             auto,
             persist,
@@ -512,7 +518,17 @@ impl Daemon {
     }
 
     fn scan_now(&mut self) -> Result<(), String> {
-        let kind = if self.connector.is_some() && !self.need_deep {
+        // A steady scan cannot see an exec or rename of a pid it already
+        // knows; one netlink lost without an overrun would go unnoticed,
+        // so every DEEP_EVERY-th rescan interval the net is a deep scan.
+        let interval = self
+            .config
+            .discovery
+            .rescan_interval
+            .saturating_mul(DEEP_EVERY);
+        let deep_due = sys::monotonic_ns().saturating_sub(self.last_deep_ns)
+            >= u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        let kind = if self.connector.is_some() && !self.need_deep && !deep_due {
             ScanKind::Steady
         } else {
             ScanKind::Deep
@@ -529,6 +545,9 @@ impl Daemon {
         log_scan(&mut self.log, &report);
         self.need_deep = false;
         self.last_scan_ns = sys::monotonic_ns();
+        if kind == ScanKind::Deep {
+            self.last_deep_ns = self.last_scan_ns;
+        }
         Ok(())
     }
 
