@@ -38,19 +38,25 @@ use netlink::{Event, ProcEvent};
 pub use ruleid::{RuleId, RuleIdsExhausted, RuleNames};
 pub use types::{DiscoveryStats, ExitStatus, ScanKind, ScanReport, Sink, Source, Tracked};
 
-/// What discovery remembers about every pid in /proc, target or not.
+/// What discovery remembers about every pid in /proc, target or not: 32
+/// bytes, so a seen-set for every pid of a big host stays small.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     ino: u64,
     start_ticks: u64,
+    /// The rules whose names matched (valid when `has_hits`), kept while
+    /// the identity is evaluated again (too young, refused) so /proc is not
+    /// read for them twice.
+    hits: NameHits,
     comm_hash: u32,
-    epoch: u32,
+    /// The scan that last saw it. Only equality with the current scan's
+    /// epoch matters (every entry a scan did not see is swept at its end),
+    /// so a wrapping byte is enough.
+    epoch: u8,
     claim: Claim,
     /// The rules changed since this pid was evaluated.
     stale_rules: bool,
-    /// The rules whose names matched, kept while the identity is evaluated
-    /// again (too young, refused) so /proc is not read for them twice.
-    hits: Option<NameHits>,
+    has_hits: bool,
 }
 
 /// What the rules made of a seen pid.
@@ -67,6 +73,15 @@ enum Claim {
 }
 
 impl Seen {
+    fn hits(&self) -> Option<NameHits> {
+        self.has_hits.then_some(self.hits)
+    }
+
+    fn set_hits(&mut self, hits: Option<NameHits>) {
+        self.has_hits = hits.is_some();
+        self.hits = hits.unwrap_or(0);
+    }
+
     /// Evaluated again even when nothing about it changed.
     fn recheck(&self) -> bool {
         self.stale_rules || matches!(self.claim, Claim::TooYoung | Claim::Refused)
@@ -98,7 +113,7 @@ pub struct Discovery {
     /// reeve's own start ticks: no process that started earlier can be
     /// its descendant, which bounds the ancestry walk.
     self_start: u64,
-    epoch: u32,
+    epoch: u8,
     live: u32,
     /// Some seen pid waits to be evaluated again (too young, refused, or
     /// rules changed): the next scan must come at the polling pace.
@@ -225,7 +240,7 @@ impl Discovery {
         self.name_hits = vec![false; self.rules.len()].into_boxed_slice();
         for (_, e) in self.seen.iter_mut() {
             e.stale_rules = true;
-            e.hits = None;
+            e.set_hits(None);
         }
         self.rechecks = true;
         Ok(())
@@ -498,7 +513,8 @@ impl Discovery {
                 Claim::None
             },
             stale_rules: false,
-            hits: None,
+            hits: 0,
+            has_hits: false,
         };
         if stat.is_dead() {
             if is_tracked {
@@ -513,7 +529,7 @@ impl Discovery {
                 sink.already_tracked(key, source);
             }
         } else if changed {
-            let known = same.filter(|_| same_image).and_then(|e| e.hits);
+            let known = same.filter(|_| same_image).and_then(|e| e.hits());
             let (outcome, hits) = self.evaluate(stat, known);
             match outcome {
                 Outcome::Match { rule, uid } => {
@@ -522,17 +538,17 @@ impl Discovery {
                         entry.claim = Claim::Tracked;
                     } else {
                         entry.claim = Claim::Refused;
-                        entry.hits = hits;
+                        entry.set_hits(hits);
                     }
                 }
                 Outcome::TooYoung => {
                     entry.claim = Claim::TooYoung;
-                    entry.hits = hits;
+                    entry.set_hits(hits);
                 }
                 Outcome::NoMatch => {}
             }
         } else if let Some(e) = same {
-            entry.hits = e.hits;
+            entry.set_hits(e.hits());
         }
         self.remember(pid, entry, sink);
     }

@@ -532,3 +532,10 @@ fn a_too_young_target_keeps_scans_at_the_polling_pace() {
     d.scan(ScanKind::Steady, &mut rec).unwrap();
     assert!(!d.rechecks_pending(), "nothing waits any more");
 }
+
+#[test]
+fn a_seen_entry_is_small() {
+    // The seen-set holds every pid of the host: its entry size is its cost.
+    assert!(std::mem::size_of::<Seen>() <= 32);
+    assert!(std::mem::size_of::<Option<(u32, Seen)>>() <= 40);
+}

@@ -10,7 +10,10 @@
 //! slots first, densely, then the vacant ones) are derived from them and can
 //! always be rebuilt in place. Iteration, the sweep and the eviction scan
 //! walk the occupied part of the order only: their cost follows the entries
-//! held, not the capacity.
+//! held, not the capacity. The slot storage is reserved whole at start and
+//! slots are taken in order, a vacated one first: memory the table never
+//! needed is reserved but never touched, so it costs address space, not
+//! resident memory.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,10 +99,14 @@ struct Inconsistent;
 
 /// Fixed-capacity map from process key to value; see the module docs.
 pub struct SlotTable<K: TableKey, V> {
-    /// Entry storage. An entry keeps its slot number for as long as it lives.
-    slots: Box<[Option<(K, V)>]>,
-    /// Every slot number once: `order[..len]` are the occupied slots,
-    /// `order[len..]` the vacant ones, `order[len]` the next to fill.
+    /// Entry storage, reserved to `cap` at start (it never reallocates):
+    /// `slots.len()` slots have been used; those past it never have.
+    /// An entry keeps its slot number for as long as it lives.
+    slots: Vec<Option<(K, V)>>,
+    cap: usize,
+    /// Every used slot number once: `order[..len]` are the occupied slots,
+    /// `order[len..slots.len()]` the vacant ones, `order[len]` the next to
+    /// fill; when none is vacant, the next slot never used.
     order: Box<[u32]>,
     /// `pos[slot]`: where `slot` stands in `order`.
     pos: Box<[u32]>,
@@ -123,7 +130,8 @@ impl<K: TableKey, V> SlotTable<K, V> {
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let mut table = SlotTable {
-            slots: (0..capacity).map(|_| None).collect(),
+            slots: Vec::with_capacity(capacity),
+            cap: capacity,
             order: vec![0; capacity].into_boxed_slice(),
             pos: vec![0; capacity].into_boxed_slice(),
             len: 0,
@@ -138,7 +146,7 @@ impl<K: TableKey, V> SlotTable<K, V> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.cap
     }
 
     pub fn len(&self) -> usize {
@@ -397,8 +405,17 @@ impl<K: TableKey, V> SlotTable<K, V> {
     /// checked to be really vacant. `None` means the table is full.
     fn vacant_slot(&mut self) -> Option<usize> {
         for _ in 0..2 {
-            if self.len >= self.slots.len() {
+            if self.len >= self.cap {
                 return None;
+            }
+            if self.len >= self.slots.len() {
+                // Every used slot is occupied: take the next fresh one. The
+                // push stays within the reserved capacity.
+                let fresh = self.slots.len();
+                self.slots.push(None);
+                self.order[self.len] = fresh as u32;
+                self.pos[fresh] = self.len as u32;
+                return Some(fresh);
             }
             match self.order.get(self.len) {
                 Some(&slot) if matches!(self.slots.get(slot as usize), Some(None)) => {
@@ -477,8 +494,8 @@ impl<K: TableKey, V> SlotTable<K, V> {
         self.rebuild_index();
     }
 
-    /// Occupied slots first, then the vacant ones, each in slot order (so
-    /// an empty table fills slot 0 first).
+    /// Occupied slots first, then the vacant used ones, each in slot order
+    /// (so an empty table fills slot 0 first).
     fn rebuild_order(&mut self) {
         let mut at = 0;
         for pass_occupied in [true, false] {
