@@ -34,10 +34,30 @@ use serde_json::{json, Value};
 const BACKGROUND: usize = 1000;
 const TARGETS: usize = 20;
 const EXTRA_TARGETS: usize = 1000;
-const SCAN_ROUNDS: usize = 200;
+/// In-process scan rounds, process runs and netlink execs; the smoke plan
+/// (`REEVE_BENCH_QUICK=1`) runs a tenth of each.
+fn scan_rounds() -> usize {
+    if goals::quick() {
+        20
+    } else {
+        200
+    }
+}
 const WARMUP_ROUNDS: usize = 5;
-const PROCESS_RUNS: usize = 50;
-const EXECS: usize = 1000;
+fn process_runs() -> usize {
+    if goals::quick() {
+        5
+    } else {
+        50
+    }
+}
+fn execs() -> usize {
+    if goals::quick() {
+        100
+    } else {
+        1000
+    }
+}
 const CAPACITY: usize = 4096;
 /// The kernel keeps 15 bytes of a process name in comm.
 const COMM_MAX: usize = 15;
@@ -55,10 +75,14 @@ const GOAL_RSS_KIB: u64 = 4096;
 
 type Res<T> = Result<T, String>;
 
+#[path = "support/scan_goals.rs"]
+mod goals;
+
 fn main() {
     let result = match std::env::var(WORKER_ENV).as_deref() {
         Ok("scan") => worker_scan(),
         Ok("netlink") => worker_netlink(),
+        Ok("steady") => goals::worker_steady(),
         Ok(other) => Err(format!("unknown worker role '{other}'")),
         Err(_) => run(),
     };
@@ -441,14 +465,14 @@ fn worker_scan() -> Res<()> {
             first.discovered
         ));
     }
-    let mut naive_ns = Vec::with_capacity(SCAN_ROUNDS);
-    let mut cold_ns = Vec::with_capacity(SCAN_ROUNDS);
-    let mut cold_exe_ns = Vec::with_capacity(SCAN_ROUNDS);
-    let mut steady_ns = Vec::with_capacity(SCAN_ROUNDS);
+    let mut naive_ns = Vec::with_capacity(scan_rounds());
+    let mut cold_ns = Vec::with_capacity(scan_rounds());
+    let mut cold_exe_ns = Vec::with_capacity(scan_rounds());
+    let mut steady_ns = Vec::with_capacity(scan_rounds());
     let (mut naive_min, mut naive_max, mut listed) = (usize::MAX, 0, 0);
     let mut steady_events = 0u32;
     let mut steady_found = 0u32;
-    for round in 0..WARMUP_ROUNDS + SCAN_ROUNDS {
+    for round in 0..WARMUP_ROUNDS + scan_rounds() {
         let keep = round >= WARMUP_ROUNDS;
         // Rotating the order cancels drift and cache effects between variants.
         for step in 0..4 {
@@ -816,8 +840,8 @@ fn bench_processes(
     }
     check_lines("pgrep -x", &capture(pgrep, &pgrep_args, &out)?, TARGETS)?;
 
-    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(PROCESS_RUNS); bins.len()];
-    for run in 0..PROCESS_RUNS + 2 {
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(process_runs()); bins.len()];
+    for run in 0..process_runs() + 2 {
         for step in 0..bins.len() {
             let i = (run + step) % bins.len();
             let (bin, args) = bins[i];
@@ -862,11 +886,11 @@ fn bench_netlink(target_path: &Path, target: &str) -> Res<Latency> {
             info: format!("proc connector unavailable: {e}"),
         });
     }
-    let mut lat = Vec::with_capacity(EXECS);
-    let mut delivery = Vec::with_capacity(EXECS);
-    let mut handling = Vec::with_capacity(EXECS);
+    let mut lat = Vec::with_capacity(execs());
+    let mut delivery = Vec::with_capacity(execs());
+    let mut handling = Vec::with_capacity(execs());
     let (mut timeouts, mut no_exec_event) = (0, 0);
-    for _ in 0..EXECS {
+    for _ in 0..execs() {
         let mut kid = Kid(command(target_path, &["600"])
             .spawn()
             .map_err(|e| format!("cannot spawn a target: {e}"))?);
@@ -1053,7 +1077,8 @@ fn run() -> Res<()> {
             &path,
             &json!({
                 "targets": [{"name": "bench", "match": {"comm": [target]}}],
-                "discovery": {"scan_interval": "1s"},
+                // Scans at the polling pace: the phase waits for two of them.
+                "discovery": {"scan_interval": "1s", "rescan_interval": "1s"},
                 "state_dir": tmp.0.join(format!("state-{variant}")),
             }),
         )?;
@@ -1078,11 +1103,20 @@ fn run() -> Res<()> {
         herd.spawn(&mut command(&target_path, &["600"]))?;
     }
 
-    eprintln!("scan bench: 1/4 in-process scans ({SCAN_ROUNDS} rounds)");
+    eprintln!(
+        "scan bench: 1/4 in-process scans ({} rounds)",
+        scan_rounds()
+    );
     let inproc = bench_in_process(&target)?;
-    eprintln!("scan bench: 2/4 reeve scan vs pgrep ({PROCESS_RUNS} runs each)");
+    eprintln!(
+        "scan bench: 2/4 reeve scan vs pgrep ({} runs each)",
+        process_runs()
+    );
     let procs = bench_processes(&reeve, musl, &scan_config, comm, &tmp.0)?;
-    eprintln!("scan bench: 3/4 netlink exec->discovered ({EXECS} execs)");
+    eprintln!(
+        "scan bench: 3/4 netlink exec->discovered ({} execs)",
+        execs()
+    );
     let latency = bench_netlink(&target_path, &target)?;
 
     eprintln!("scan bench: 4/4 reeve watch RSS with {EXTRA_TARGETS} more targets");
@@ -1202,7 +1236,9 @@ fn run() -> Res<()> {
     );
     println!();
     println!(
-        "details: {SCAN_ROUNDS} interleaved rounds per in-process variant; {PROCESS_RUNS} interleaved runs per process"
+        "details: {} interleaved rounds per in-process variant; {} interleaved runs per process",
+        scan_rounds(),
+        process_runs()
     );
     println!(
         "details: reeve cold scan with an exe rule instead (one readlink of /proc/<pid>/exe per process, which the baselines do not do): median {:.0}us p90 {:.0}us ({:.2}x naive)",
@@ -1221,8 +1257,12 @@ fn run() -> Res<()> {
         );
     }
     println!(
-        "details: netlink {} of {EXECS} execs measured, {} timed out, {} without an exec event; {}",
-        latency.measured, latency.timeouts, latency.no_exec_event, latency.info
+        "details: netlink {} of {} execs measured, {} timed out, {} without an exec event; {}",
+        latency.measured,
+        execs(),
+        latency.timeouts,
+        latency.no_exec_event,
+        latency.info
     );
     println!(
         "details: reeve watch (glibc) mode {}, VmRSS {} KiB (anon {}, file {}), VmHWM {} KiB",
@@ -1253,6 +1293,15 @@ fn run() -> Res<()> {
         "details: total bench time {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    goals::run(&goals::Inputs {
+        reeve: &reeve,
+        musl,
+        bg: &bg_path,
+        target: &target,
+        comm,
+        scan_config: &scan_config,
+        tmp: &tmp.0,
+    })?;
     drop(herd);
     drop(tmp);
     Ok(())
