@@ -7,10 +7,6 @@
 //! latency through the netlink proc connector, and the resident memory of
 //! `reeve watch` tracking 1,020 processes.
 //!
-//! `REEVE_BENCH_QUICK=1` runs a smoke-sized plan (100 + 100 processes, a few
-//! rounds) that prints the same goal lines: CI runs it so that a bench which
-//! breaks or stops printing a goal fails, without trusting its timings.
-//!
 //! reeve never discovers its own descendants, so the in-process measurements
 //! run in a worker: this binary re-executed with `REEVE_BENCH_WORKER` set, a
 //! sibling of the targets rather than their parent, speaking JSON lines over
@@ -35,53 +31,34 @@ use reeve::sys;
 use reeve::table::Refusal;
 use serde_json::{json, Value};
 
+const BACKGROUND: usize = 1000;
 const TARGETS: usize = 20;
-const CAPACITY: usize = 4096;
-
-/// How much work one run does. CI runs the quick plan: it proves the bench
-/// still runs end to end and prints every goal line, and its figures are not
-/// measurements (too few rounds, a smaller process table).
-struct Plan {
-    background: usize,
-    extra_targets: usize,
-    scan_rounds: usize,
-    warmup_rounds: usize,
-    process_runs: usize,
-    execs: usize,
-}
-
-const FULL: Plan = Plan {
-    background: 1000,
-    extra_targets: 1000,
-    scan_rounds: 200,
-    warmup_rounds: 5,
-    process_runs: 50,
-    execs: 1000,
-};
-
-const QUICK: Plan = Plan {
-    background: 100,
-    extra_targets: 100,
-    scan_rounds: 10,
-    warmup_rounds: 1,
-    process_runs: 5,
-    execs: 50,
-};
-
-/// `REEVE_BENCH_QUICK=1` selects the quick plan (the worker inherits it).
-const QUICK_ENV: &str = "REEVE_BENCH_QUICK";
-
-fn quick() -> bool {
-    std::env::var(QUICK_ENV).is_ok_and(|v| v == "1")
-}
-
-fn plan() -> &'static Plan {
-    if quick() {
-        &QUICK
+const EXTRA_TARGETS: usize = 1000;
+/// In-process scan rounds, process runs and netlink execs; the smoke plan
+/// (`REEVE_BENCH_QUICK=1`) runs a tenth of each.
+fn scan_rounds() -> usize {
+    if goals::quick() {
+        20
     } else {
-        &FULL
+        200
     }
 }
+const WARMUP_ROUNDS: usize = 5;
+fn process_runs() -> usize {
+    if goals::quick() {
+        5
+    } else {
+        50
+    }
+}
+fn execs() -> usize {
+    if goals::quick() {
+        100
+    } else {
+        1000
+    }
+}
+const CAPACITY: usize = 4096;
 /// The kernel keeps 15 bytes of a process name in comm.
 const COMM_MAX: usize = 15;
 
@@ -98,10 +75,14 @@ const GOAL_RSS_KIB: u64 = 4096;
 
 type Res<T> = Result<T, String>;
 
+#[path = "support/scan_goals.rs"]
+mod goals;
+
 fn main() {
     let result = match std::env::var(WORKER_ENV).as_deref() {
         Ok("scan") => worker_scan(),
         Ok("netlink") => worker_netlink(),
+        Ok("steady") => goals::worker_steady(),
         Ok(other) => Err(format!("unknown worker role '{other}'")),
         Err(_) => run(),
     };
@@ -484,20 +465,15 @@ fn worker_scan() -> Res<()> {
             first.discovered
         ));
     }
-    let Plan {
-        scan_rounds,
-        warmup_rounds,
-        ..
-    } = *plan();
-    let mut naive_ns = Vec::with_capacity(scan_rounds);
-    let mut cold_ns = Vec::with_capacity(scan_rounds);
-    let mut cold_exe_ns = Vec::with_capacity(scan_rounds);
-    let mut steady_ns = Vec::with_capacity(scan_rounds);
+    let mut naive_ns = Vec::with_capacity(scan_rounds());
+    let mut cold_ns = Vec::with_capacity(scan_rounds());
+    let mut cold_exe_ns = Vec::with_capacity(scan_rounds());
+    let mut steady_ns = Vec::with_capacity(scan_rounds());
     let (mut naive_min, mut naive_max, mut listed) = (usize::MAX, 0, 0);
     let mut steady_events = 0u32;
     let mut steady_found = 0u32;
-    for round in 0..warmup_rounds + scan_rounds {
-        let keep = round >= warmup_rounds;
+    for round in 0..WARMUP_ROUNDS + scan_rounds() {
+        let keep = round >= WARMUP_ROUNDS;
         // Rotating the order cancels drift and cache effects between variants.
         for step in 0..4 {
             match (round + step) % 4 {
@@ -864,9 +840,8 @@ fn bench_processes(
     }
     check_lines("pgrep -x", &capture(pgrep, &pgrep_args, &out)?, TARGETS)?;
 
-    let runs = plan().process_runs;
-    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(runs); bins.len()];
-    for run in 0..runs + 2 {
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(process_runs()); bins.len()];
+    for run in 0..process_runs() + 2 {
         for step in 0..bins.len() {
             let i = (run + step) % bins.len();
             let (bin, args) = bins[i];
@@ -911,12 +886,11 @@ fn bench_netlink(target_path: &Path, target: &str) -> Res<Latency> {
             info: format!("proc connector unavailable: {e}"),
         });
     }
-    let execs = plan().execs;
-    let mut lat = Vec::with_capacity(execs);
-    let mut delivery = Vec::with_capacity(execs);
-    let mut handling = Vec::with_capacity(execs);
+    let mut lat = Vec::with_capacity(execs());
+    let mut delivery = Vec::with_capacity(execs());
+    let mut handling = Vec::with_capacity(execs());
     let (mut timeouts, mut no_exec_event) = (0, 0);
-    for _ in 0..execs {
+    for _ in 0..execs() {
         let mut kid = Kid(command(target_path, &["600"])
             .spawn()
             .map_err(|e| format!("cannot spawn a target: {e}"))?);
@@ -1103,7 +1077,8 @@ fn run() -> Res<()> {
             &path,
             &json!({
                 "targets": [{"name": "bench", "match": {"comm": [target]}}],
-                "discovery": {"scan_interval": "1s"},
+                // Scans at the polling pace: the phase waits for two of them.
+                "discovery": {"scan_interval": "1s", "rescan_interval": "1s"},
                 "state_dir": tmp.0.join(format!("state-{variant}")),
             }),
         )?;
@@ -1119,39 +1094,37 @@ fn run() -> Res<()> {
     );
     let musl = musl_path.is_file().then_some(musl_path.as_path());
 
-    let Plan {
-        background,
-        extra_targets,
-        scan_rounds,
-        process_runs,
-        execs,
-        ..
-    } = *plan();
-    if quick() {
-        eprintln!("scan bench: QUICK mode ({QUICK_ENV}=1): a smoke run, not a measurement");
-    }
-    eprintln!("scan bench: spawning {background} background processes and {TARGETS} targets");
+    eprintln!("scan bench: spawning {BACKGROUND} background processes and {TARGETS} targets");
     let mut herd = Herd::default();
-    for _ in 0..background {
+    for _ in 0..BACKGROUND {
         herd.spawn(&mut command(&bg_path, &["600"]))?;
     }
     for _ in 0..TARGETS {
         herd.spawn(&mut command(&target_path, &["600"]))?;
     }
 
-    eprintln!("scan bench: 1/4 in-process scans ({scan_rounds} rounds)");
+    eprintln!(
+        "scan bench: 1/4 in-process scans ({} rounds)",
+        scan_rounds()
+    );
     let inproc = bench_in_process(&target)?;
-    eprintln!("scan bench: 2/4 reeve scan vs pgrep ({process_runs} runs each)");
+    eprintln!(
+        "scan bench: 2/4 reeve scan vs pgrep ({} runs each)",
+        process_runs()
+    );
     let procs = bench_processes(&reeve, musl, &scan_config, comm, &tmp.0)?;
-    eprintln!("scan bench: 3/4 netlink exec->discovered ({execs} execs)");
+    eprintln!(
+        "scan bench: 3/4 netlink exec->discovered ({} execs)",
+        execs()
+    );
     let latency = bench_netlink(&target_path, &target)?;
 
-    eprintln!("scan bench: 4/4 reeve watch RSS with {extra_targets} more targets");
+    eprintln!("scan bench: 4/4 reeve watch RSS with {EXTRA_TARGETS} more targets");
     let mut extra = Herd::default();
-    for _ in 0..extra_targets {
+    for _ in 0..EXTRA_TARGETS {
         extra.spawn(&mut command(&target_path, &["600"]))?;
     }
-    let tracked = TARGETS + extra_targets;
+    let tracked = TARGETS + EXTRA_TARGETS;
     let rss_glibc = measure_watch(
         &reeve,
         &watch_config("glibc")?,
@@ -1174,14 +1147,8 @@ fn run() -> Res<()> {
     let proc_ratio = procs.reeve.median / procs.pgrep.median;
 
     println!();
-    if quick() {
-        println!(
-            "QUICK MODE ({QUICK_ENV}=1): too few rounds and processes to mean anything; \
-             goal lines printed to prove the bench runs, not to be quoted"
-        );
-    }
     println!(
-        "reeve scan benchmark ({background} background + {TARGETS} targets, {others} other processes; {} pids in /proc during scans)",
+        "reeve scan benchmark ({BACKGROUND} background + {TARGETS} targets, {others} other processes; {} pids in /proc during scans)",
         inproc.listed
     );
     println!(
@@ -1269,7 +1236,9 @@ fn run() -> Res<()> {
     );
     println!();
     println!(
-        "details: {scan_rounds} interleaved rounds per in-process variant; {process_runs} interleaved runs per process"
+        "details: {} interleaved rounds per in-process variant; {} interleaved runs per process",
+        scan_rounds(),
+        process_runs()
     );
     println!(
         "details: reeve cold scan with an exe rule instead (one readlink of /proc/<pid>/exe per process, which the baselines do not do): median {:.0}us p90 {:.0}us ({:.2}x naive)",
@@ -1288,8 +1257,12 @@ fn run() -> Res<()> {
         );
     }
     println!(
-        "details: netlink {} of {execs} execs measured, {} timed out, {} without an exec event; {}",
-        latency.measured, latency.timeouts, latency.no_exec_event, latency.info
+        "details: netlink {} of {} execs measured, {} timed out, {} without an exec event; {}",
+        latency.measured,
+        execs(),
+        latency.timeouts,
+        latency.no_exec_event,
+        latency.info
     );
     println!(
         "details: reeve watch (glibc) mode {}, VmRSS {} KiB (anon {}, file {}), VmHWM {} KiB",
@@ -1320,6 +1293,15 @@ fn run() -> Res<()> {
         "details: total bench time {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    goals::run(&goals::Inputs {
+        reeve: &reeve,
+        musl,
+        bg: &bg_path,
+        target: &target,
+        comm,
+        scan_config: &scan_config,
+        tmp: &tmp.0,
+    })?;
     drop(herd);
     drop(tmp);
     Ok(())

@@ -98,6 +98,10 @@ pub struct Counters {
     pub exited: u64,
     pub refused: u64,
     pub restarts: u64,
+    /// Pids the seen-set could not hold (`seen_set_full`): the set, sized
+    /// at start from the host's limits, is too small for this host.
+    #[serde(default)]
+    pub seen_overflow: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +209,7 @@ pub fn add_counters(base: &Counters, since_start: &DiscoveryStats) -> Counters {
         exited: base.exited.saturating_add(since_start.exited),
         refused: base.refused.saturating_add(since_start.refused),
         restarts: base.restarts,
+        seen_overflow: base.seen_overflow.saturating_add(since_start.seen_overflow),
     }
 }
 

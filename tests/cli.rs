@@ -507,7 +507,7 @@ fn watch_netlink_mode_in_a_pid_namespace_exits_1() {
     let dir = TempDir::new("cli-netlink-ns");
     let cfg = json!({
         "targets": [{"name": "t", "match": {"exe": [unique_name()]}}],
-        "discovery": {"mode": "netlink", "scan_interval": "100ms"},
+        "discovery": {"mode": "netlink", "scan_interval": "100ms", "rescan_interval": "100ms"},
         "state_dir": common::state_dir(&dir),
     });
     let path = common::write_config(dir.path(), &cfg);

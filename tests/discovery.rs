@@ -630,7 +630,7 @@ fn pid_reuse_in_new_pid_namespace() {
     // script's processes exist at all.
     let cfg = json!({
         "targets": [{"name": "reuse", "match": {"exe": [target.name]}}],
-        "discovery": {"mode": "auto", "scan_interval": "100ms"},
+        "discovery": {"mode": "auto", "scan_interval": "100ms", "rescan_interval": "100ms"},
         "state_dir": state_dir(&dir),
     });
     let cfg_path = write_config(dir.path(), &cfg);
@@ -1137,7 +1137,7 @@ fn sighup_reorder_and_removal_keep_rule_identity() {
     let config = |targets: Value| {
         json!({
             "targets": targets,
-            "discovery": {"mode": "auto", "scan_interval": "100ms"},
+            "discovery": {"mode": "auto", "scan_interval": "100ms", "rescan_interval": "100ms"},
             "state_dir": state_dir(&dir),
             "cgroup": {"root": sub.root()},
         })
@@ -1219,7 +1219,7 @@ fn sighup_with_attaches_queued_keeps_their_rule() {
     let config = |targets: Value| {
         json!({
             "targets": targets,
-            "discovery": {"mode": "auto", "scan_interval": "100ms"},
+            "discovery": {"mode": "auto", "scan_interval": "100ms", "rescan_interval": "100ms"},
             "state_dir": state_dir(&dir),
             "cgroup": {"root": sub.root()},
         })
@@ -1264,7 +1264,7 @@ fn long_rule_name_jobs_stay_apart_and_are_adopted_after_restart() {
             "name": long, "match": {"exe": [target.name]},
             "filter": {"parent_pids": [me()]}, "limits": {"pids": 40},
         }],
-        "discovery": {"mode": "auto", "scan_interval": "100ms"},
+        "discovery": {"mode": "auto", "scan_interval": "100ms", "rescan_interval": "100ms"},
         "state_dir": state_dir(&dir),
         "cgroup": {"root": sub.root()},
     });
@@ -1323,6 +1323,7 @@ fn sighup_names_settings_that_need_a_restart() {
     d.wait_started();
     // Only the scan interval and the rules: nothing to warn about.
     cfg["discovery"]["scan_interval"] = json!("150ms");
+    cfg["discovery"]["rescan_interval"] = json!("150ms");
     fs::write(&cfg_path, cfg.to_string()).unwrap();
     reload(&mut d, "config_reloaded");
     assert_eq!(d.count("config_reload_partial"), 0);

@@ -125,6 +125,13 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
     match &state {
         Ok(Some(s)) => {
             let _ = writeln!(out, "state: saved {} ago", age(now, s.saved_at_ms));
+            if s.counters.seen_overflow > 0 {
+                let _ = writeln!(
+                    out,
+                    "discovery: the seen-set was too small for this host's processes ({} pids not held; see the seen_set_full event); restart reeve after raising kernel.pid_max or capacity",
+                    s.counters.seen_overflow
+                );
+            }
         }
         Ok(None) => out.push_str("state: none saved yet\n"),
         Err(e) => {

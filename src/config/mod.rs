@@ -41,6 +41,10 @@ pub const MAX_AGE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const MIN_SCAN_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_SCAN_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// `discovery.rescan_interval` default: in netlink mode the safety-net scan
+/// of /proc runs this often (an overrun still rescans at once). Its bounds
+/// are `scan_interval`'s, and it is never shorter than `scan_interval`.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// A config file larger than this is refused before parsing.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -214,6 +218,9 @@ pub struct Discovery {
     pub mode: DiscoveryMode,
     #[serde(serialize_with = "print::duration")]
     pub scan_interval: Duration,
+    /// How often the safety-net scan runs while netlink reports events.
+    #[serde(serialize_with = "print::duration")]
+    pub rescan_interval: Duration,
 }
 
 /// How new processes are found: `netlink` (proc connector, needs root),
@@ -284,6 +291,7 @@ impl Default for Discovery {
         Discovery {
             mode: DiscoveryMode::Auto,
             scan_interval: DEFAULT_SCAN_INTERVAL,
+            rescan_interval: DEFAULT_RESCAN_INTERVAL,
         }
     }
 }

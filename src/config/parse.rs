@@ -10,8 +10,8 @@ use super::walk::Node;
 use super::{
     default_state_dir, AuditSettings, Config, ConfigError, Discovery, DiscoveryMode, Filter,
     LogFormat, LogLevel, LogSettings, Match, MetricsSettings, Rule, UserRef, COMM_MAX,
-    DEFAULT_CAPACITY, DEFAULT_SCAN_INTERVAL, MAX_AGE, MAX_CAPACITY, MAX_RULES, MAX_SCAN_INTERVAL,
-    MIN_SCAN_INTERVAL, RULE_NAME_MAX,
+    DEFAULT_CAPACITY, DEFAULT_RESCAN_INTERVAL, DEFAULT_SCAN_INTERVAL, MAX_AGE, MAX_CAPACITY,
+    MAX_RULES, MAX_SCAN_INTERVAL, MIN_SCAN_INTERVAL, RULE_NAME_MAX,
 };
 use crate::cgroup::{self, Limits};
 use crate::units::format_duration;
@@ -309,10 +309,24 @@ fn cgroup_root(node: &Node) -> Result<Option<PathBuf>, ConfigError> {
 }
 
 fn discovery(node: &Node) -> Result<Discovery, ConfigError> {
-    let obj = node.object(&["mode", "scan_interval"])?;
+    let obj = node.object(&["mode", "scan_interval", "rescan_interval"])?;
+    let scan = obj.or("scan_interval", scan_interval, || DEFAULT_SCAN_INTERVAL)?;
+    let rescan = obj.or("rescan_interval", scan_interval, || {
+        DEFAULT_RESCAN_INTERVAL.max(scan)
+    })?;
+    if let Some(node) = obj.get("rescan_interval").filter(|_| rescan < scan) {
+        return Err(node.error(
+            format!(
+                "{} is shorter than scan_interval ({}); the safety-net rescan cannot run more often than the polling scan",
+                format_duration(rescan),
+                format_duration(scan)
+            ),
+        ));
+    }
     Ok(Discovery {
         mode: obj.or("mode", Node::choice, DiscoveryMode::default)?,
-        scan_interval: obj.or("scan_interval", scan_interval, || DEFAULT_SCAN_INTERVAL)?,
+        scan_interval: scan,
+        rescan_interval: rescan,
     })
 }
 
@@ -440,6 +454,7 @@ mod tests {
         assert_eq!(c.targets[1].filter, Filter::default());
         assert_eq!(c.discovery.mode, DiscoveryMode::Netlink);
         assert_eq!(c.discovery.scan_interval, Duration::from_millis(1500));
+        assert_eq!(c.discovery.rescan_interval, Duration::from_secs(60));
         assert_eq!(c.capacity, MAX_CAPACITY);
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/reeve"));
         assert_eq!(c.log.format, LogFormat::Json);
@@ -527,6 +542,8 @@ mod tests {
             (r#"{"discovery":{"scan_interval":"5ms"}}"#.into(), "discovery.scan_interval", "5ms is out of range (allowed: 10ms to 1h)"),
             (r#"{"discovery":{"scan_interval":"2h"}}"#.into(), "discovery.scan_interval", "out of range"),
             (r#"{"discovery":{"scan_interval":"1 s"}}"#.into(), "discovery.scan_interval", "unknown unit ' s'"),
+            (r#"{"discovery":{"rescan_interval":"2h"}}"#.into(), "discovery.rescan_interval", "out of range"),
+            (r#"{"discovery":{"scan_interval":"5s","rescan_interval":"2s"}}"#.into(), "discovery.rescan_interval", "shorter than scan_interval (5s)"),
             (r#"{"discovery":{"mode":"inotify"}}"#.into(), "discovery.mode", "unknown value 'inotify' (expected one of: auto, netlink, poll)"),
             (r#"{"capacity":0}"#.into(), "capacity", "must be between 1 and 262144"),
             (r#"{"capacity":262145}"#.into(), "capacity", "must be between 1 and 262144, the maximum"),

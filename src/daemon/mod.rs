@@ -2,7 +2,9 @@
 //! socket, one computed deadline for the next scan.
 //!
 //! States: *running* (events are handled as they arrive, a scan runs when
-//! the deadline passes) and *stopping* (a terminating signal arrived; the
+//! the deadline passes: every `scan_interval` when polling or while a
+//! process waits to be evaluated again, every `rescan_interval` while
+//! netlink reports events, at once after an overrun) and *stopping* (a terminating signal arrived; the
 //! loop logs `stopped` and returns). Each wakeup does bounded work: at most
 //! [`MAX_DATAGRAMS_PER_WAKE`] netlink datagrams, then at most one scan, so a
 //! flood of process events cannot starve signals or scans. Signals are
@@ -32,6 +34,9 @@ use crate::users::UserDb;
 /// Netlink datagrams handled per wakeup before the loop looks at signals
 /// and timers again.
 pub const MAX_DATAGRAMS_PER_WAKE: usize = 4096;
+/// In netlink mode, one safety-net scan in this many rescan intervals is
+/// deep (reads every pid's stat).
+const DEEP_EVERY: u32 = 10;
 /// How long a stopping daemon waits for a slow stderr reader to take the
 /// last lines.
 const STDERR_DRAIN_AT_EXIT: Duration = Duration::from_secs(1);
@@ -126,6 +131,24 @@ impl Sink for LogSink<'_> {
                 ("pid", Val::U(key.pid.into())),
                 ("start_ticks", Val::U(key.start_ticks)),
                 ("source", Val::S(source.as_str())),
+            ],
+        );
+    }
+
+    fn seen_full(&mut self, capacity: usize, len: usize) {
+        self.log.error(
+            "seen_set_full",
+            &[
+                ("capacity", Val::U(capacity as u64)),
+                ("held", Val::U(len as u64)),
+                (
+                    "effect",
+                    Val::S("pids beyond it are read on every scan, at a higher CPU cost; targets are still found"),
+                ),
+                (
+                    "action",
+                    Val::S("restart reeve after raising kernel.pid_max (the set is sized from it at start) or capacity"),
+                ),
             ],
         );
     }
@@ -236,7 +259,11 @@ pub struct Daemon {
     discovery: Discovery,
     connector: Option<ProcConnector>,
     signals: std::os::fd::OwnedFd,
-    next_scan_ns: u64,
+    /// When the last scan ended; the next is due one interval later
+    /// ([`Daemon::next_scan_ns`]).
+    last_scan_ns: u64,
+    /// When the last deep scan ended.
+    last_deep_ns: u64,
     need_deep: bool,
     auto: Option<autoattach::AutoAttach>,
     persist: persist::Persistence,
@@ -332,7 +359,8 @@ impl Daemon {
             discovery,
             connector,
             signals,
-            next_scan_ns: 0,
+            last_scan_ns: 0,
+            last_deep_ns: 0,
             need_deep: true,
             auto,
             persist,
@@ -374,10 +402,18 @@ impl Daemon {
                 ("pid", Val::U(sys::getpid().into())),
                 ("mode", Val::S(self.mode_name())),
                 ("capacity", Val::U(self.config.capacity as u64)),
+                (
+                    "seen_capacity",
+                    Val::U(self.discovery.seen_capacity() as u64),
+                ),
                 ("rules", Val::U(self.config.targets.len() as u64)),
                 (
                     "scan_interval_ms",
                     Val::U(self.config.discovery.scan_interval.as_millis() as u64),
+                ),
+                (
+                    "rescan_interval_ms",
+                    Val::U(self.config.discovery.rescan_interval.as_millis() as u64),
                 ),
                 ("config", Val::S(&config_name)),
                 ("stderr", Val::S(self.stderr_mode)),
@@ -462,7 +498,7 @@ impl Daemon {
     fn event_loop(&mut self) -> Result<Stop, String> {
         loop {
             let now = sys::monotonic_ns();
-            if self.need_deep || now >= self.next_scan_ns {
+            if self.need_deep || now >= self.next_scan_ns() {
                 self.scan_now()?;
             }
             self.discovery.evict_expired(sys::realtime_ms());
@@ -474,7 +510,7 @@ impl Daemon {
             self.observe_wakeup();
 
             let now = sys::monotonic_ns();
-            let to_scan_ms = self.next_scan_ns.saturating_sub(now).div_ceil(1_000_000);
+            let to_scan_ms = self.next_scan_ns().saturating_sub(now).div_ceil(1_000_000);
             let audit_waits = self.log.audit_mut().is_some_and(|a| a.pending() > 0);
             let wait_ms = match backlog {
                 Backlog::More => 0,
@@ -575,7 +611,17 @@ impl Daemon {
     }
 
     fn scan_now(&mut self) -> Result<(), String> {
-        let kind = if self.connector.is_some() && !self.need_deep {
+        // A steady scan cannot see an exec or rename of a pid it already
+        // knows; one netlink lost without an overrun would go unnoticed,
+        // so every DEEP_EVERY-th rescan interval the net is a deep scan.
+        let interval = self
+            .config
+            .discovery
+            .rescan_interval
+            .saturating_mul(DEEP_EVERY);
+        let deep_due = sys::monotonic_ns().saturating_sub(self.last_deep_ns)
+            >= u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        let kind = if self.connector.is_some() && !self.need_deep && !deep_due {
             ScanKind::Steady
         } else {
             ScanKind::Deep
@@ -592,9 +638,27 @@ impl Daemon {
         log_scan(&mut self.log, &report);
         self.obs.scanned(&report);
         self.need_deep = false;
-        let interval = self.config.discovery.scan_interval.as_nanos() as u64;
-        self.next_scan_ns = sys::monotonic_ns().saturating_add(interval);
+        self.last_scan_ns = sys::monotonic_ns();
+        if kind == ScanKind::Deep {
+            self.last_deep_ns = self.last_scan_ns;
+        }
         Ok(())
+    }
+
+    /// When the next scan is due. Polling scans every `scan_interval`. With
+    /// netlink the scan is a safety net for what events cannot report (see
+    /// docs/ARCHITECTURE.md, Discovery) and runs every `rescan_interval`,
+    /// unless a process waits for a scan to be evaluated again; an overrun
+    /// sets `need_deep`, which scans at once.
+    fn next_scan_ns(&self) -> u64 {
+        let d = &self.config.discovery;
+        let interval = if self.connector.is_some() && !self.discovery.rechecks_pending() {
+            d.rescan_interval
+        } else {
+            d.scan_interval
+        };
+        let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        self.last_scan_ns.saturating_add(interval)
     }
 
     fn handle_signals(&mut self) -> Result<Option<Stop>, String> {
@@ -740,6 +804,7 @@ impl Daemon {
             discovery: crate::config::Discovery {
                 mode: old.discovery.mode,
                 scan_interval: new.discovery.scan_interval,
+                rescan_interval: new.discovery.rescan_interval,
             },
             state_dir: old.state_dir.clone(),
             cgroup_root: old.cgroup_root.clone(),

@@ -352,9 +352,11 @@ impl Persistence {
         // Only what the snapshot holds counts as a change: scans and read
         // errors are counted in memory but never saved, so an idle daemon
         // writes nothing.
+        // An overflow's start is saved (so `reeve status` shows it), not
+        // its every repetition.
         let held = DiscoveryStats {
             scans: 0,
-            seen_overflow: 0,
+            seen_overflow: stats.seen_overflow.min(1),
             read_errors: 0,
             ..stats
         };

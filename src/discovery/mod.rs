@@ -17,6 +17,7 @@
 
 mod ending;
 mod evaluate;
+pub mod filter;
 pub mod lifecycle;
 pub mod matcher;
 pub mod netlink;
@@ -37,19 +38,25 @@ use netlink::{Event, ProcEvent};
 pub use ruleid::{RuleId, RuleIdsExhausted, RuleNames};
 pub use types::{DiscoveryStats, ExitStatus, Restore, ScanKind, ScanReport, Sink, Source, Tracked};
 
-/// What discovery remembers about every pid in /proc, target or not.
+/// What discovery remembers about every pid in /proc, target or not: 32
+/// bytes, so a seen-set for every pid of a big host stays small.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     ino: u64,
     start_ticks: u64,
+    /// The rules whose names matched (valid when `has_hits`), kept while
+    /// the identity is evaluated again (too young, refused) so /proc is not
+    /// read for them twice.
+    hits: NameHits,
     comm_hash: u32,
-    epoch: u32,
+    /// The scan that last saw it. Only equality with the current scan's
+    /// epoch matters (every entry a scan did not see is swept at its end),
+    /// so a wrapping byte is enough.
+    epoch: u8,
     claim: Claim,
     /// The rules changed since this pid was evaluated.
     stale_rules: bool,
-    /// The rules whose names matched, kept while the identity is evaluated
-    /// again (too young, refused) so /proc is not read for them twice.
-    hits: Option<NameHits>,
+    has_hits: bool,
 }
 
 /// What the rules made of a seen pid.
@@ -66,6 +73,15 @@ enum Claim {
 }
 
 impl Seen {
+    fn hits(&self) -> Option<NameHits> {
+        self.has_hits.then_some(self.hits)
+    }
+
+    fn set_hits(&mut self, hits: Option<NameHits>) {
+        self.has_hits = hits.is_some();
+        self.hits = hits.unwrap_or(0);
+    }
+
     /// Evaluated again even when nothing about it changed.
     fn recheck(&self) -> bool {
         self.stale_rules || matches!(self.claim, Claim::TooYoung | Claim::Refused)
@@ -97,18 +113,50 @@ pub struct Discovery {
     /// reeve's own start ticks: no process that started earlier can be
     /// its descendant, which bounds the ancestry walk.
     self_start: u64,
-    epoch: u32,
+    epoch: u8,
     live: u32,
+    /// Some seen pid waits to be evaluated again (too young, refused, or
+    /// rules changed): the next scan must come at the polling pace.
+    rechecks: bool,
+    /// A `seen_full` report was made and no scan since has fit.
+    seen_full: bool,
+    /// This scan met a pid the seen-set could not hold.
+    overflowed: bool,
     cur: ScanReport,
     stats: DiscoveryStats,
 }
 
-/// The seen-set holds every pid on the host: four times the target capacity,
-/// and never less than the default pid_max.
-pub fn seen_capacity(capacity: usize) -> usize {
+/// The seen-set's hard maximum, whatever the host allows.
+pub const SEEN_MAX: usize = crate::table::MAX_CAPACITY;
+/// The seen-set's size when the host's limits cannot be read: the kernel's
+/// default pid_max.
+const DEFAULT_HOST_PIDS: usize = 32_768;
+/// The smallest seen-set.
+const SEEN_MIN: usize = 1024;
+
+/// The seen-set holds every process on the host: as many as the host can
+/// run (`host_pids`, see [`host_pid_limit`]), at least four times the
+/// target capacity, within [`SEEN_MAX`]. Sized once at start; a host that
+/// later holds more is an event (`seen_set_full`) and a counter.
+pub fn seen_capacity(capacity: usize, host_pids: Option<usize>) -> usize {
     capacity
         .saturating_mul(4)
-        .clamp(32_768, crate::table::MAX_CAPACITY)
+        .max(host_pids.unwrap_or(DEFAULT_HOST_PIDS))
+        .clamp(SEEN_MIN, SEEN_MAX)
+}
+
+/// How many processes this host can hold: the smaller of kernel.pid_max
+/// and kernel.threads-max (every process is at least one thread). `None`
+/// when neither can be read.
+pub fn host_pid_limit() -> Option<usize> {
+    let read =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let pid_max = read("/proc/sys/kernel/pid_max");
+    let threads_max = read("/proc/sys/kernel/threads-max");
+    match (pid_max, threads_max) {
+        (Some(p), Some(t)) => Some(p.min(t)),
+        (p, t) => p.or(t),
+    }
 }
 
 fn comm_hash(c: &procfs::Comm) -> u32 {
@@ -128,6 +176,17 @@ impl Discovery {
         rules: &[Rule],
         capacity: usize,
     ) -> io::Result<Discovery> {
+        let seen = seen_capacity(capacity, host_pid_limit());
+        Discovery::with_sizes(reader, rules, capacity, seen)
+    }
+
+    /// As [`Discovery::with_reader`], with the seen-set's size given.
+    pub fn with_sizes(
+        reader: ProcReader,
+        rules: &[Rule],
+        capacity: usize,
+        seen_capacity: usize,
+    ) -> io::Result<Discovery> {
         let mut names = RuleNames::default();
         let rule_names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
         let ids = names
@@ -143,13 +202,16 @@ impl Discovery {
             rules,
             names,
             ids: ids.into_boxed_slice(),
-            seen: SlotTable::with_capacity(seen_capacity(capacity)),
+            seen: SlotTable::with_capacity(seen_capacity),
             tracked: SlotTable::with_capacity(capacity),
             batch: vec![(0, 0); procfs::PID_BATCH].into_boxed_slice(),
             self_pid,
             self_start,
             epoch: 0,
             live: 0,
+            rechecks: false,
+            seen_full: false,
+            overflowed: false,
             cur: ScanReport::empty(ScanKind::Deep),
             stats: DiscoveryStats::default(),
         })
@@ -178,8 +240,9 @@ impl Discovery {
         self.name_hits = vec![false; self.rules.len()].into_boxed_slice();
         for (_, e) in self.seen.iter_mut() {
             e.stale_rules = true;
-            e.hits = None;
+            e.set_hits(None);
         }
+        self.rechecks = true;
         Ok(())
     }
 
@@ -216,12 +279,27 @@ impl Discovery {
         self.live
     }
 
+    /// True when a seen process waits for a scan to be evaluated again (a
+    /// target younger than its `min_age`, one refused for capacity, or any
+    /// process after a rule change). Netlink sends no event when a process
+    /// grows old enough, so only a scan finds it: the daemon keeps scanning
+    /// at `scan_interval` while this holds, and at the longer
+    /// `rescan_interval` otherwise.
+    pub fn rechecks_pending(&self) -> bool {
+        self.rechecks
+    }
+
     pub fn tracked(&self) -> &SlotTable<ProcKey, Tracked> {
         &self.tracked
     }
 
     pub fn seen_len(&self) -> usize {
         self.seen.len()
+    }
+
+    /// How many pids the seen-set can hold.
+    pub fn seen_capacity(&self) -> usize {
+        self.seen.capacity()
     }
 
     pub fn reader(&mut self) -> &mut ProcReader {
@@ -299,6 +377,10 @@ impl Discovery {
         let t0 = sys::monotonic_ns();
         self.epoch = self.epoch.wrapping_add(1);
         self.cur = ScanReport::empty(kind);
+        // Recomputed by this scan: every entry that still waits is visited
+        // and remembered again.
+        self.rechecks = false;
+        self.overflowed = false;
         self.reader.rewind_pids()?;
         loop {
             let n = self.reader.next_pid_batch(&mut self.batch)?;
@@ -311,6 +393,11 @@ impl Discovery {
             }
         }
         self.sweep(sink);
+        // A whole scan that fit ends the episode: a later overflow is
+        // reported again.
+        if !self.overflowed {
+            self.seen_full = false;
+        }
         if kind == ScanKind::Deep {
             self.reconcile(sink);
         }
@@ -429,7 +516,8 @@ impl Discovery {
                 Claim::None
             },
             stale_rules: false,
-            hits: None,
+            hits: 0,
+            has_hits: false,
         };
         if stat.is_dead() {
             if is_tracked {
@@ -444,7 +532,7 @@ impl Discovery {
                 sink.already_tracked(key, source);
             }
         } else if changed {
-            let known = same.filter(|_| same_image).and_then(|e| e.hits);
+            let known = same.filter(|_| same_image).and_then(|e| e.hits());
             let (outcome, hits) = self.evaluate(stat, known);
             match outcome {
                 Outcome::Match { rule, uid } => {
@@ -453,26 +541,34 @@ impl Discovery {
                         entry.claim = Claim::Tracked;
                     } else {
                         entry.claim = Claim::Refused;
-                        entry.hits = hits;
+                        entry.set_hits(hits);
                     }
                 }
                 Outcome::TooYoung => {
                     entry.claim = Claim::TooYoung;
-                    entry.hits = hits;
+                    entry.set_hits(hits);
                 }
                 Outcome::NoMatch => {}
             }
         } else if let Some(e) = same {
-            entry.hits = e.hits;
+            entry.set_hits(e.hits());
         }
-        self.remember(pid, entry);
+        self.remember(pid, entry, sink);
     }
 
-    fn remember(&mut self, pid: u32, entry: Seen) {
+    fn remember(&mut self, pid: u32, entry: Seen, sink: &mut impl Sink) {
+        self.rechecks |= entry.recheck();
         if let Some(e) = self.seen.get_mut(&pid) {
             *e = entry;
         } else if self.seen.insert(pid, entry).is_err() {
+            // The pid is read again by every scan, and an exit of a
+            // tracked one is found by the deep scan's reconcile.
             self.stats.seen_overflow += 1;
+            self.overflowed = true;
+            if !self.seen_full {
+                self.seen_full = true;
+                sink.seen_full(self.seen.capacity(), self.seen.len());
+            }
         }
     }
 

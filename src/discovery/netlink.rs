@@ -15,22 +15,22 @@ use std::time::Duration;
 use crate::procfs::{Comm, INIT_PID_NS_INO, INIT_USER_NS_INO};
 use crate::sys;
 
-const NLMSG_HDRLEN: usize = 16;
-const CN_MSG_LEN: usize = 20;
-const EVENT_HDR_LEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_OVERRUN: u16 = 4;
-const CN_IDX_PROC: u32 = 1;
-const CN_VAL_PROC: u32 = 1;
+pub(super) const NLMSG_HDRLEN: usize = 16;
+pub(super) const CN_MSG_LEN: usize = 20;
+pub(super) const EVENT_HDR_LEN: usize = 16;
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_NOOP: u16 = 1;
+pub(super) const NLMSG_OVERRUN: u16 = 4;
+pub(super) const CN_IDX_PROC: u32 = 1;
+pub(super) const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_CN_MCAST_IGNORE: u32 = 2;
 
-const PROC_EVENT_NONE: u32 = 0;
-const PROC_EVENT_FORK: u32 = 0x0000_0001;
-const PROC_EVENT_EXEC: u32 = 0x0000_0002;
-const PROC_EVENT_COMM: u32 = 0x0000_0200;
-const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+pub(super) const PROC_EVENT_NONE: u32 = 0;
+pub(super) const PROC_EVENT_FORK: u32 = 0x0000_0001;
+pub(super) const PROC_EVENT_EXEC: u32 = 0x0000_0002;
+pub(super) const PROC_EVENT_COMM: u32 = 0x0000_0200;
+pub(super) const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
 /// One process event from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +287,8 @@ impl ProcConnector {
         })?;
         sys::set_recv_buffer(&sock, RECV_BUFFER)
             .map_err(|e| format!("cannot size the netlink receive buffer: {e}"))?;
+        sys::attach_socket_filter(&sock, &super::filter::program())
+            .map_err(|e| format!("cannot attach the proc event filter: {e}"))?;
         let seq = sys::getpid();
         let mut conn = ProcConnector {
             sock,
@@ -340,6 +342,8 @@ impl ProcConnector {
     }
 
     /// The next datagram from the kernel, `Ok(None)` when none is queued.
+    /// Events discovery never acts on were dropped by the kernel already
+    /// ([`super::filter`]).
     /// An overrun is an error whose raw_os_error is ENOBUFS. Datagrams from
     /// any sender but the kernel are dropped.
     pub fn recv(&mut self) -> io::Result<Option<&[u8]>> {

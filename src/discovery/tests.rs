@@ -17,9 +17,13 @@ fn wait_status_decoding() {
 
 #[test]
 fn seen_capacity_bounds() {
-    assert_eq!(seen_capacity(1), 32_768);
-    assert_eq!(seen_capacity(16_384), 65_536);
-    assert_eq!(seen_capacity(usize::MAX), crate::table::MAX_CAPACITY);
+    assert_eq!(seen_capacity(1, None), 32_768);
+    assert_eq!(seen_capacity(16_384, None), 65_536);
+    assert_eq!(seen_capacity(usize::MAX, None), SEEN_MAX);
+    // The host's limit decides when it is larger than four times capacity.
+    assert_eq!(seen_capacity(4096, Some(65_536)), 65_536);
+    assert_eq!(seen_capacity(4096, Some(4_194_304)), SEEN_MAX);
+    assert_eq!(seen_capacity(16, Some(100)), 1024);
 }
 
 /// A directory laid out like /proc, with the files discovery reads.
@@ -107,6 +111,8 @@ struct Record {
     exited_rules: Vec<String>,
     already: Vec<ProcKey>,
     refused: Vec<ProcKey>,
+    /// (capacity, len) of each seen_full report.
+    seen_full: Vec<(usize, usize)>,
 }
 
 impl Sink for Record {
@@ -122,6 +128,9 @@ impl Sink for Record {
     }
     fn refused(&mut self, key: ProcKey, _: &str, _: Refusal) {
         self.refused.push(key);
+    }
+    fn seen_full(&mut self, capacity: usize, len: usize) {
+        self.seen_full.push((capacity, len));
     }
 }
 
@@ -461,4 +470,72 @@ fn governance_marks_follow_the_lifecycle_table() {
         "an exited identity stays exited"
     );
     assert_eq!(d.live(), 0);
+}
+
+#[test]
+fn a_seen_set_too_small_for_the_host_is_reported_once_and_counted() {
+    let fp = FakeProc::new("seenfull");
+    for pid in 100..106 {
+        fp.put(pid, "sleep", 1, 500, 'S');
+    }
+    fp.put(200, "ffmpeg", 1, 500, 'S');
+    let c = CString::new(fp.root.as_os_str().as_encoded_bytes()).unwrap();
+    let reader = ProcReader::open_at(&c).unwrap();
+    let mut d = Discovery::with_sizes(reader, &[rule("enc", "ffmpeg")], 64, 4).unwrap();
+    assert_eq!(d.seen_capacity(), 4);
+    let mut rec = Record::default();
+    d.scan(ScanKind::Deep, &mut rec).unwrap();
+    assert_eq!(rec.seen_full, vec![(4, 4)], "one report per episode");
+    assert_eq!(d.stats().seen_overflow, 3, "7 pids, room for 4");
+    assert_eq!(
+        rec.discovered,
+        vec![key(200, 500)],
+        "a target is found anyway"
+    );
+
+    d.scan(ScanKind::Steady, &mut rec).unwrap();
+    assert_eq!(rec.seen_full.len(), 1, "not repeated while it lasts");
+    assert!(d.stats().seen_overflow > 3, "counted on every scan");
+
+    // An unindexed target's exit is still noticed (deep scan reconcile).
+    fp.remove(200);
+    d.scan(ScanKind::Deep, &mut rec).unwrap();
+    assert_eq!(rec.exited, vec![key(200, 500)]);
+
+    // Once a whole scan fits, a later overflow is a new report.
+    for pid in 100..106 {
+        fp.remove(pid);
+    }
+    d.scan(ScanKind::Deep, &mut rec).unwrap();
+    assert_eq!(rec.seen_full.len(), 1);
+    for pid in 300..306 {
+        fp.put(pid, "sleep", 1, 600, 'S');
+    }
+    d.scan(ScanKind::Deep, &mut rec).unwrap();
+    assert_eq!(rec.seen_full.len(), 2);
+}
+
+#[test]
+fn a_too_young_target_keeps_scans_at_the_polling_pace() {
+    let fp = FakeProc::new("recheck");
+    let tck = sys::clock_ticks_per_sec().unwrap();
+    let now_ticks = sys::boottime_ns() / 1_000_000 * tck / 1000;
+    fp.put(100, "ffmpeg", 1, now_ticks, 'S');
+    let mut r = rule("enc", "ffmpeg");
+    r.filter.min_age = Some(Duration::from_secs(3600));
+    let mut d = fp.discovery(&[r]);
+    let mut rec = Record::default();
+    d.scan(ScanKind::Deep, &mut rec).unwrap();
+    assert!(rec.discovered.is_empty());
+    assert!(d.rechecks_pending(), "a waiting target needs the next scan");
+    fp.remove(100);
+    d.scan(ScanKind::Steady, &mut rec).unwrap();
+    assert!(!d.rechecks_pending(), "nothing waits any more");
+}
+
+#[test]
+fn a_seen_entry_is_small() {
+    // The seen-set holds every pid of the host: its entry size is its cost.
+    assert!(std::mem::size_of::<Seen>() <= 32);
+    assert!(std::mem::size_of::<Option<(u32, Seen)>>() <= 40);
 }

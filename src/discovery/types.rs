@@ -114,7 +114,8 @@ pub struct DiscoveryStats {
     pub exited: u64,
     /// Target identities refused because the slot table was full.
     pub refused: u64,
-    /// Pids not indexed because the seen-set was full (parsed every scan).
+    /// Times a pid could not be indexed because the seen-set was full (it
+    /// is parsed again every scan, so one pid counts once per scan).
     pub seen_overflow: u64,
     /// /proc reads that failed for a reason other than the process leaving.
     pub read_errors: u64,
@@ -131,6 +132,11 @@ pub trait Sink {
     fn exited(&mut self, key: ProcKey, t: &Tracked, rule: &str, status: Option<ExitStatus>);
     fn already_tracked(&mut self, key: ProcKey, source: Source);
     fn refused(&mut self, key: ProcKey, rule: &str, why: Refusal);
+    /// The seen-set (`capacity` pids, `len` held) is too small for the
+    /// processes on the host. Reported once until a whole scan fits again;
+    /// every pid it could not hold is also counted (`seen_overflow`). The
+    /// default does nothing: a sink that reports to an operator overrides it.
+    fn seen_full(&mut self, _capacity: usize, _len: usize) {}
 }
 
 /// What [`super::Discovery::restore`] found for a saved identity.

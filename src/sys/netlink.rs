@@ -1,4 +1,5 @@
-//! The netlink socket of the proc connector.
+//! The netlink socket of the proc connector, and the classic BPF filter
+//! the kernel runs on it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -120,4 +121,29 @@ pub fn netlink_recv(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Attaches a classic BPF program to `sock` (SO_ATTACH_FILTER): the kernel
+/// runs it on every datagram before queueing it, and drops those for which
+/// it returns 0. The kernel copies and checks the program; a program it
+/// rejects is an EINVAL error and the socket stays unfiltered.
+pub fn attach_socket_filter(sock: &OwnedFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket filter too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `len` readable instructions for the duration
+    // of the call; the kernel copies them and keeps no pointer.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
 }

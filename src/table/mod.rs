@@ -6,8 +6,14 @@
 //! allocates. A full table refuses (and counts it), it never grows; a lookup
 //! or insert examines at most `PROBE_BUDGET` index buckets; and an index that
 //! disagrees with the slots is counted and rebuilt from the slots, never a
-//! panic. The slots are the truth; the index and the free-slot stack are
-//! derived from them and can always be rebuilt in place.
+//! panic. The slots are the truth; the index and the slot order (occupied
+//! slots first, densely, then the vacant ones) are derived from them and can
+//! always be rebuilt in place. Iteration, the sweep and the eviction scan
+//! walk the occupied part of the order only: their cost follows the entries
+//! held, not the capacity. The slot storage is reserved whole at start and
+//! slots are taken in order, a vacated one first: memory the table never
+//! needed is reserved but never touched, so it costs address space, not
+//! resident memory.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,16 +99,24 @@ struct Inconsistent;
 
 /// Fixed-capacity map from process key to value; see the module docs.
 pub struct SlotTable<K: TableKey, V> {
-    /// Entry storage. An entry keeps its slot number for as long as it lives.
-    slots: Box<[Option<(K, V)>]>,
-    /// Stack of vacant slot numbers; `free[..free_len]` is live.
-    free: Box<[u32]>,
-    free_len: usize,
+    /// Entry storage, reserved to `cap` at start (it never reallocates):
+    /// `slots.len()` slots have been used; those past it never have.
+    /// An entry keeps its slot number for as long as it lives.
+    slots: Vec<Option<(K, V)>>,
+    cap: usize,
+    /// Every used slot number once: `order[..len]` are the occupied slots,
+    /// `order[len..slots.len()]` the vacant ones, `order[len]` the next to
+    /// fill; when none is vacant, the next slot never used.
+    order: Box<[u32]>,
+    /// `pos[slot]`: where `slot` stands in `order`.
+    pos: Box<[u32]>,
+    len: usize,
     /// Open-addressed buckets holding a slot number, `EMPTY` or `TOMBSTONE`.
     /// Its length is a power of two, at least twice the capacity.
     index: Box<[u32]>,
     tombstones: usize,
-    /// Next slot the eviction scan examines; persists between scans.
+    /// Next position in `order` the eviction scan examines; persists
+    /// between scans.
     evict_cursor: usize,
     stats: TableStats,
     /// Inconsistencies met by shared-borrow lookups, which cannot repair;
@@ -116,25 +130,27 @@ impl<K: TableKey, V> SlotTable<K, V> {
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let mut table = SlotTable {
-            slots: (0..capacity).map(|_| None).collect(),
-            free: vec![0; capacity].into_boxed_slice(),
-            free_len: 0,
+            slots: Vec::with_capacity(capacity),
+            cap: capacity,
+            order: vec![0; capacity].into_boxed_slice(),
+            pos: vec![0; capacity].into_boxed_slice(),
+            len: 0,
             index: vec![EMPTY; (2 * capacity).next_power_of_two()].into_boxed_slice(),
             tombstones: 0,
             evict_cursor: 0,
             stats: TableStats::default(),
             unrepaired: AtomicU64::new(0),
         };
-        table.refill_free_stack();
+        table.rebuild_order();
         table
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.cap
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len() - self.free_len
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,7 +205,9 @@ impl<K: TableKey, V> SlotTable<K, V> {
                 }
             }
         }
-        self.free_len -= 1;
+        // The vacant slot stands at `order[len]`: taking it moves the
+        // boundary past it.
+        self.len += 1;
         self.slots[slot] = Some((key, value));
         Ok(())
     }
@@ -202,20 +220,23 @@ impl<K: TableKey, V> SlotTable<K, V> {
         removed.map(|(_, v)| v)
     }
 
-    /// Bounded eviction: examine at most `max_scan` slots starting at a rotating
-    /// cursor (which persists between calls), remove and return the first entry
-    /// for which `eligible` is true.
+    /// Bounded eviction: examine at most `max_scan` entries starting at a
+    /// rotating cursor (which persists between calls), remove and return the
+    /// first entry for which `eligible` is true. Vacant slots are not
+    /// examined.
     pub fn evict_one(
         &mut self,
         max_scan: usize,
         mut eligible: impl FnMut(&K, &V) -> bool,
     ) -> Option<(K, V)> {
         self.repair_pending();
-        let capacity = self.slots.len();
-        for _ in 0..max_scan.min(capacity) {
-            let slot = self.evict_cursor % capacity;
-            self.evict_cursor = (slot + 1) % capacity;
+        for _ in 0..max_scan.min(self.len) {
+            let at = self.evict_cursor % self.len;
+            self.evict_cursor = (at + 1) % self.len;
+            let slot = self.order[at] as usize;
             if matches!(self.entry(slot), Some((k, v)) if eligible(k, v)) {
+                // The last entry moves into this position: it is examined next.
+                self.evict_cursor = at;
                 let evicted = self.unlink_slot(slot);
                 self.compact_if_needed();
                 self.stats.evictions += u64::from(evicted.is_some());
@@ -225,14 +246,16 @@ impl<K: TableKey, V> SlotTable<K, V> {
         None
     }
 
-    /// Entries in slot order (not insertion order).
+    /// The entries, occupied slots only (neither slot nor insertion order).
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.slots
+        self.order[..self.len]
             .iter()
-            .filter_map(|entry| entry.as_ref().map(|(k, v)| (k, v)))
+            .filter_map(|&slot| self.entry(slot as usize).map(|(k, v)| (k, v)))
     }
 
-    /// Entries in slot order, values mutable.
+    /// The entries, values mutable. Walks the whole slot array (a mutable
+    /// borrow per slot cannot follow `order`): for rare whole-table updates
+    /// such as a rule reload.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
         self.slots
             .iter_mut()
@@ -240,16 +263,24 @@ impl<K: TableKey, V> SlotTable<K, V> {
     }
 
     /// Keeps entries for which `keep` returns true, removes the rest (used for the
-    /// per-scan "gone" sweep; the closure may record what it removes).
+    /// per-scan "gone" sweep; the closure may record what it removes). Visits
+    /// the occupied slots only.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         self.repair_pending();
-        for slot in 0..self.slots.len() {
+        let mut at = 0;
+        while at < self.len {
+            let slot = self.order[at] as usize;
             let doomed = match self.slots.get_mut(slot) {
                 Some(Some((k, v))) => !keep(k, v),
                 _ => false,
             };
             if doomed {
+                // The last entry moves into `at`, so `at` is looked at again.
+                // A repair on the way re-derives the order; entries already
+                // kept may then be offered to `keep` once more.
                 self.unlink_slot(slot);
+            } else {
+                at += 1;
             }
         }
         self.compact_if_needed();
@@ -262,7 +293,7 @@ impl<K: TableKey, V> SlotTable<K, V> {
         self.index.fill(EMPTY);
         self.tombstones = 0;
         self.evict_cursor = 0;
-        self.refill_free_stack();
+        self.rebuild_order();
     }
 
     pub fn stats(&self) -> TableStats {
@@ -370,12 +401,23 @@ impl<K: TableKey, V> SlotTable<K, V> {
         None
     }
 
-    /// The slot the next insert fills: the top of the free stack, checked to
-    /// be really vacant. `None` means the table is full.
+    /// The slot the next insert fills: the first vacant one in `order`,
+    /// checked to be really vacant. `None` means the table is full.
     fn vacant_slot(&mut self) -> Option<usize> {
         for _ in 0..2 {
-            let top = self.free_len.checked_sub(1)?;
-            match self.free.get(top) {
+            if self.len >= self.cap {
+                return None;
+            }
+            if self.len >= self.slots.len() {
+                // Every used slot is occupied: take the next fresh one. The
+                // push stays within the reserved capacity.
+                let fresh = self.slots.len();
+                self.slots.push(None);
+                self.order[self.len] = fresh as u32;
+                self.pos[fresh] = self.len as u32;
+                return Some(fresh);
+            }
+            match self.order.get(self.len) {
                 Some(&slot) if matches!(self.slots.get(slot as usize), Some(None)) => {
                     return Some(slot as usize);
                 }
@@ -393,17 +435,32 @@ impl<K: TableKey, V> SlotTable<K, V> {
         self.index[bucket] = TOMBSTONE;
         self.tombstones += 1;
         let removed = self.slots.get_mut(slot)?.take();
-        match self.free.get_mut(self.free_len) {
-            Some(top) => {
-                *top = slot as u32;
-                self.free_len += 1;
-            }
-            None => {
-                self.stats.inconsistencies += 1;
-                self.repair();
-            }
+        if !self.vacate(slot) {
+            self.stats.inconsistencies += 1;
+            self.repair();
         }
         removed
+    }
+
+    /// Moves `slot` from the occupied part of `order` to the first vacant
+    /// position: the last occupied slot takes its place. False when the
+    /// order does not hold `slot` among the occupied (it needs a rebuild).
+    fn vacate(&mut self, slot: usize) -> bool {
+        let Some(&at) = self.pos.get(slot) else {
+            return false;
+        };
+        let at = at as usize;
+        if self.len == 0 || at >= self.len || self.order[at] as usize != slot {
+            return false;
+        }
+        let last = self.len - 1;
+        let moved = self.order[last];
+        self.order[at] = moved;
+        self.pos[moved as usize] = at as u32;
+        self.order[last] = slot as u32;
+        self.pos[slot] = last as u32;
+        self.len = last;
+        true
     }
 
     /// Removes the entry in `slot`, finding its bucket from its pid.
@@ -431,18 +488,26 @@ impl<K: TableKey, V> SlotTable<K, V> {
         }
     }
 
-    /// Re-derives the free-slot stack and the index from the slots.
+    /// Re-derives the slot order and the index from the slots.
     fn repair(&mut self) {
-        self.refill_free_stack();
+        self.rebuild_order();
         self.rebuild_index();
     }
 
-    fn refill_free_stack(&mut self) {
-        self.free_len = 0;
-        for slot in (0..self.slots.len()).rev() {
-            if self.slots[slot].is_none() {
-                self.free[self.free_len] = slot as u32;
-                self.free_len += 1;
+    /// Occupied slots first, then the vacant used ones, each in slot order
+    /// (so an empty table fills slot 0 first).
+    fn rebuild_order(&mut self) {
+        let mut at = 0;
+        for pass_occupied in [true, false] {
+            for slot in 0..self.slots.len() {
+                if self.slots[slot].is_some() == pass_occupied {
+                    self.order[at] = slot as u32;
+                    self.pos[slot] = at as u32;
+                    at += 1;
+                }
+            }
+            if pass_occupied {
+                self.len = at;
             }
         }
     }

@@ -8,7 +8,7 @@ fn key(pid: u32, start_ticks: u64) -> ProcKey {
 /// The structural invariant: every occupied slot is indexed exactly once
 /// within the probe budget of its home, no bucket points at a vacant
 /// slot, the tombstone count is exact and below the rebuild threshold,
-/// and the free stack holds exactly the vacant slots.
+/// and the order lists the occupied slots, then the vacant ones, each once.
 fn assert_consistent<K: TableKey, V>(table: &SlotTable<K, V>) {
     let mut indexed = vec![0u32; table.capacity()];
     let mut tombstones = 0;
@@ -27,17 +27,20 @@ fn assert_consistent<K: TableKey, V>(table: &SlotTable<K, V>) {
     }
     assert_eq!(tombstones, table.tombstones);
     assert!(table.tombstones <= table.index.len() / 4);
-    let mut on_free_stack = vec![false; table.capacity()];
-    for &slot in &table.free[..table.free_len] {
-        assert!(
-            !on_free_stack[slot as usize],
-            "slot {slot} twice on the free stack"
+    let mut listed = vec![false; table.capacity()];
+    for (at, &slot) in table.order[..table.slots.len()].iter().enumerate() {
+        assert!(!listed[slot as usize], "slot {slot} twice in the order");
+        listed[slot as usize] = true;
+        assert_eq!(table.pos[slot as usize] as usize, at, "pos of slot {slot}");
+        assert_eq!(
+            table.slots[slot as usize].is_some(),
+            at < table.len,
+            "slot {slot} at {at}, len {}",
+            table.len
         );
-        on_free_stack[slot as usize] = true;
     }
     for (slot, entry) in table.slots.iter().enumerate() {
         assert_eq!(indexed[slot], u32::from(entry.is_some()), "slot {slot}");
-        assert_eq!(on_free_stack[slot], entry.is_none(), "slot {slot}");
     }
     assert_eq!(table.len(), table.iter().count());
 }
@@ -372,6 +375,8 @@ fn retain_removes_what_it_rejects_and_lets_the_caller_record_it() {
         .filter(|p| p % 3 == 0)
         .map(|p| (key(p, 5), p * 10))
         .collect();
+    // Entries are visited in the table's order, not by pid.
+    gone.sort_by_key(|(k, _)| k.pid);
     assert_eq!(gone, expected);
     assert_eq!(table.len(), 50 - expected.len());
     for pid in 0..50 {
@@ -447,11 +452,13 @@ fn bucket_pointing_at_a_foreign_slot_is_counted_and_repaired() {
 }
 
 #[test]
-fn free_stack_naming_an_occupied_slot_never_overwrites_it() {
+fn order_naming_an_occupied_slot_as_vacant_never_overwrites_it() {
     let mut table = SlotTable::with_capacity(4);
     table.insert(key(1, 1), "kept").unwrap();
+    table.insert(key(3, 1), "gone").unwrap();
+    table.remove(&key(3, 1));
     let occupied = table.index[table.home(1)];
-    table.free[table.free_len - 1] = occupied;
+    table.order[table.len] = occupied;
     assert_eq!(table.insert(key(2, 1), "new"), Ok(()));
     assert_eq!(table.get(&key(1, 1)), Some(&"kept"));
     assert_eq!(table.get(&key(2, 1)), Some(&"new"));

@@ -680,7 +680,8 @@ pub fn config_for(
     }
     serde_json::json!({
         "targets": [target],
-        "discovery": {"mode": mode, "scan_interval": interval},
+        // The safety-net rescan at the same pace: these tests count scans.
+        "discovery": {"mode": mode, "scan_interval": interval, "rescan_interval": interval},
         "capacity": 4096,
         "state_dir": state_dir(dir),
     })
