@@ -18,18 +18,18 @@ mod autoattach;
 mod naming;
 mod observe;
 mod persist;
+mod reload;
 mod render;
+mod sink;
+
+use sink::{log_scan, mark, push_bounded, LogSink};
 
 use crate::config::{Config, DiscoveryMode, LogLevel};
 use crate::discovery::netlink::{self, NetlinkError, ProcConnector};
-use crate::discovery::{
-    Discovery, ExitStatus, RuleId, ScanKind, ScanReport, Sink, Source, Step, Tracked,
-};
+use crate::discovery::{Discovery, RuleId, ScanKind, Step};
 use crate::log::{Logger, Val};
 use crate::procfs::ProcKey;
 use crate::sys;
-use crate::table::Refusal;
-use crate::users::UserDb;
 
 /// Netlink datagrams handled per wakeup before the loop looks at signals
 /// and timers again.
@@ -46,191 +46,6 @@ const NETLINK_HANDSHAKE: Duration = Duration::from_secs(1);
 /// Governance work waiting for the loop: an identity and its rule's stable
 /// id (a reload between queueing and draining changes neither).
 pub type Work = (ProcKey, RuleId);
-
-/// Logs what discovery reports and queues governance work for after the
-/// event or scan (the queues are preallocated to the table's capacity, the
-/// most identities that can be waiting).
-struct LogSink<'a> {
-    log: &'a mut Logger,
-    to_attach: &'a mut Vec<Work>,
-    ended: &'a mut Vec<Work>,
-}
-
-fn push_bounded(q: &mut Vec<Work>, item: Work) -> bool {
-    if q.len() < q.capacity() {
-        q.push(item);
-        true
-    } else {
-        false
-    }
-}
-
-impl Sink for LogSink<'_> {
-    fn discovered(&mut self, key: ProcKey, t: &Tracked, rule: &str, source: Source) {
-        if !push_bounded(self.to_attach, (key, t.rule)) {
-            self.log.error(
-                "attach_failed",
-                &[
-                    ("pid", Val::U(key.pid.into())),
-                    ("start_ticks", Val::U(key.start_ticks)),
-                    ("rule", Val::S(rule)),
-                    ("reason", Val::S("attach queue full")),
-                ],
-            );
-        }
-        self.log.info(
-            "discovered",
-            &[
-                ("pid", Val::U(key.pid.into())),
-                ("start_ticks", Val::U(key.start_ticks)),
-                ("rule", Val::S(rule)),
-                ("comm", Val::B(t.comm.as_bytes())),
-                ("ppid", Val::U(t.ppid.into())),
-                ("uid", Val::U(t.uid.into())),
-                ("source", Val::S(source.as_str())),
-            ],
-        );
-    }
-
-    fn exited(&mut self, key: ProcKey, t: &Tracked, rule: &str, status: Option<ExitStatus>) {
-        if !push_bounded(self.ended, (key, t.rule)) {
-            // The next start's sweep of empty per-process jobs removes it.
-            self.log.warn(
-                "job_cleanup_skipped",
-                &[
-                    ("pid", Val::U(key.pid.into())),
-                    ("start_ticks", Val::U(key.start_ticks)),
-                    ("reason", Val::S("ended queue full")),
-                    (
-                        "action",
-                        Val::S("its empty job group stays until reeve restarts or `reeve detach` removes it"),
-                    ),
-                ],
-            );
-        }
-        let extra = match status {
-            Some(ExitStatus::Code(c)) => Some(("exit_code", Val::I(c.into()))),
-            Some(ExitStatus::Signal(s)) => Some(("signal", Val::I(s.into()))),
-            None => None,
-        };
-        let fields = [
-            ("pid", Val::U(key.pid.into())),
-            ("start_ticks", Val::U(key.start_ticks)),
-            ("rule", Val::S(rule)),
-            ("comm", Val::B(t.comm.as_bytes())),
-            extra.unwrap_or(("", Val::U(0))),
-        ];
-        let n = if extra.is_some() { 5 } else { 4 };
-        self.log.info("exited", &fields[..n]);
-    }
-
-    fn already_tracked(&mut self, key: ProcKey, source: Source) {
-        self.log.debug(
-            "already_tracked",
-            &[
-                ("pid", Val::U(key.pid.into())),
-                ("start_ticks", Val::U(key.start_ticks)),
-                ("source", Val::S(source.as_str())),
-            ],
-        );
-    }
-
-    fn seen_full(&mut self, capacity: usize, len: usize) {
-        self.log.error(
-            "seen_set_full",
-            &[
-                ("capacity", Val::U(capacity as u64)),
-                ("held", Val::U(len as u64)),
-                (
-                    "effect",
-                    Val::S("pids beyond it are read on every scan, at a higher CPU cost; targets are still found"),
-                ),
-                (
-                    "action",
-                    Val::S("restart reeve after raising kernel.pid_max (the set is sized from it at start) or capacity"),
-                ),
-            ],
-        );
-    }
-
-    fn refused(&mut self, key: ProcKey, rule: &str, why: Refusal) {
-        self.log.error(
-            "capacity_refused",
-            &[
-                ("pid", Val::U(key.pid.into())),
-                ("start_ticks", Val::U(key.start_ticks)),
-                ("rule", Val::S(rule)),
-                ("reason", Val::S(&why.to_string())),
-                (
-                    "action",
-                    Val::S("not tracked; raise \"capacity\" in the config and restart"),
-                ),
-            ],
-        );
-    }
-}
-
-/// Takes a lifecycle step for `key`. A refused step changes nothing; it is
-/// counted by discovery (`illegal_steps`) and logged here.
-fn mark(d: &mut Discovery, log: &mut Logger, key: ProcKey, step: Step) {
-    if let Err(e) = d.mark(key, step) {
-        log.debug(
-            "lifecycle_refused",
-            &[
-                ("pid", Val::U(key.pid.into())),
-                ("start_ticks", Val::U(key.start_ticks)),
-                ("reason", Val::S(&e.to_string())),
-            ],
-        );
-    }
-}
-
-fn log_scan(log: &mut Logger, r: &ScanReport) {
-    let level = if r.new + r.gone > 0 {
-        LogLevel::Info
-    } else {
-        LogLevel::Debug
-    };
-    log.log(
-        level,
-        "scan",
-        &[
-            ("kind", Val::S(r.kind.as_str())),
-            ("found", Val::U(r.found.into())),
-            ("new", Val::U(r.new.into())),
-            ("tracked", Val::U(r.tracked.into())),
-            ("gone", Val::U(r.gone.into())),
-            ("duration_us", Val::U(r.duration_us)),
-        ],
-    );
-}
-
-/// The settings a reload cannot change, named as the config writes them,
-/// that differ between the running config and `new`. They are sized or
-/// opened once at start: the slot table, the netlink socket, the state
-/// directory and its lock, the audit log, the cgroup hierarchy.
-fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if running.state_dir != new.state_dir {
-        out.push("state_dir");
-    }
-    if running.cgroup_root != new.cgroup_root {
-        out.push("cgroup.root");
-    }
-    if running.audit != new.audit {
-        out.push("audit");
-    }
-    if running.capacity != new.capacity {
-        out.push("capacity");
-    }
-    if running.discovery.mode != new.discovery.mode {
-        out.push("discovery.mode");
-    }
-    if running.metrics != new.metrics {
-        out.push("metrics");
-    }
-    out
-}
 
 /// How soon the loop comes back for work a lock held by another process
 /// kept it from doing (deferred attaches, queued audit events).
@@ -733,96 +548,5 @@ impl Daemon {
                 }
             }
         }
-    }
-
-    /// SIGHUP: re-read the config file. A bad file changes nothing.
-    fn reload(&mut self) {
-        let Some(path) = self.config_path.clone() else {
-            self.log.info(
-                "config_reload_skipped",
-                &[(
-                    "reason",
-                    Val::S("running on the embedded defaults; there is no file to re-read"),
-                )],
-            );
-            return;
-        };
-        // Without a readable /etc/passwd (a scratch container) user names
-        // cannot resolve: a config naming one fails with an error that names
-        // the user, and numeric uids work. Nothing is lost by going on.
-        let users = UserDb::load().unwrap_or_else(|_| UserDb::from_passwd(""));
-        let new = match Config::load(&path, &users) {
-            Ok(c) => c,
-            Err(e) => {
-                self.log.error(
-                    "config_reload_failed",
-                    &[
-                        ("path", Val::S(&path.display().to_string())),
-                        ("error", Val::S(&e.to_string())),
-                        ("action", Val::S("keeping the running config")),
-                    ],
-                );
-                return;
-            }
-        };
-        let queued = self.to_attach.iter().chain(&self.ended).map(|w| w.1);
-        if let Err(e) = self.discovery.set_rules(&new.targets, queued) {
-            self.log.error(
-                "config_reload_failed",
-                &[
-                    ("path", Val::S(&path.display().to_string())),
-                    ("error", Val::S(&e.to_string())),
-                    (
-                        "action",
-                        Val::S("keeping the running config; restart reeve"),
-                    ),
-                ],
-            );
-            return;
-        }
-        let fixed = restart_only_changes(&self.config, &new);
-        if !fixed.is_empty() {
-            self.log.warn(
-                "config_reload_partial",
-                &[
-                    ("settings", Val::S(&fixed.join(","))),
-                    (
-                        "effect",
-                        Val::S("these keep their running values until reeve restarts"),
-                    ),
-                ],
-            );
-        }
-        self.log.set(
-            self.overrides.format.unwrap_or(new.log.format),
-            self.overrides.level.unwrap_or(new.log.level),
-        );
-        let rules = new.targets.len();
-        let old = &self.config;
-        self.config = Config {
-            capacity: old.capacity,
-            discovery: crate::config::Discovery {
-                mode: old.discovery.mode,
-                scan_interval: new.discovery.scan_interval,
-                rescan_interval: new.discovery.rescan_interval,
-            },
-            state_dir: old.state_dir.clone(),
-            cgroup_root: old.cgroup_root.clone(),
-            audit: old.audit.clone(),
-            metrics: old.metrics.clone(),
-            ..new
-        };
-        self.need_deep = true;
-        if self.auto.is_none() {
-            // Rules that govern may be new in this config.
-            self.auto = autoattach::AutoAttach::new(&self.config, &mut self.log);
-        }
-        self.log.info(
-            "config_reloaded",
-            &[
-                ("path", Val::S(&path.display().to_string())),
-                ("rules", Val::U(rules as u64)),
-            ],
-        );
     }
 }
