@@ -238,6 +238,9 @@ pub struct AttachReport {
     pub limits: Limits,
     pub in_force: bool,
     pub problems: Vec<String>,
+    /// Limit files put back to the kernel's default because the limit set
+    /// no longer names them (from [`Prepared::reset`]).
+    pub reset: Vec<String>,
     /// The moves happened but the record confirming them was not written:
     /// the record lists them as intents, settled on its next write.
     pub unconfirmed: Option<RecordError>,
@@ -300,12 +303,28 @@ pub fn refuse_protected(reader: &mut ProcReader, key: ProcKey) -> Result<(), Pla
 /// Resolves intents a crash left in `record` from what the kernel shows:
 /// a process found where its intent was going has arrived (a member is
 /// added, or removed for a detach); anything else did not move, or ended.
-fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
+///
+/// An intent whose process or cgroup cannot be read (an error other than
+/// "gone") stays pending: dropping it could leave a process in the group
+/// that the record does not name.
+pub(crate) fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
     for p in std::mem::take(&mut record.pending) {
-        let alive =
-            matches!(reader.stat(p.pid), Ok(s) if s.start_ticks == p.start_ticks && !s.is_dead());
-        if !alive || h.process_cgroup(p.pid).ok().as_deref() != Some(&p.to) {
-            continue;
+        match reader.stat(p.pid) {
+            Ok(s) if s.start_ticks == p.start_ticks && !s.is_dead() => {}
+            Ok(_) | Err(ReadError::Gone) => continue,
+            Err(_) => {
+                record.pending.push(p);
+                continue;
+            }
+        }
+        match h.process_cgroup(p.pid) {
+            Ok(cg) if cg == p.to => {}
+            Ok(_) => continue,
+            Err(e) if e.kind == cgroup::CgroupErrorKind::ProcessGone => continue,
+            Err(_) => {
+                record.pending.push(p);
+                continue;
+            }
         }
         record.members.retain(|m| m.key() != p.key());
         if p.to == record.cgroup {
@@ -413,9 +432,19 @@ pub fn attach(
     }
     let mut members = Vec::new();
     let mut root_failed = None;
+    // Moves whose write may have reached the kernel without the move being
+    // proved: their intents stay, settled below from what the kernel shows.
+    let mut unsure = Vec::new();
     for p in &intents {
         let k = p.key();
-        let why = match group.move_pid(k, Some(&p.from), reader) {
+        let outcome = group.move_pid(k, Some(&p.from), reader);
+        if !matches!(
+            outcome,
+            Ok(MoveOutcome::Moved | MoveOutcome::GoneBeforeWrite)
+        ) {
+            unsure.push(p.clone());
+        }
+        let why = match outcome {
             Ok(MoveOutcome::Moved) => {
                 members.push(Member {
                     pid: k.pid,
@@ -446,6 +475,8 @@ pub fn attach(
         record.members.retain(|old| old.key() != m.key());
         record.members.push(m.clone());
     }
+    record.pending = unsure;
+    settle(h, reader, &mut record);
     if let Some(why) = root_failed {
         // The root goes first: nothing of this attach is in the group.
         let cleanup = if members.is_empty() && created {
@@ -484,6 +515,7 @@ pub fn attach(
         limits,
         in_force: prepared.in_force,
         problems: prepared.problems,
+        reset: prepared.reset,
         unconfirmed,
     })
 }

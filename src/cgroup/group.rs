@@ -256,7 +256,22 @@ impl Group {
         match reader.stat(key.pid) {
             Ok(st) if st.is_dead() => Ok(MoveOutcome::DiedInWindow),
             Ok(_) if written => Ok(MoveOutcome::Moved),
-            Ok(_) | Err(ReadError::Gone) => Ok(MoveOutcome::DiedInWindow),
+            // Alive, the pidfd's own, yet the kernel found nobody to move:
+            // the kernel skips an exiting thread, so a leader thread that
+            // exited while other threads run is refused this way. It runs
+            // on, ungoverned, and that is an error, not an end.
+            Ok(st) => Err(CgroupError::new(
+                CgroupErrorKind::Io,
+                &procs,
+                format!(
+                    "{what}: the kernel refused the move (ESRCH) though the process runs \
+                     (state {}, {} threads); its leader thread has likely exited while \
+                     other threads run",
+                    st.state as char, st.num_threads
+                ),
+                "it runs outside the group, ungoverned",
+            )),
+            Err(ReadError::Gone) => Ok(MoveOutcome::DiedInWindow),
             Err(e) => Err(CgroupError::new(
                 CgroupErrorKind::Io,
                 &procs,

@@ -221,7 +221,25 @@ impl AutoAttach {
             self.note_adopted(key, &group);
             return Outcome::Done;
         }
-        match self.records.released() {
+        let place = match &rule.pool {
+            Some(p) => Placement::Pool(p.clone()),
+            None => Placement::Job(job_name(&rule.name, key)),
+        };
+        let now = sys::realtime_ms();
+        let held = match self.records.try_lock() {
+            Ok(l) => l,
+            Err(e @ RecordError::Busy { .. }) => {
+                self.defer(log, key, "attach", &e.to_string());
+                return Outcome::Retry;
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
+                log.error("attach_failed", &f);
+                return Outcome::Done;
+            }
+        };
+        match held.records().released() {
             Ok(list) => {
                 if self.released_broken {
                     self.released_broken = false;
@@ -262,24 +280,6 @@ impl AutoAttach {
                 return Outcome::Retry;
             }
         }
-        let place = match &rule.pool {
-            Some(p) => Placement::Pool(p.clone()),
-            None => Placement::Job(job_name(&rule.name, key)),
-        };
-        let now = sys::realtime_ms();
-        let held = match self.records.try_lock() {
-            Ok(l) => l,
-            Err(e @ RecordError::Busy { .. }) => {
-                self.defer(log, key, "attach", &e.to_string());
-                return Outcome::Retry;
-            }
-            Err(e) => {
-                let why = e.to_string();
-                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
-                log.error("attach_failed", &f);
-                return Outcome::Done;
-            }
-        };
         let result = placement::attach(
             &self.h,
             &held,
@@ -340,7 +340,14 @@ impl AutoAttach {
             ("limits", Val::S(&limits)),
             ("in_force", Val::Bool(r.in_force)),
         ];
-        log.info("attached", &f);
+        let reset = r.reset.join(",");
+        if reset.is_empty() {
+            log.info("attached", &f);
+        } else {
+            let mut f = f.to_vec();
+            f.push(("limit_reset", Val::S(&reset)));
+            log.info("attached", &f);
+        }
         for (k, why) in &r.failed {
             log.warn(
                 "not_moved",

@@ -104,6 +104,9 @@ pub fn detach(
         .map_err(PlaceError::IntentNotWritten)?;
     let mut moved = Vec::new();
     let mut failed = Vec::new();
+    // Moves whose write may have reached the kernel without the move being
+    // proved: their intents stay, settled below from what the kernel shows.
+    let mut unsure = Vec::new();
     for p in &intents {
         let k = p.key();
         // A stranger that takes the pid inside the bracket is moved to the
@@ -111,14 +114,22 @@ pub fn detach(
         // moving it into a governed group instead would be worse.
         match Group::new(&p.to).move_pid(k, None, reader) {
             Ok(MoveOutcome::Moved) => moved.push((k, p.to.clone())),
-            Ok(o) => failed.push((k.pid, o.describe(k))),
-            Err(e) => failed.push((k.pid, e.to_string())),
+            Ok(o @ MoveOutcome::GoneBeforeWrite) => failed.push((k.pid, o.describe(k))),
+            Ok(o) => {
+                unsure.push(p.clone());
+                failed.push((k.pid, o.describe(k)));
+            }
+            Err(e) => {
+                unsure.push(p.clone());
+                failed.push((k.pid, e.to_string()));
+            }
         }
     }
-    record.pending.clear();
+    record.pending = unsure;
     record
         .members
         .retain(|m| !moved.iter().any(|(k, _)| *k == m.key()));
+    settle(h, reader, &mut record);
     let empty = group.procs().map(|p| p.is_empty()).unwrap_or(false);
     let removed = empty && group.remove().is_ok();
     let unconfirmed = if removed {

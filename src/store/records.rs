@@ -13,9 +13,8 @@
 //! neither its members nor its intents name.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
@@ -142,6 +141,8 @@ impl RecordError {
 
 pub const RECORD_VERSION: u32 = 1;
 const RELEASED_FILE: &str = "released.json";
+/// A released list larger than this is not one reeve wrote.
+const MAX_RELEASED_BYTES: u64 = 16 << 20;
 
 /// What reeve knows about one group it manages, persisted in
 /// `<state_dir>/jobs/<group>.json`.
@@ -225,16 +226,27 @@ impl Records {
         Ok(Records { dir })
     }
 
+    /// Opens `jobs/.lock` without blocking on whatever sits at the name
+    /// (a FIFO is refused, not waited on), refusing a symlink, anything but
+    /// a regular file and an untrusted file. An unusable lock file is
+    /// refused rather than set aside: two processes setting aside and
+    /// re-creating it would each hold a lock on a different file.
     fn open_lock_file(&self) -> Result<(PathBuf, File), RecordError> {
         let path = self.dir.path().join(".lock");
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
+        match super::open_private(&path, true) {
             Ok(file) => Ok((path, file)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                let source = io::Error::new(
+                    e.kind(),
+                    format!("{e}; move it away so reeve can create its own lock file"),
+                );
+                Err(RecordError::Lock { path, source })
+            }
             Err(source) => Err(RecordError::Lock { path, source }),
         }
     }
@@ -320,20 +332,28 @@ impl Records {
     /// would let the daemon re-attach what an operator released.
     pub fn released(&self) -> Result<Vec<ProcKey>, RecordError> {
         let path = self.dir.path().join(RELEASED_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(RecordError::Released {
-                    path,
-                    reason: e.to_string(),
-                })
-            }
+        let fail = |reason: String| RecordError::Released {
+            path: path.clone(),
+            reason,
         };
-        serde_json::from_slice::<Vec<ProcKey>>(&bytes).map_err(|e| RecordError::Released {
-            path,
-            reason: e.to_string(),
-        })
+        // An untrusted or non-regular file is refused, not set aside:
+        // setting it aside would empty the list and let the daemon attach
+        // what an operator released.
+        let file = match super::open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_RELEASED_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_RELEASED_BYTES {
+            return Err(fail(format!(
+                "larger than {MAX_RELEASED_BYTES} bytes, which reeve never writes"
+            )));
+        }
+        serde_json::from_slice::<Vec<ProcKey>>(&bytes).map_err(|e| fail(e.to_string()))
     }
 
     /// Adds `keys` to the released list (call under [`Records::lock`]).
@@ -408,6 +428,80 @@ mod tests {
             "never overwritten"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "[{\"pid\": 1");
+    }
+
+    /// Runs `f` on a thread and fails the test when it does not return
+    /// within five seconds (a blocked open(2) on a FIFO never returns).
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("blocked on a FIFO in the jobs directory")
+    }
+
+    fn mkfifo(path: &Path) {
+        let st = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn fifo_at_lock_or_released_is_refused_without_blocking() {
+        let t = TempDir::new("fifo");
+        let dir = t.path().to_path_buf();
+        Records::open(&dir).unwrap();
+        mkfifo(&dir.join("jobs/.lock"));
+        mkfifo(&dir.join("jobs").join(RELEASED_FILE));
+        let d = dir.clone();
+        let err = bounded(move || {
+            Records::open(&d)
+                .unwrap()
+                .try_lock()
+                .err()
+                .map(|e| e.to_string())
+        })
+        .expect("a FIFO is no lock file");
+        assert!(
+            err.contains(".lock") && err.contains("not a regular file"),
+            "{err}"
+        );
+        let d = dir.clone();
+        let err = bounded(move || {
+            Records::open(&d)
+                .unwrap()
+                .lock()
+                .err()
+                .map(|e| e.to_string())
+        })
+        .expect("a FIFO is no lock file");
+        assert!(err.contains("move it away"), "{err}");
+        let d = dir.clone();
+        let err = bounded(move || {
+            Records::open(&d)
+                .unwrap()
+                .released()
+                .map_err(|e| e.to_string())
+        })
+        .expect_err("a FIFO is no released list");
+        assert!(
+            err.contains("released.json") && err.contains("not a regular file"),
+            "{err}"
+        );
+        // Left in place: refused, not set aside.
+        assert!(dir.join("jobs").join(RELEASED_FILE).exists());
+    }
+
+    #[test]
+    fn released_list_beyond_the_bound_is_an_error() {
+        let t = TempDir::new("bigrel");
+        let records = Records::open(t.path()).unwrap();
+        let path = t.path().join("jobs").join(RELEASED_FILE);
+        let f = File::create(&path).unwrap();
+        f.set_len(MAX_RELEASED_BYTES + 1).unwrap();
+        let err = records.released().unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
     }
 
     #[test]
