@@ -61,10 +61,11 @@ impl AutoAttach {
         if !config.targets.iter().any(governs) {
             return None;
         }
-        let setup = || -> Result<AutoAttach, String> {
+        let mut setup = || -> Result<AutoAttach, String> {
             let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
             placement::ensure_root(&h).map_err(|e| e.to_string())?;
             let records = Records::open(&config.state_dir).map_err(|e| e.to_string())?;
+            remove_stale_temps(&records, log);
             let reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
             Ok(AutoAttach {
                 h,
@@ -299,7 +300,21 @@ impl AutoAttach {
                 // failure of governance; a stranger that took its pid
                 // inside the move is said louder.
                 let f = [base[0], base[1], base[2], ("reason", Val::S(&detail))];
-                if stranger.is_some() {
+                let runs = matches!(self.reader.stat(key.pid),
+                    Ok(s) if s.start_ticks == key.start_ticks && !s.is_dead());
+                if runs {
+                    // Said gone, yet it runs (a leader thread that exited
+                    // while other threads run is one such process): it runs
+                    // ungoverned, which is never a quiet outcome.
+                    let why = format!(
+                        "{detail}; but the process still runs (a leader thread that exited while \
+                         other threads run?), ungoverned"
+                    );
+                    log.warn(
+                        "attach_skipped",
+                        &[base[0], base[1], base[2], ("reason", Val::S(&why))],
+                    );
+                } else if stranger.is_some() {
                     log.warn("attach_skipped", &f);
                 } else {
                     log.debug("attach_skipped", &f);
@@ -463,5 +478,22 @@ impl AutoAttach {
             }
         }
         Outcome::Done
+    }
+}
+
+/// Removes the temp files of job records a writer killed mid-write left
+/// behind, one `temp_removed` event per file. A command holding the
+/// records lock now may be writing one: they stay until the next start.
+fn remove_stale_temps(records: &Records, log: &mut Logger) {
+    match records.remove_stale_temps() {
+        Ok((removed, failed)) => {
+            for name in &removed {
+                log.debug("temp_removed", &[("file", Val::S(name))]);
+            }
+            for why in &failed {
+                log.warn("temp_remove_failed", &[("reason", Val::S(why))]);
+            }
+        }
+        Err(e) => log.debug("temp_remove_skipped", &[("reason", Val::S(&e.to_string()))]),
     }
 }

@@ -371,6 +371,40 @@ impl Records {
         Ok(())
     }
 
+    /// Removes the temp files a writer killed mid-write left in `jobs/`
+    /// (`.<name>.json.tmp.<pid>.<n>`). Every record write happens under
+    /// the records lock, so while this holds it (tried, never waited for:
+    /// [`RecordError::Busy`] when a command holds it) no temp file is in
+    /// use. For the daemon at start; the read-only commands never call it.
+    /// Returns the names removed and, per file that could not be, why.
+    pub fn remove_stale_temps(&self) -> Result<(Vec<String>, Vec<String>), RecordError> {
+        let _held = self.try_lock()?;
+        let dir = self.dir.path();
+        let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))?;
+        let mut removed = Vec::new();
+        let mut failed = Vec::new();
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    failed.push(StoreError::io("list", dir, e).to_string());
+                    continue;
+                }
+            };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with('.') && name.contains(".json.tmp.")) {
+                continue;
+            }
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => removed.push(name),
+                Err(err) => {
+                    failed.push(StoreError::io("remove temp file", &e.path(), err).to_string())
+                }
+            }
+        }
+        Ok((removed, failed))
+    }
+
     /// Every record, for status and adoption. Unreadable ones are skipped
     /// and named in the second list.
     pub fn all(&self) -> (Vec<JobRecord>, Vec<String>) {
@@ -502,6 +536,31 @@ mod tests {
         f.set_len(MAX_RELEASED_BYTES + 1).unwrap();
         let err = records.released().unwrap_err().to_string();
         assert!(err.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_under_the_lock() {
+        let t = TempDir::new("temps");
+        let records = Records::open(t.path()).unwrap();
+        let jobs = t.path().join("jobs");
+        for name in [
+            ".job.a.json.tmp.123.0",
+            ".released.json.tmp.9.4",
+            "job.b.json",
+        ] {
+            std::fs::write(jobs.join(name), "x").unwrap();
+        }
+        let held = Records::open(t.path()).unwrap();
+        let lock = held.lock().unwrap();
+        let err = records.remove_stale_temps().expect_err("busy");
+        assert!(matches!(err, RecordError::Busy { .. }), "{err}");
+        assert!(jobs.join(".job.a.json.tmp.123.0").exists());
+        drop(lock);
+        let (mut removed, failed) = records.remove_stale_temps().unwrap();
+        removed.sort();
+        assert_eq!(removed, [".job.a.json.tmp.123.0", ".released.json.tmp.9.4"]);
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(jobs.join("job.b.json").exists());
     }
 
     #[test]
