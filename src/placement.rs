@@ -153,32 +153,68 @@ pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prep
 /// with its start time checked after the pidfd was opened and the pidfd
 /// proved alive after the read: the pid cannot have been reused in
 /// between, so the children listed are that parent's. A parent that ended
-/// meanwhile contributes no children.
-pub fn family(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
+/// meanwhile contributes no children. A parent whose children cannot be
+/// listed for any other reason (or a child that cannot be read) is put in
+/// `gaps` with why: the family may then be incomplete, and the caller
+/// says so.
+pub fn family(
+    reader: &mut ProcReader,
+    root: ProcKey,
+    gaps: &mut Vec<(ProcKey, String)>,
+) -> Vec<ProcKey> {
     let mut out = vec![root];
     let mut i = 0;
+    let gap = |k: ProcKey, what: String| (k, format!("its children were not listed: {what}"));
     while i < out.len() {
         let parent = out[i];
         i += 1;
-        let Ok(pidfd) = sys::pidfd_open(parent.pid) else {
-            continue; // the parent ended: it has no children to move
+        let pidfd = match sys::pidfd_open(parent.pid) {
+            Ok(fd) => fd,
+            // The parent ended: it has no children to move.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(e) => {
+                gaps.push(gap(parent, format!("opening a pidfd: {e}")));
+                continue;
+            }
         };
-        if !matches!(reader.stat(parent.pid), Ok(s) if s.start_ticks == parent.start_ticks) {
-            continue;
+        match reader.stat(parent.pid) {
+            Ok(s) if s.start_ticks == parent.start_ticks => {}
+            Ok(_) | Err(ReadError::Gone) => continue,
+            Err(e) => {
+                gaps.push(gap(parent, format!("reading its identity: {e}")));
+                continue;
+            }
         }
         let children = match reader.children(parent.pid) {
             Ok(Some(c)) => c,
-            Ok(None) => return family_by_scan(reader, root),
-            Err(_) => continue, // the parent ended meanwhile
+            Ok(None) => return family_by_scan(reader, root, gaps),
+            Err(ReadError::Gone) => continue, // the parent ended meanwhile
+            Err(e) => {
+                gaps.push(gap(parent, e.to_string()));
+                continue;
+            }
         };
-        if sys::pidfd_send_signal(&pidfd, 0).is_err() {
-            continue; // reaped while its children were read
+        match sys::pidfd_send_signal(&pidfd, 0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue, // reaped while read
+            Err(e) => {
+                gaps.push(gap(
+                    parent,
+                    format!("proving the parent alive (pidfd): {e}"),
+                ));
+                continue;
+            }
         }
         for pid in children {
-            if let Ok(s) = reader.stat(pid) {
-                if is_child(&s, parent) && !out.contains(&s.key()) {
-                    out.push(s.key());
+            match reader.stat(pid) {
+                Ok(s) => {
+                    if is_child(&s, parent) && !out.contains(&s.key()) {
+                        out.push(s.key());
+                    }
                 }
+                Err(ReadError::Gone) => {}
+                Err(e) => gaps.push(gap(parent, format!("reading child pid {pid}: {e}"))),
             }
         }
     }
@@ -194,20 +230,28 @@ fn is_child(s: &crate::procfs::Stat, parent: ProcKey) -> bool {
         && s.start_ticks >= parent.start_ticks
 }
 
-fn family_by_scan(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
+fn family_by_scan(
+    reader: &mut ProcReader,
+    root: ProcKey,
+    gaps: &mut Vec<(ProcKey, String)>,
+) -> Vec<ProcKey> {
     let mut all = Vec::new();
     let mut batch = vec![(0u32, 0u64); crate::procfs::PID_BATCH];
-    if reader.rewind_pids().is_ok() {
-        while let Ok(n) = reader.next_pid_batch(&mut batch) {
-            if n == 0 {
-                break;
-            }
-            all.extend(
-                batch[..n]
-                    .iter()
-                    .filter_map(|&(pid, _)| reader.stat(pid).ok()),
-            );
+    let listed = reader.rewind_pids().and_then(|()| loop {
+        let n = reader.next_pid_batch(&mut batch)?;
+        if n == 0 {
+            break Ok(());
         }
+        for &(pid, _) in &batch[..n] {
+            match reader.stat(pid) {
+                Ok(s) => all.push(s),
+                Err(ReadError::Gone) => {}
+                Err(e) => gaps.push((root, format!("descendant search: reading pid {pid}: {e}"))),
+            }
+        }
+    });
+    if let Err(e) = listed {
+        gaps.push((root, format!("its descendants were not all listed: {e}")));
     }
     let mut out = vec![root];
     let mut i = 0;
@@ -396,7 +440,7 @@ pub fn attach(
     let created = !prepared.existed;
     let mut failed = Vec::new();
     let mut intents = Vec::new();
-    for k in family(reader, key) {
+    for k in family(reader, key, &mut failed) {
         match h.process_cgroup(k.pid) {
             Ok(from) if from == prepared.path => {}
             Ok(from) => intents.push(Pending {
@@ -548,13 +592,15 @@ mod tests {
         let root = identify(&mut reader, sh.id()).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let fam = loop {
-            let f = family(&mut reader, root);
+            let f = family(&mut reader, root, &mut Vec::new());
             if f.len() == 3 || std::time::Instant::now() > deadline {
                 break f;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        let mut scanned = family_by_scan(&mut reader, root);
+        let mut gaps = Vec::new();
+        let mut scanned = family_by_scan(&mut reader, root, &mut gaps);
+        assert!(gaps.is_empty(), "{gaps:?}");
         let mut got = fam.clone();
         got.sort();
         scanned.sort();

@@ -385,6 +385,9 @@ pub fn detach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     for (pid, why) in &report.failed {
         out.push_str(&format!("not moved: pid {pid}: {why}\n"));
     }
+    if let Some(why) = &report.kept {
+        out.push_str(&format!("group kept: {why}\n"));
+    }
     print(&out)?;
     if let Some(e) = &report.unconfirmed {
         return Err(CliError::Exit(

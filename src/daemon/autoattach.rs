@@ -112,20 +112,51 @@ impl AutoAttach {
     /// made by `reeve run` or `reeve attach` while no daemon ran; nothing
     /// is moved or re-limited.
     pub fn adopt_existing(&mut self, d: &mut Discovery, rules: &[Rule], log: &mut Logger) {
-        let Ok(entries) = std::fs::read_dir(&self.h.root) else {
-            return;
+        let not_adopted = |log: &mut Logger, what: &str, why: &str| {
+            log.error(
+                "adopt_failed",
+                &[
+                    ("what", Val::S(what)),
+                    ("reason", Val::S(why)),
+                    (
+                        "effect",
+                        Val::S("processes already governed there are not tracked by this daemon"),
+                    ),
+                ],
+            );
         };
-        for e in entries.flatten() {
+        let root = self.h.root.display().to_string();
+        let entries = match std::fs::read_dir(&self.h.root) {
+            Ok(e) => e,
+            Err(e) => return not_adopted(log, &root, &e.to_string()),
+        };
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    not_adopted(log, &root, &e.to_string());
+                    continue;
+                }
+            };
             let name = e.file_name().to_string_lossy().into_owned();
             if !(name.starts_with("job.") || name.starts_with("pool.")) {
                 continue;
             }
-            let Ok(pids) = Group::new(e.path()).procs() else {
-                continue;
+            let pids = match Group::new(e.path()).procs() {
+                Ok(p) => p,
+                Err(err) => {
+                    not_adopted(log, &name, &err.to_string());
+                    continue;
+                }
             };
             for pid in pids {
-                let Ok(key) = placement::identify(&mut self.reader, pid) else {
-                    continue;
+                let key = match placement::identify(&mut self.reader, pid) {
+                    Ok(k) => k,
+                    Err(PlaceError::ProcessGone { .. }) => continue, // ended since listed
+                    Err(err) => {
+                        not_adopted(log, &format!("{name} pid {pid}"), &err.to_string());
+                        continue;
+                    }
                 };
                 let rule = rule_of_group(rules, &name)
                     .and_then(|i| rules.get(i))
@@ -135,7 +166,7 @@ impl AutoAttach {
                 // its governance, and the audit log says so.
                 if restored || d.restore(key, rule, sys::realtime_ms()) {
                     super::mark(d, log, key, Step::Adopt);
-                    self.note_adopted(key, &name);
+                    self.note_adopted(log, key, &name);
                     log.info(
                         "adopted",
                         &[
@@ -152,8 +183,26 @@ impl AutoAttach {
 
     /// Records a process found in a governed group, with what its job
     /// record says about the group and the process's origin.
-    fn note_adopted(&mut self, key: ProcKey, group: &str) {
-        let record = self.records.load(group).ok().flatten();
+    fn note_adopted(&mut self, log: &mut Logger, key: ProcKey, group: &str) {
+        let record = match self.records.load(group) {
+            Ok(r) => r,
+            Err(e) => {
+                // Adopted all the same (the process is in the group); the
+                // state snapshot lacks what the record would have said.
+                log.error(
+                    "record_unusable",
+                    &[
+                        ("job", Val::S(group)),
+                        ("reason", Val::S(&e.to_string())),
+                        (
+                            "effect",
+                            Val::S("the job's limits and the process's origin are unknown to this daemon"),
+                        ),
+                    ],
+                );
+                None
+            }
+        };
         let original = record.as_ref().and_then(|r| {
             r.members
                 .iter()
@@ -219,7 +268,7 @@ impl AutoAttach {
         if let Some(group) = placement::managed_group(&self.h, key.pid) {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
-            self.note_adopted(key, &group);
+            self.note_adopted(log, key, &group);
             return Outcome::Done;
         }
         let place = match &rule.pool {
@@ -451,7 +500,21 @@ impl AutoAttach {
                 return Outcome::Done;
             }
         };
-        if matches!(group.populated(), Ok(false)) {
+        let populated = match group.populated() {
+            Ok(p) => p,
+            Err(e) => {
+                log.warn(
+                    "job_remove_failed",
+                    &[
+                        ("job", Val::S(&name)),
+                        ("reason", Val::S(&e.to_string())),
+                        ("effect", Val::S("the group and its record stay")),
+                    ],
+                );
+                return Outcome::Done;
+            }
+        };
+        if !populated {
             match group.remove() {
                 Ok(()) => {
                     if let Err(e) = self.records.remove(&name) {
