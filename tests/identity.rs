@@ -407,7 +407,33 @@ fn daemon_defers_attach_while_a_command_holds_the_records_lock() {
     let pool = sub.pool("lock");
     assert_eq!(cgroup_of(first.pid), Some(sub.rel(&pool)));
     assert_eq!(cgroup_of(second.pid), Some(sub.rel(&pool)));
+    // Held again, with an attach queued behind it: SIGTERM is served
+    // within one scan interval (200 ms) while the lock is still held.
+    let held = dir.join("held-again");
+    let holder = procs.push(spawn_retry(
+        Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sh", "-c", "touch \"$0\"; sleep 3"])
+            .arg(&held)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    wait_file(&held, WAIT, || d.log_tail());
+    let third = target.spawn(&mut procs, "60");
+    d.wait_event("attach_deferred", third, WAIT);
+    let asked = Instant::now();
+    d.stop();
+    let served = asked.elapsed();
+    assert!(alive_child(holder), "the lock was still held at the exit");
+    assert!(
+        served < Duration::from_millis(200),
+        "SIGTERM served in {served:?}, over one scan interval, under a held lock\n{}",
+        d.log_tail()
+    );
     d.stop_ok();
+    procs.wait_exit(holder, Duration::from_secs(10));
 }
 
 /// Whether `pid` (a child of the test) has not exited.
