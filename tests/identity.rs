@@ -81,7 +81,7 @@ fn record(dir: &TempDir, group: &str) -> Option<Value> {
 /// victim's with ns_last_pid, starts a stranger that takes it, and lets
 /// reeve go on. Everything it sees is written to files in `$out`.
 const RECYCLE_SCRIPT: &str = r#"
-reeve=$1 cfg=$2 hook=$3 out=$4 mode=$5
+reeve=$1 cfg=$2 hook=$3 out=$4 mode=$5 elsewhere=$6
 wait_file() {
     n=0
     while [ ! -e "$1" ]; do
@@ -110,9 +110,10 @@ kill -KILL "$victim"
 if [ "$mode" = single ]; then wait "$victim"; fi
 while [ -e "/proc/$victim" ]; do sleep 0.01; done
 echo $((victim - 1)) > /proc/sys/kernel/ns_last_pid
-sleep 600 &
+sh -c 'echo $$ > "$0/cgroup.procs" && touch "$1" && exec sleep 600' "$elsewhere" "$out/stranger.placed" &
 stranger=$!
 echo "$stranger" > "$out/stranger"
+wait_file "$out/stranger.placed"
 touch "$hook.go"
 wait "$attach"
 echo $? > "$out/attach.rc"
@@ -138,8 +139,9 @@ struct Recycled {
 }
 
 /// Runs [`RECYCLE_SCRIPT`] in a new pid namespace whose processes start in
-/// `origin` (inside the test's subtree).
-fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, mode: &str) -> Recycled {
+/// `origin` (inside the test's subtree); the stranger starts in
+/// `elsewhere`, so where it lands shows which cgroup reeve moved it to.
+fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, elsewhere: &Path, mode: &str) -> Recycled {
     if !HOOKS {
         panic!("this test needs the pause hook: run it with `cargo test --features test-hooks`");
     }
@@ -153,7 +155,7 @@ fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, mode: &str) -> Recycled 
     let mut procs = ProcGuard::new();
     // The shell joins `origin` before it becomes unshare, so every process
     // of the namespace starts inside the test's subtree.
-    let args: [OsString; 8] = [
+    let args: [OsString; 9] = [
         "_".into(),
         origin.into(),
         script.clone().into(),
@@ -162,12 +164,13 @@ fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, mode: &str) -> Recycled 
         hook.into(),
         out.clone().into(),
         mode.into(),
+        elsewhere.into(),
     ];
     let child = spawn_retry(
         Command::new("sh")
             .arg("-c")
             .arg(
-                r#"echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --mount-proc sh "$2" "$3" "$4" "$5" "$6" "$7""#,
+                r#"echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --mount-proc sh "$2" "$3" "$4" "$5" "$6" "$7" "$8""#,
             )
             .args(&args)
             .stdin(Stdio::null())
@@ -215,12 +218,15 @@ fn recycled_pid_is_never_left_in_the_group() {
     let sub = Subtree::new();
     let dir = TempDir::new("id-recycle");
     let origin = sub.make_group("origin");
-    let r = recycle(&dir, &sub, &origin, "single");
+    let elsewhere = sub.make_group("elsewhere");
+    let r = recycle(&dir, &sub, &origin, &elsewhere, "single");
     let ctx = format!("rc={} stdout:\n{}stderr:\n{}", r.rc, r.out, r.err);
+    // The stranger's own cgroup cannot be read after the write replaced
+    // it: reeve moves it to the victim's origin, as documented.
     assert_eq!(
         r.stranger_cgroup,
         sub.rel(&origin),
-        "the stranger must be back where it came from\n{ctx}"
+        "the stranger lands in the victim's origin, not its own\n{ctx}"
     );
     assert_eq!(r.rc, "1", "the attach failed: its process ended\n{ctx}");
     assert!(
@@ -242,14 +248,15 @@ fn recycled_pid_in_a_family_is_moved_back_and_the_root_stays() {
     let sub = Subtree::new();
     let dir = TempDir::new("id-recycle-family");
     let origin = sub.make_group("origin");
-    let r = recycle(&dir, &sub, &origin, "family");
+    let elsewhere = sub.make_group("elsewhere");
+    let r = recycle(&dir, &sub, &origin, &elsewhere, "family");
     let ctx = format!("rc={} stdout:\n{}stderr:\n{}", r.rc, r.out, r.err);
     let job = sub.rel(&sub.job("recycle"));
     assert_eq!(r.root_cgroup, job, "the family's root is attached\n{ctx}");
     assert_eq!(
         r.stranger_cgroup,
         sub.rel(&origin),
-        "the stranger is not left in the group\n{ctx}"
+        "the stranger is not left in the group: it lands in the victim's origin, not its own\n{ctx}"
     );
     assert_eq!(r.rc, "0", "the root was attached\n{ctx}");
     let line = r

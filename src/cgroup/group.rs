@@ -285,14 +285,18 @@ impl Group {
     /// holds `gone.pid` now and is in this group is a stranger the write
     /// may have moved, and is moved to `from`.
     ///
-    /// The stranger's own group before the write cannot be read any more
-    /// (the write replaced it). It was created inside the bracket (the pid
-    /// was free only after `gone` was reaped, after the pidfd was opened),
-    /// so it has existed for the length of one move; `from` is the group
-    /// the attach found the family in and wrote ahead in the job record,
-    /// outside reeve's groups. Taking it out of this group is what
-    /// matters: no process is left under limits and a record meant for
-    /// another. A child born to a member inside this group in the same
+    /// Limit: the stranger lands in `from`, the original cgroup of the
+    /// process that was meant to move, not in its own. Its own group
+    /// before the write cannot be read any more (the write replaced it,
+    /// and nothing recorded it). It was created inside the bracket (the
+    /// pid was free only after `gone` was reaped, after the pidfd was
+    /// opened), so it has existed for the length of one move, but its
+    /// parent may have put it anywhere first; a stranger that started in
+    /// another service's group ends up in `from`, outside reeve's groups
+    /// (under no limit of reeve's, but under whatever applies to `from`).
+    /// The outcome names the stranger and `from`, so an operator can put
+    /// it back. Taking it out of this group is what matters: no process
+    /// is left under limits and a record meant for another. A child born to a member inside this group in the same
     /// instant with the same pid cannot be told apart, and is moved out
     /// too: reeve does not keep a process whose placement it cannot prove.
     /// The move back has its own bracket; a stranger that ends before it
