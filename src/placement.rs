@@ -351,7 +351,42 @@ pub fn refuse_protected(reader: &mut ProcReader, key: ProcKey) -> Result<(), Pla
 /// An intent whose process or cgroup cannot be read (an error other than
 /// "gone") stays pending: dropping it could leave a process in the group
 /// that the record does not name.
+///
+/// A `reeve run` written ahead names only itself: whoever holds the
+/// records lock now, the run either started its command or never will
+/// (it holds the lock from its intent to its record). Every living
+/// process in the group that no member or intent names and that started
+/// no earlier than the run becomes a member from the run's origin; a
+/// group that cannot be listed keeps the intent.
 pub(crate) fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
+    for run in std::mem::take(&mut record.pending_runs) {
+        let Ok(pids) = Group::new(&run.to).procs() else {
+            record.pending_runs.push(run);
+            continue;
+        };
+        for pid in pids {
+            let named = |k: &ProcKey| {
+                record.members.iter().any(|m| m.key() == *k)
+                    || record.pending.iter().any(|p| p.key() == *k)
+            };
+            match reader.stat(pid) {
+                Ok(s) if !s.is_dead() && s.start_ticks >= run.start_ticks && !named(&s.key()) => {
+                    record.members.push(Member {
+                        pid,
+                        start_ticks: s.start_ticks,
+                        original_cgroup: run.from.clone(),
+                    });
+                }
+                Ok(_) | Err(ReadError::Gone) => {}
+                // Unreadable: keep the intent, settled on a later write.
+                Err(_) => {
+                    if !record.pending_runs.contains(&run) {
+                        record.pending_runs.push(run.clone());
+                    }
+                }
+            }
+        }
+    }
     for p in std::mem::take(&mut record.pending) {
         match reader.stat(p.pid) {
             Ok(s) if s.start_ticks == p.start_ticks && !s.is_dead() => {}

@@ -616,3 +616,75 @@ echo $? > "$5"
     assert_eq!(read(&rc).trim(), "1", "{out:?}");
     assert!(err.contains("nothing was moved"), "{err}");
 }
+
+#[test]
+fn run_starts_nothing_when_its_intent_cannot_be_written() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-run-ahead");
+    let cfg = cli_config(&dir, &sub);
+    // A full disk under the state directory, in a private mount namespace
+    // (the tmpfs vanishes with it): the run's intent cannot be written.
+    let state = state_dir(&dir);
+    let rc = dir.join("run.rc");
+    let started = dir.join("started");
+    let script = r#"
+mount -t tmpfs -o size=256k,mode=0700 reeve-test "$1" || exit 90
+mkdir -m 700 "$1/jobs" || exit 91
+dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null
+"$2" run --job ahead --config "$3" -- touch "$4"
+echo $? > "$5"
+"#;
+    let out = run_with_timeout(
+        Command::new("unshare")
+            .args(["--mount", "sh", "-c", script, "_"])
+            .arg(&state)
+            .arg(REEVE)
+            .arg(&cfg)
+            .arg(&started)
+            .arg(&rc),
+        WAIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(read(&rc).trim(), "1", "{out:?}");
+    assert!(!started.exists(), "the command must not start: {err}");
+    assert!(err.contains("was not started"), "{err}");
+    assert!(
+        !sub.job("ahead").exists(),
+        "the group this run created is removed: {err}"
+    );
+}
+
+#[test]
+fn run_intent_left_by_a_crash_is_settled_from_the_group() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-run-settle");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let origin = sub.make_group("origin");
+    let first = sleeper(&mut procs);
+    let out = attach(&cfg, first, &["--pool", "crash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A `reeve run` that died between its child joining the pool and its
+    // record: the record names only the run, the child is in the group.
+    let child = sleeper(&mut procs);
+    let pool = sub.pool("crash");
+    sub.move_into(&pool, child);
+    let path = PathBuf::from(state_dir(&dir)).join("jobs/pool.crash.json");
+    let mut rec = record(&dir, "pool.crash").expect("pool record");
+    rec["pending_runs"] = json!([{
+        "pid": 999_999, "start_ticks": 0, "from": origin, "to": pool,
+    }]);
+    fs::write(&path, rec.to_string()).expect("write record");
+    let third = sleeper(&mut procs);
+    let out = attach(&cfg, third, &["--pool", "crash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let rec = record(&dir, "pool.crash").expect("pool record");
+    let member = rec["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["pid"] == json!(child))
+        .unwrap_or_else(|| panic!("the run's child is a member: {rec}"));
+    assert_eq!(member["original_cgroup"], json!(origin), "{rec}");
+    assert!(rec.get("pending_runs").is_none(), "settled: {rec}");
+}

@@ -163,6 +163,11 @@ pub struct JobRecord {
     /// intents existed have none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Pending>,
+    /// `reeve run`s written ahead of their fork: `pid`@`start_ticks` is
+    /// the `reeve run` about to start a command into `to` from `from`; the
+    /// command's own identity is unknown until after the fork.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_runs: Vec<Pending>,
 }
 
 impl JobRecord {
@@ -185,6 +190,7 @@ impl JobRecord {
             created_ms: now_ms,
             members: Vec::new(),
             pending: Vec::new(),
+            pending_runs: Vec::new(),
         }
     }
 
