@@ -4,7 +4,9 @@
 //! pid 1, reeve and reeve's ancestors are never attached; the daemon does
 //! not wait on a CLI command holding the records lock; pool records are
 //! pruned; an attach without limits keeps a pool's limits; an unreadable
-//! released.json stops auto-attach instead of undoing a detach.
+//! released.json stops auto-attach instead of undoing a detach; a FIFO in
+//! jobs/ blocks neither a command nor the daemon; `reeve run` starts
+//! nothing without its intent, and a crashed run's child is settled.
 //!
 //! Every test works in its own cgroup v2 subtree ([`Subtree`]) and only on
 //! processes it started. The pid-recycling tests run reeve and their
@@ -687,4 +689,46 @@ fn run_intent_left_by_a_crash_is_settled_from_the_group() {
         .unwrap_or_else(|| panic!("the run's child is a member: {rec}"));
     assert_eq!(member["original_cgroup"], json!(origin), "{rec}");
     assert!(rec.get("pending_runs").is_none(), "settled: {rec}");
+}
+
+#[test]
+fn fifos_in_the_jobs_directory_block_neither_attach_nor_the_daemon() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-fifo");
+    let mut procs = ProcGuard::new();
+    let jobs = PathBuf::from(state_dir(&dir)).join("jobs");
+    fs::create_dir_all(&jobs).expect("mkdir jobs");
+    fs::set_permissions(
+        jobs.parent().expect("state"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod state");
+    fs::set_permissions(&jobs, fs::Permissions::from_mode(0o700)).expect("chmod jobs");
+    for name in [".lock", "released.json"] {
+        let st = Command::new("mkfifo")
+            .arg(jobs.join(name))
+            .status()
+            .expect("mkfifo");
+        assert!(st.success(), "mkfifo {name}");
+    }
+    // `reeve attach`: refused at once (run_with_timeout kills it by pid
+    // and fails the test if it blocks).
+    let cfg = cli_config(&dir, &sub);
+    let pid = sleeper(&mut procs);
+    let out = attach(&cfg, pid, &["--job", "fifo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains(".lock") && err.contains("not a regular file"),
+        "{err}"
+    );
+    // The daemon: the attach fails and is said; SIGTERM is still served.
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &sub, "fifo", &target.name, json!({"pool": "fifo"}));
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    let id = target.spawn(&mut procs, "60");
+    let ev = d.wait_event("attach_failed", id, WAIT);
+    assert!(ev.to_string().contains("not a regular file"), "{ev}");
+    d.stop_ok();
 }
