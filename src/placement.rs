@@ -6,8 +6,11 @@
 //! opened before the identity check, proved alive after the write, a
 //! stranger that took the pid moved back out); every move is written ahead
 //! in the job record (identity, original cgroup, group) and confirmed
-//! after, so a group never holds a process its record does not name and
-//! `detach` moves nothing the record does not say; a group's limits are
+//! after (an intent stays until the kernel shows where its process is), so
+//! a group holds its recorded members and intents and the descendants
+//! they fork inside it after being recorded, nothing else; `detach` moves
+//! the recorded ones to their origins and those descendants to the
+//! fallback origin, and nothing else; a group's limits are
 //! either verified in force or reported as not, with the reason; a record
 //! is written atomically under a lock shared by the daemon and the CLI
 //! commands. pid 1, reeve and reeve's ancestors are never moved.

@@ -8,9 +8,14 @@
 //! Every cgroup move is written ahead: the record lists the move as a
 //! [`Pending`] intent (identity, from, to) durably before the move, and
 //! the intent becomes a member (or stops being one) in the write after it.
-//! An intent left by a crash is settled from what the kernel shows the next
-//! time the record is written, so a group never holds a process that
-//! neither its members nor its intents name.
+//! An intent left by a crash (or by a move whose outcome was not proved)
+//! is settled from what the kernel shows the next time the record is
+//! written, so a group holds only what its members and intents name, and
+//! the descendants those fork inside it after being recorded (a child is
+//! born in its parent's group; nothing records it). `reeve run` writes a
+//! [`JobRecord::pending_runs`] intent before it forks. `jobs/.lock` and
+//! `released.json` are opened without blocking and refused unless they
+//! are trusted regular files.
 
 use std::fmt;
 use std::fs::File;
