@@ -424,14 +424,11 @@ fn abandon(created: bool, group: &Group, records: &Records, name: &str) -> Optio
     if !created {
         return None;
     }
-    let mut why = Vec::new();
+    // A group that cannot be removed may hold a process: its record stays.
     if let Err(e) = group.remove() {
-        why.push(e.to_string());
+        return Some(format!("{e}; the group and its record stay"));
     }
-    if let Err(e) = records.remove(name) {
-        why.push(e.to_string());
-    }
-    (!why.is_empty()).then(|| why.join("; "))
+    records.remove(name).err().map(|e| e.to_string())
 }
 
 /// Moves `key` and its descendants into `place`, each move written ahead
@@ -560,8 +557,9 @@ pub fn attach(
     record.pending = unsure;
     settle(h, reader, &mut record);
     if let Some(why) = root_failed {
-        // The root goes first: nothing of this attach is in the group.
-        let cleanup = if members.is_empty() && created {
+        // The root goes first: nothing of this attach is in the group,
+        // unless a move whose outcome was not proved is still an intent.
+        let cleanup = if record.members.is_empty() && record.pending.is_empty() && created {
             abandon(created, &group, records, &group_name)
         } else {
             records.save(&record).err().map(|e| e.to_string())
