@@ -732,3 +732,61 @@ fn fifos_in_the_jobs_directory_block_neither_attach_nor_the_daemon() {
     assert!(ev.to_string().contains("not a regular file"), "{ev}");
     d.stop_ok();
 }
+
+/// A python3 whose main thread exits (pthread_exit) while another thread
+/// runs: its leader is a zombie, the process lives on.
+const LEADER_EXITS: &str = r#"
+import ctypes, threading, time
+threading.Thread(target=lambda: time.sleep(60)).start()
+time.sleep(0.1)
+ctypes.CDLL(None).pthread_exit(None)
+"#;
+
+#[test]
+fn attach_moves_a_process_whose_leader_thread_exited() {
+    let has_python = Command::new("python3")
+        .args(["-c", ""])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require(has_python, "needs python3 to make a leader thread exit") {
+        return;
+    }
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-leader");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let pid = procs.push(spawn_retry(
+        Command::new("python3")
+            .args(["-c", LEADER_EXITS])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    let status = format!("/proc/{pid}/status");
+    let deadline = Instant::now() + WAIT;
+    while !read(Path::new(&status)).contains("State:\tZ") {
+        assert!(Instant::now() < deadline, "{}", read(Path::new(&status)));
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(read(Path::new(&status)).contains("Threads:\t2"));
+    let out = attach(&cfg, pid, &["--job", "leader"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a live process is moved: {out:?}"
+    );
+    // The kernel moves the live threads; the exited leader's own
+    // /proc/<pid>/cgroup keeps the old group, so the threads are checked.
+    let job = sub.rel(&sub.job("leader"));
+    let mut live = 0;
+    for t in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let t = t.expect("task").path();
+        if read(&t.join("status")).contains("State:\tZ") {
+            continue;
+        }
+        live += 1;
+        assert_eq!(v2_line(&read(&t.join("cgroup"))), job, "{}", t.display());
+    }
+    assert_eq!(live, 1, "one live thread");
+    procs.kill(pid);
+}
