@@ -22,6 +22,8 @@ use crate::procfs::{ProcKey, ProcReader, ReadError};
 pub use crate::store::records::{JobRecord, Member, Pending, RecordError, Records, RecordsLock};
 use crate::sys;
 
+#[cfg(test)]
+mod attach_tests;
 mod detach;
 mod error;
 pub use detach::{detach, DetachReport};
