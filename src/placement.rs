@@ -7,9 +7,11 @@
 //! stranger that took the pid moved back out); every move is written ahead
 //! in the job record (identity, original cgroup, group), or for the
 //! daemon's joins of a prepared pool ([`join`]) in the pool's journal, and
-//! confirmed after, so a group never holds a process its record (journal
-//! folded in) does not name and
-//! `detach` moves nothing the record does not say; a group's limits are
+//! confirmed after (an intent stays until the kernel shows where its
+//! process is), so a group holds its recorded members and intents (journal
+//! folded in) and the descendants they fork inside it after being recorded,
+//! nothing else; `detach` moves the recorded ones to their origins and
+//! those descendants to the fallback origin, and nothing else; a group's limits are
 //! either verified in force or reported as not, with the reason; a record
 //! is written atomically under a lock shared by the daemon and the CLI
 //! commands. pid 1, reeve and reeve's ancestors are never moved.
@@ -21,6 +23,8 @@ use crate::procfs::{ProcKey, ProcReader, ReadError};
 pub use crate::store::records::{JobRecord, Member, Pending, RecordError, Records, RecordsLock};
 use crate::sys;
 
+#[cfg(test)]
+mod attach_tests;
 mod detach;
 mod error;
 mod join;
@@ -157,32 +161,68 @@ pub fn prepare(h: &Hierarchy, place: &Placement, limits: &Limits) -> Result<Prep
 /// with its start time checked after the pidfd was opened and the pidfd
 /// proved alive after the read: the pid cannot have been reused in
 /// between, so the children listed are that parent's. A parent that ended
-/// meanwhile contributes no children.
-pub fn family(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
+/// meanwhile contributes no children. A parent whose children cannot be
+/// listed for any other reason (or a child that cannot be read) is put in
+/// `gaps` with why: the family may then be incomplete, and the caller
+/// says so.
+pub fn family(
+    reader: &mut ProcReader,
+    root: ProcKey,
+    gaps: &mut Vec<(ProcKey, String)>,
+) -> Vec<ProcKey> {
     let mut out = vec![root];
     let mut i = 0;
+    let gap = |k: ProcKey, what: String| (k, format!("its children were not listed: {what}"));
     while i < out.len() {
         let parent = out[i];
         i += 1;
-        let Ok(pidfd) = sys::pidfd_open(parent.pid) else {
-            continue; // the parent ended: it has no children to move
+        let pidfd = match sys::pidfd_open(parent.pid) {
+            Ok(fd) => fd,
+            // The parent ended: it has no children to move.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(e) => {
+                gaps.push(gap(parent, format!("opening a pidfd: {e}")));
+                continue;
+            }
         };
-        if !matches!(reader.stat(parent.pid), Ok(s) if s.start_ticks == parent.start_ticks) {
-            continue;
+        match reader.stat(parent.pid) {
+            Ok(s) if s.start_ticks == parent.start_ticks => {}
+            Ok(_) | Err(ReadError::Gone) => continue,
+            Err(e) => {
+                gaps.push(gap(parent, format!("reading its identity: {e}")));
+                continue;
+            }
         }
         let children = match reader.children(parent.pid) {
             Ok(Some(c)) => c,
-            Ok(None) => return family_by_scan(reader, root),
-            Err(_) => continue, // the parent ended meanwhile
+            Ok(None) => return family_by_scan(reader, root, gaps),
+            Err(ReadError::Gone) => continue, // the parent ended meanwhile
+            Err(e) => {
+                gaps.push(gap(parent, e.to_string()));
+                continue;
+            }
         };
-        if sys::pidfd_send_signal(&pidfd, 0).is_err() {
-            continue; // reaped while its children were read
+        match sys::pidfd_send_signal(&pidfd, 0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue, // reaped while read
+            Err(e) => {
+                gaps.push(gap(
+                    parent,
+                    format!("proving the parent alive (pidfd): {e}"),
+                ));
+                continue;
+            }
         }
         for pid in children {
-            if let Ok(s) = reader.stat(pid) {
-                if is_child(&s, parent) && !out.contains(&s.key()) {
-                    out.push(s.key());
+            match reader.stat(pid) {
+                Ok(s) => {
+                    if is_child(&s, parent) && !out.contains(&s.key()) {
+                        out.push(s.key());
+                    }
                 }
+                Err(ReadError::Gone) => {}
+                Err(e) => gaps.push(gap(parent, format!("reading child pid {pid}: {e}"))),
             }
         }
     }
@@ -198,20 +238,28 @@ fn is_child(s: &crate::procfs::Stat, parent: ProcKey) -> bool {
         && s.start_ticks >= parent.start_ticks
 }
 
-fn family_by_scan(reader: &mut ProcReader, root: ProcKey) -> Vec<ProcKey> {
+fn family_by_scan(
+    reader: &mut ProcReader,
+    root: ProcKey,
+    gaps: &mut Vec<(ProcKey, String)>,
+) -> Vec<ProcKey> {
     let mut all = Vec::new();
     let mut batch = vec![(0u32, 0u64); crate::procfs::PID_BATCH];
-    if reader.rewind_pids().is_ok() {
-        while let Ok(n) = reader.next_pid_batch(&mut batch) {
-            if n == 0 {
-                break;
-            }
-            all.extend(
-                batch[..n]
-                    .iter()
-                    .filter_map(|&(pid, _)| reader.stat(pid).ok()),
-            );
+    let listed = reader.rewind_pids().and_then(|()| loop {
+        let n = reader.next_pid_batch(&mut batch)?;
+        if n == 0 {
+            break Ok(());
         }
+        for &(pid, _) in &batch[..n] {
+            match reader.stat(pid) {
+                Ok(s) => all.push(s),
+                Err(ReadError::Gone) => {}
+                Err(e) => gaps.push((root, format!("descendant search: reading pid {pid}: {e}"))),
+            }
+        }
+    });
+    if let Err(e) = listed {
+        gaps.push((root, format!("its descendants were not all listed: {e}")));
     }
     let mut out = vec![root];
     let mut i = 0;
@@ -242,6 +290,9 @@ pub struct AttachReport {
     pub limits: Limits,
     pub in_force: bool,
     pub problems: Vec<String>,
+    /// Limit files put back to the kernel's default because the limit set
+    /// no longer names them (from [`Prepared::reset`]).
+    pub reset: Vec<String>,
     /// The moves happened but the record confirming them was not written:
     /// the record lists them as intents, settled on its next write.
     pub unconfirmed: Option<RecordError>,
@@ -304,12 +355,63 @@ pub fn refuse_protected(reader: &mut ProcReader, key: ProcKey) -> Result<(), Pla
 /// Resolves intents a crash left in `record` from what the kernel shows:
 /// a process found where its intent was going has arrived (a member is
 /// added, or removed for a detach); anything else did not move, or ended.
-fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
-    for p in std::mem::take(&mut record.pending) {
-        let alive =
-            matches!(reader.stat(p.pid), Ok(s) if s.start_ticks == p.start_ticks && !s.is_dead());
-        if !alive || h.process_cgroup(p.pid).ok().as_deref() != Some(&p.to) {
+///
+/// An intent whose process or cgroup cannot be read (an error other than
+/// "gone") stays pending: dropping it could leave a process in the group
+/// that the record does not name.
+///
+/// A `reeve run` written ahead names only itself: whoever holds the
+/// records lock now, the run either started its command or never will
+/// (it holds the lock from its intent to its record). Every living
+/// process in the group that no member or intent names and that started
+/// no earlier than the run becomes a member from the run's origin; a
+/// group that cannot be listed keeps the intent.
+pub(crate) fn settle(h: &Hierarchy, reader: &mut ProcReader, record: &mut JobRecord) {
+    for run in std::mem::take(&mut record.pending_runs) {
+        let Ok(pids) = Group::new(&run.to).procs() else {
+            record.pending_runs.push(run);
             continue;
+        };
+        for pid in pids {
+            let named = |k: &ProcKey| {
+                record.members.iter().any(|m| m.key() == *k)
+                    || record.pending.iter().any(|p| p.key() == *k)
+            };
+            match reader.stat(pid) {
+                Ok(s) if !s.is_dead() && s.start_ticks >= run.start_ticks && !named(&s.key()) => {
+                    record.members.push(Member {
+                        pid,
+                        start_ticks: s.start_ticks,
+                        original_cgroup: run.from.clone(),
+                    });
+                }
+                Ok(_) | Err(ReadError::Gone) => {}
+                // Unreadable: keep the intent, settled on a later write.
+                Err(_) => {
+                    if !record.pending_runs.contains(&run) {
+                        record.pending_runs.push(run.clone());
+                    }
+                }
+            }
+        }
+    }
+    for p in std::mem::take(&mut record.pending) {
+        match reader.stat(p.pid) {
+            Ok(s) if s.start_ticks == p.start_ticks && !s.is_dead() => {}
+            Ok(_) | Err(ReadError::Gone) => continue,
+            Err(_) => {
+                record.pending.push(p);
+                continue;
+            }
+        }
+        match h.process_cgroup(p.pid) {
+            Ok(cg) if cg == p.to => {}
+            Ok(_) => continue,
+            Err(e) if e.kind == cgroup::CgroupErrorKind::ProcessGone => continue,
+            Err(_) => {
+                record.pending.push(p);
+                continue;
+            }
         }
         record.members.retain(|m| m.key() != p.key());
         if p.to == record.cgroup {
@@ -346,14 +448,11 @@ fn abandon(created: bool, group: &Group, records: &Records, name: &str) -> Optio
     if !created {
         return None;
     }
-    let mut why = Vec::new();
+    // A group that cannot be removed may hold a process: its record stays.
     if let Err(e) = group.remove() {
-        why.push(e.to_string());
+        return Some(format!("{e}; the group and its record stay"));
     }
-    if let Err(e) = records.remove(name) {
-        why.push(e.to_string());
-    }
-    (!why.is_empty()).then(|| why.join("; "))
+    records.remove(name).err().map(|e| e.to_string())
 }
 
 /// Moves `key` and its descendants into `place`, each move written ahead
@@ -400,7 +499,7 @@ pub fn attach(
     let created = !prepared.existed;
     let mut failed = Vec::new();
     let mut intents = Vec::new();
-    for k in family(reader, key) {
+    for k in family(reader, key, &mut failed) {
         match h.process_cgroup(k.pid) {
             Ok(from) if from == prepared.path => {}
             Ok(from) => intents.push(Pending {
@@ -436,9 +535,19 @@ pub fn attach(
     }
     let mut members = Vec::new();
     let mut root_failed = None;
+    // Moves whose write may have reached the kernel without the move being
+    // proved: their intents stay, settled below from what the kernel shows.
+    let mut unsure = Vec::new();
     for p in &intents {
         let k = p.key();
-        let why = match group.move_pid(k, Some(&p.from), reader) {
+        let outcome = group.move_pid(k, Some(&p.from), reader);
+        if !matches!(
+            outcome,
+            Ok(MoveOutcome::Moved | MoveOutcome::GoneBeforeWrite)
+        ) {
+            unsure.push(p.clone());
+        }
+        let why = match outcome {
             Ok(MoveOutcome::Moved) => {
                 members.push(Member {
                     pid: k.pid,
@@ -469,9 +578,12 @@ pub fn attach(
         record.members.retain(|old| old.key() != m.key());
         record.members.push(m.clone());
     }
+    record.pending = unsure;
+    settle(h, reader, &mut record);
     if let Some(why) = root_failed {
-        // The root goes first: nothing of this attach is in the group.
-        let cleanup = if members.is_empty() && created {
+        // The root goes first: nothing of this attach is in the group,
+        // unless a move whose outcome was not proved is still an intent.
+        let cleanup = if record.members.is_empty() && record.pending.is_empty() && created {
             abandon(created, &group, records, &group_name)
         } else {
             records.save(&record).err().map(|e| e.to_string())
@@ -507,6 +619,7 @@ pub fn attach(
         limits,
         in_force: prepared.in_force,
         problems: prepared.problems,
+        reset: prepared.reset,
         unconfirmed,
     })
 }
@@ -543,13 +656,15 @@ mod tests {
         let root = identify(&mut reader, sh.id()).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let fam = loop {
-            let f = family(&mut reader, root);
+            let f = family(&mut reader, root, &mut Vec::new());
             if f.len() == 3 || std::time::Instant::now() > deadline {
                 break f;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        let mut scanned = family_by_scan(&mut reader, root);
+        let mut gaps = Vec::new();
+        let mut scanned = family_by_scan(&mut reader, root, &mut gaps);
+        assert!(gaps.is_empty(), "{gaps:?}");
         let mut got = fam.clone();
         got.sort();
         scanned.sort();

@@ -4,7 +4,9 @@
 //! pid 1, reeve and reeve's ancestors are never attached; the daemon does
 //! not wait on a CLI command holding the records lock; pool records are
 //! pruned; an attach without limits keeps a pool's limits; an unreadable
-//! released.json stops auto-attach instead of undoing a detach.
+//! released.json stops auto-attach instead of undoing a detach; a FIFO in
+//! jobs/ blocks neither a command nor the daemon; `reeve run` starts
+//! nothing without its intent, and a crashed run's child is settled.
 //!
 //! Every test works in its own cgroup v2 subtree ([`Subtree`]) and only on
 //! processes it started. The pid-recycling tests run reeve and their
@@ -81,7 +83,7 @@ fn record(dir: &TempDir, group: &str) -> Option<Value> {
 /// victim's with ns_last_pid, starts a stranger that takes it, and lets
 /// reeve go on. Everything it sees is written to files in `$out`.
 const RECYCLE_SCRIPT: &str = r#"
-reeve=$1 cfg=$2 hook=$3 out=$4 mode=$5
+reeve=$1 cfg=$2 hook=$3 out=$4 mode=$5 elsewhere=$6
 wait_file() {
     n=0
     while [ ! -e "$1" ]; do
@@ -110,9 +112,10 @@ kill -KILL "$victim"
 if [ "$mode" = single ]; then wait "$victim"; fi
 while [ -e "/proc/$victim" ]; do sleep 0.01; done
 echo $((victim - 1)) > /proc/sys/kernel/ns_last_pid
-sleep 600 &
+sh -c 'echo $$ > "$0/cgroup.procs" && touch "$1" && exec sleep 600' "$elsewhere" "$out/stranger.placed" &
 stranger=$!
 echo "$stranger" > "$out/stranger"
+wait_file "$out/stranger.placed"
 touch "$hook.go"
 wait "$attach"
 echo $? > "$out/attach.rc"
@@ -138,8 +141,9 @@ struct Recycled {
 }
 
 /// Runs [`RECYCLE_SCRIPT`] in a new pid namespace whose processes start in
-/// `origin` (inside the test's subtree).
-fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, mode: &str) -> Recycled {
+/// `origin` (inside the test's subtree); the stranger starts in
+/// `elsewhere`, so where it lands shows which cgroup reeve moved it to.
+fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, elsewhere: &Path, mode: &str) -> Recycled {
     if !HOOKS {
         panic!("this test needs the pause hook: run it with `cargo test --features test-hooks`");
     }
@@ -153,7 +157,7 @@ fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, mode: &str) -> Recycled 
     let mut procs = ProcGuard::new();
     // The shell joins `origin` before it becomes unshare, so every process
     // of the namespace starts inside the test's subtree.
-    let args: [OsString; 8] = [
+    let args: [OsString; 9] = [
         "_".into(),
         origin.into(),
         script.clone().into(),
@@ -162,12 +166,13 @@ fn recycle(dir: &TempDir, sub: &Subtree, origin: &Path, mode: &str) -> Recycled 
         hook.into(),
         out.clone().into(),
         mode.into(),
+        elsewhere.into(),
     ];
     let child = spawn_retry(
         Command::new("sh")
             .arg("-c")
             .arg(
-                r#"echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --mount-proc sh "$2" "$3" "$4" "$5" "$6" "$7""#,
+                r#"echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --mount-proc sh "$2" "$3" "$4" "$5" "$6" "$7" "$8""#,
             )
             .args(&args)
             .stdin(Stdio::null())
@@ -215,12 +220,15 @@ fn recycled_pid_is_never_left_in_the_group() {
     let sub = Subtree::new();
     let dir = TempDir::new("id-recycle");
     let origin = sub.make_group("origin");
-    let r = recycle(&dir, &sub, &origin, "single");
+    let elsewhere = sub.make_group("elsewhere");
+    let r = recycle(&dir, &sub, &origin, &elsewhere, "single");
     let ctx = format!("rc={} stdout:\n{}stderr:\n{}", r.rc, r.out, r.err);
+    // The stranger's own cgroup cannot be read after the write replaced
+    // it: reeve moves it to the victim's origin, as documented.
     assert_eq!(
         r.stranger_cgroup,
         sub.rel(&origin),
-        "the stranger must be back where it came from\n{ctx}"
+        "the stranger lands in the victim's origin, not its own\n{ctx}"
     );
     assert_eq!(r.rc, "1", "the attach failed: its process ended\n{ctx}");
     assert!(
@@ -242,14 +250,15 @@ fn recycled_pid_in_a_family_is_moved_back_and_the_root_stays() {
     let sub = Subtree::new();
     let dir = TempDir::new("id-recycle-family");
     let origin = sub.make_group("origin");
-    let r = recycle(&dir, &sub, &origin, "family");
+    let elsewhere = sub.make_group("elsewhere");
+    let r = recycle(&dir, &sub, &origin, &elsewhere, "family");
     let ctx = format!("rc={} stdout:\n{}stderr:\n{}", r.rc, r.out, r.err);
     let job = sub.rel(&sub.job("recycle"));
     assert_eq!(r.root_cgroup, job, "the family's root is attached\n{ctx}");
     assert_eq!(
         r.stranger_cgroup,
         sub.rel(&origin),
-        "the stranger is not left in the group\n{ctx}"
+        "the stranger is not left in the group: it lands in the victim's origin, not its own\n{ctx}"
     );
     assert_eq!(r.rc, "0", "the root was attached\n{ctx}");
     let line = r
@@ -407,7 +416,33 @@ fn daemon_defers_attach_while_a_command_holds_the_records_lock() {
     let pool = sub.pool("lock");
     assert_eq!(cgroup_of(first.pid), Some(sub.rel(&pool)));
     assert_eq!(cgroup_of(second.pid), Some(sub.rel(&pool)));
+    // Held again, with an attach queued behind it: SIGTERM is served
+    // within one scan interval (200 ms) while the lock is still held.
+    let held = dir.join("held-again");
+    let holder = procs.push(spawn_retry(
+        Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sh", "-c", "touch \"$0\"; sleep 3"])
+            .arg(&held)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    wait_file(&held, WAIT, || d.log_tail());
+    let third = target.spawn(&mut procs, "60");
+    d.wait_event("attach_deferred", third, WAIT);
+    let asked = Instant::now();
+    d.stop();
+    let served = asked.elapsed();
+    assert!(alive_child(holder), "the lock was still held at the exit");
+    assert!(
+        served < Duration::from_millis(200),
+        "SIGTERM served in {served:?}, over one scan interval, under a held lock\n{}",
+        d.log_tail()
+    );
     d.stop_ok();
+    procs.wait_exit(holder, Duration::from_secs(10));
 }
 
 /// Whether `pid` (a child of the test) has not exited.
@@ -582,4 +617,176 @@ echo $? > "$5"
     );
     assert_eq!(read(&rc).trim(), "1", "{out:?}");
     assert!(err.contains("nothing was moved"), "{err}");
+}
+
+#[test]
+fn run_starts_nothing_when_its_intent_cannot_be_written() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-run-ahead");
+    let cfg = cli_config(&dir, &sub);
+    // A full disk under the state directory, in a private mount namespace
+    // (the tmpfs vanishes with it): the run's intent cannot be written.
+    let state = state_dir(&dir);
+    let rc = dir.join("run.rc");
+    let started = dir.join("started");
+    let script = r#"
+mount -t tmpfs -o size=256k,mode=0700 reeve-test "$1" || exit 90
+mkdir -m 700 "$1/jobs" || exit 91
+dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null
+"$2" run --job ahead --config "$3" -- touch "$4"
+echo $? > "$5"
+"#;
+    let out = run_with_timeout(
+        Command::new("unshare")
+            .args(["--mount", "sh", "-c", script, "_"])
+            .arg(&state)
+            .arg(REEVE)
+            .arg(&cfg)
+            .arg(&started)
+            .arg(&rc),
+        WAIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(read(&rc).trim(), "1", "{out:?}");
+    assert!(!started.exists(), "the command must not start: {err}");
+    assert!(err.contains("was not started"), "{err}");
+    assert!(
+        !sub.job("ahead").exists(),
+        "the group this run created is removed: {err}"
+    );
+}
+
+#[test]
+fn run_intent_left_by_a_crash_is_settled_from_the_group() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-run-settle");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let origin = sub.make_group("origin");
+    let first = sleeper(&mut procs);
+    let out = attach(&cfg, first, &["--pool", "crash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A `reeve run` that died between its child joining the pool and its
+    // record: the record names only the run, the child is in the group.
+    let child = sleeper(&mut procs);
+    let pool = sub.pool("crash");
+    sub.move_into(&pool, child);
+    let path = PathBuf::from(state_dir(&dir)).join("jobs/pool.crash.json");
+    let mut rec = record(&dir, "pool.crash").expect("pool record");
+    rec["pending_runs"] = json!([{
+        "pid": 999_999, "start_ticks": 0, "from": origin, "to": pool,
+    }]);
+    fs::write(&path, rec.to_string()).expect("write record");
+    let third = sleeper(&mut procs);
+    let out = attach(&cfg, third, &["--pool", "crash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let rec = record(&dir, "pool.crash").expect("pool record");
+    let member = rec["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["pid"] == json!(child))
+        .unwrap_or_else(|| panic!("the run's child is a member: {rec}"));
+    assert_eq!(member["original_cgroup"], json!(origin), "{rec}");
+    assert!(rec.get("pending_runs").is_none(), "settled: {rec}");
+}
+
+#[test]
+fn fifos_in_the_jobs_directory_block_neither_attach_nor_the_daemon() {
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-fifo");
+    let mut procs = ProcGuard::new();
+    let jobs = PathBuf::from(state_dir(&dir)).join("jobs");
+    fs::create_dir_all(&jobs).expect("mkdir jobs");
+    fs::set_permissions(
+        jobs.parent().expect("state"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod state");
+    fs::set_permissions(&jobs, fs::Permissions::from_mode(0o700)).expect("chmod jobs");
+    for name in [".lock", "released.json"] {
+        let st = Command::new("mkfifo")
+            .arg(jobs.join(name))
+            .status()
+            .expect("mkfifo");
+        assert!(st.success(), "mkfifo {name}");
+    }
+    // `reeve attach`: refused at once (run_with_timeout kills it by pid
+    // and fails the test if it blocks).
+    let cfg = cli_config(&dir, &sub);
+    let pid = sleeper(&mut procs);
+    let out = attach(&cfg, pid, &["--job", "fifo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains(".lock") && err.contains("not a regular file"),
+        "{err}"
+    );
+    // The daemon: the attach fails and is said; SIGTERM is still served.
+    let target = Target::new(dir.path());
+    let cfg = watch_config(&dir, &sub, "fifo", &target.name, json!({"pool": "fifo"}));
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    let id = target.spawn(&mut procs, "60");
+    let ev = d.wait_event("attach_failed", id, WAIT);
+    assert!(ev.to_string().contains("not a regular file"), "{ev}");
+    d.stop_ok();
+}
+
+/// A python3 whose main thread exits (pthread_exit) while another thread
+/// runs: its leader is a zombie, the process lives on.
+const LEADER_EXITS: &str = r#"
+import ctypes, threading, time
+threading.Thread(target=lambda: time.sleep(60)).start()
+time.sleep(0.1)
+ctypes.CDLL(None).pthread_exit(None)
+"#;
+
+#[test]
+fn attach_moves_a_process_whose_leader_thread_exited() {
+    let has_python = Command::new("python3")
+        .args(["-c", ""])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require(has_python, "needs python3 to make a leader thread exit") {
+        return;
+    }
+    let sub = Subtree::new();
+    let dir = TempDir::new("id-leader");
+    let cfg = cli_config(&dir, &sub);
+    let mut procs = ProcGuard::new();
+    let pid = procs.push(spawn_retry(
+        Command::new("python3")
+            .args(["-c", LEADER_EXITS])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    let status = format!("/proc/{pid}/status");
+    let deadline = Instant::now() + WAIT;
+    while !read(Path::new(&status)).contains("State:\tZ") {
+        assert!(Instant::now() < deadline, "{}", read(Path::new(&status)));
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(read(Path::new(&status)).contains("Threads:\t2"));
+    let out = attach(&cfg, pid, &["--job", "leader"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a live process is moved: {out:?}"
+    );
+    // The kernel moves the live threads; the exited leader's own
+    // /proc/<pid>/cgroup keeps the old group, so the threads are checked.
+    let job = sub.rel(&sub.job("leader"));
+    let mut live = 0;
+    for t in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let t = t.expect("task").path();
+        if read(&t.join("status")).contains("State:\tZ") {
+            continue;
+        }
+        live += 1;
+        assert_eq!(v2_line(&read(&t.join("cgroup"))), job, "{}", t.display());
+    }
+    assert_eq!(live, 1, "one live thread");
+    procs.kill(pid);
 }

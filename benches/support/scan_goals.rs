@@ -63,7 +63,11 @@ pub(crate) fn plan() -> Plan {
 
 // ------------------------------------------------------------ pid_max ---
 
-static SAVED: [AtomicU8; 16] = [const { AtomicU8::new(0) }; 16];
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU8 = AtomicU8::new(0);
+// An array of a const item, not an inline const: rust 1.77 (the declared
+// minimum) has no inline consts.
+static SAVED: [AtomicU8; 16] = [ZERO; 16];
 static SAVED_LEN: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn restore_and_exit(_sig: libc::c_int) {

@@ -263,7 +263,22 @@ impl Group {
         match reader.stat(key.pid) {
             Ok(st) if st.is_dead() => Ok(MoveOutcome::DiedInWindow),
             Ok(_) if written => Ok(MoveOutcome::Moved),
-            Ok(_) | Err(ReadError::Gone) => Ok(MoveOutcome::DiedInWindow),
+            // Alive, the pidfd's own, yet the kernel found nobody to move:
+            // the kernel skips an exiting thread, so a leader thread that
+            // exited while other threads run is refused this way. It runs
+            // on, ungoverned, and that is an error, not an end.
+            Ok(st) => Err(CgroupError::new(
+                CgroupErrorKind::Io,
+                &procs,
+                format!(
+                    "{what}: the kernel refused the move (ESRCH) though the process runs \
+                     (state {}, {} threads); its leader thread has likely exited while \
+                     other threads run",
+                    st.state as char, st.num_threads
+                ),
+                "it runs outside the group, ungoverned",
+            )),
+            Err(ReadError::Gone) => Ok(MoveOutcome::DiedInWindow),
             Err(e) => Err(CgroupError::new(
                 CgroupErrorKind::Io,
                 &procs,
@@ -277,14 +292,18 @@ impl Group {
     /// holds `gone.pid` now and is in this group is a stranger the write
     /// may have moved, and is moved to `from`.
     ///
-    /// The stranger's own group before the write cannot be read any more
-    /// (the write replaced it). It was created inside the bracket (the pid
-    /// was free only after `gone` was reaped, after the pidfd was opened),
-    /// so it has existed for the length of one move; `from` is the group
-    /// the attach found the family in and wrote ahead in the job record,
-    /// outside reeve's groups. Taking it out of this group is what
-    /// matters: no process is left under limits and a record meant for
-    /// another. A child born to a member inside this group in the same
+    /// Limit: the stranger lands in `from`, the original cgroup of the
+    /// process that was meant to move, not in its own. Its own group
+    /// before the write cannot be read any more (the write replaced it,
+    /// and nothing recorded it). It was created inside the bracket (the
+    /// pid was free only after `gone` was reaped, after the pidfd was
+    /// opened), so it has existed for the length of one move, but its
+    /// parent may have put it anywhere first; a stranger that started in
+    /// another service's group ends up in `from`, outside reeve's groups
+    /// (under no limit of reeve's, but under whatever applies to `from`).
+    /// The outcome names the stranger and `from`, so an operator can put
+    /// it back. Taking it out of this group is what matters: no process
+    /// is left under limits and a record meant for another. A child born to a member inside this group in the same
     /// instant with the same pid cannot be told apart, and is moved out
     /// too: reeve does not keep a process whose placement it cannot prove.
     /// The move back has its own bracket; a stranger that ends before it

@@ -307,20 +307,23 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
         .map_err(|e| refused(&e))?;
     drop(held);
     let limits = &report.limits;
-    audit(
-        &config.state_dir,
-        "attached",
-        &[
-            ("pid", Val::U(pid.into())),
-            ("start_ticks", Val::U(key.start_ticks)),
-            ("job", Val::S(&report.group)),
-            ("cgroup", Val::S(&report.cgroup.display().to_string())),
-            ("moved", Val::U(report.moved.len() as u64)),
-            ("limits", Val::S(&limits.describe())),
-            ("in_force", Val::Bool(report.in_force)),
-            ("source", Val::S("cli")),
-        ],
-    );
+    let reset = report.reset.join(",");
+    let cgroup = report.cgroup.display().to_string();
+    let described = limits.describe();
+    let mut fields = vec![
+        ("pid", Val::U(pid.into())),
+        ("start_ticks", Val::U(key.start_ticks)),
+        ("job", Val::S(&report.group)),
+        ("cgroup", Val::S(&cgroup)),
+        ("moved", Val::U(report.moved.len() as u64)),
+        ("limits", Val::S(&described)),
+        ("in_force", Val::Bool(report.in_force)),
+        ("source", Val::S("cli")),
+    ];
+    if !reset.is_empty() {
+        fields.push(("limit_reset", Val::S(&reset)));
+    }
+    audit(&config.state_dir, "attached", &fields);
     let mut out = format!(
         "attached pid={} job={} cgroup={} moved={} limits={}\n",
         pid,
@@ -335,6 +338,9 @@ pub fn attach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
             format!("\"{}\" NOT in force", limits.describe())
         }
     );
+    if !reset.is_empty() {
+        out.push_str(&format!("limit reset to the kernel default: {reset}\n"));
+    }
     for (k, why) in &report.failed {
         out.push_str(&format!("not moved: pid {}: {why}\n", k.pid));
     }
@@ -416,6 +422,9 @@ pub fn detach(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     }
     for (pid, why) in &report.failed {
         out.push_str(&format!("not moved: pid {pid}: {why}\n"));
+    }
+    if let Some(why) = &report.kept {
+        out.push_str(&format!("group kept: {why}\n"));
     }
     print(&out)?;
     if let Some(e) = &report.unconfirmed {

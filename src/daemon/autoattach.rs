@@ -80,10 +80,11 @@ impl AutoAttach {
         if !config.targets.iter().any(governs) {
             return None;
         }
-        let setup = || -> Result<AutoAttach, String> {
+        let mut setup = || -> Result<AutoAttach, String> {
             let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
             placement::ensure_root(&h).map_err(|e| e.to_string())?;
             let records = Records::open(&config.state_dir).map_err(|e| e.to_string())?;
+            remove_stale_temps(&records, log);
             let mut reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
             let protected = Protected::of_self(&mut reader).map_err(|e| e.to_string())?;
             Ok(AutoAttach {
@@ -134,10 +135,32 @@ impl AutoAttach {
     /// made by `reeve run` or `reeve attach` while no daemon ran; nothing
     /// is moved or re-limited.
     pub fn adopt_existing(&mut self, d: &mut Discovery, rules: &[Rule], log: &mut Logger) {
-        let Ok(entries) = std::fs::read_dir(&self.h.root) else {
-            return;
+        let not_adopted = |log: &mut Logger, what: &str, why: &str| {
+            log.error(
+                "adopt_failed",
+                &[
+                    ("what", Val::S(what)),
+                    ("reason", Val::S(why)),
+                    (
+                        "effect",
+                        Val::S("processes already governed there are not tracked by this daemon"),
+                    ),
+                ],
+            );
         };
-        for e in entries.flatten() {
+        let root = self.h.root.display().to_string();
+        let entries = match std::fs::read_dir(&self.h.root) {
+            Ok(e) => e,
+            Err(e) => return not_adopted(log, &root, &e.to_string()),
+        };
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    not_adopted(log, &root, &e.to_string());
+                    continue;
+                }
+            };
             let name = e.file_name().to_string_lossy().into_owned();
             if !(name.starts_with("job.") || name.starts_with("pool.")) {
                 continue;
@@ -148,12 +171,21 @@ impl AutoAttach {
                 self.to_compact.push(name.clone());
                 self.compact_one(log);
             }
-            let Ok(pids) = Group::new(e.path()).procs() else {
-                continue;
+            let pids = match Group::new(e.path()).procs() {
+                Ok(p) => p,
+                Err(err) => {
+                    not_adopted(log, &name, &err.to_string());
+                    continue;
+                }
             };
             for pid in pids {
-                let Ok(key) = placement::identify(&mut self.reader, pid) else {
-                    continue;
+                let key = match placement::identify(&mut self.reader, pid) {
+                    Ok(k) => k,
+                    Err(PlaceError::ProcessGone { .. }) => continue, // ended since listed
+                    Err(err) => {
+                        not_adopted(log, &format!("{name} pid {pid}"), &err.to_string());
+                        continue;
+                    }
                 };
                 let rule = rule_of_group(rules, &name)
                     .and_then(|i| rules.get(i))
@@ -183,7 +215,7 @@ impl AutoAttach {
                 // its governance, and the audit log says so.
                 if outcome == Restore::Tracked {
                     super::mark(d, log, key, Step::Adopt);
-                    self.note_adopted(key, &name);
+                    self.note_adopted(log, key, &name);
                     log.info(
                         "adopted",
                         &[
@@ -200,8 +232,26 @@ impl AutoAttach {
 
     /// Records a process found in a governed group, with what its job
     /// record says about the group and the process's origin.
-    fn note_adopted(&mut self, key: ProcKey, group: &str) {
-        let record = self.records.load(group).ok().flatten();
+    fn note_adopted(&mut self, log: &mut Logger, key: ProcKey, group: &str) {
+        let record = match self.records.load(group) {
+            Ok(r) => r,
+            Err(e) => {
+                // Adopted all the same (the process is in the group); the
+                // state snapshot lacks what the record would have said.
+                log.error(
+                    "record_unusable",
+                    &[
+                        ("job", Val::S(group)),
+                        ("reason", Val::S(&e.to_string())),
+                        (
+                            "effect",
+                            Val::S("the job's limits and the process's origin are unknown to this daemon"),
+                        ),
+                    ],
+                );
+                None
+            }
+        };
         let original = record.as_ref().and_then(|r| {
             r.members
                 .iter()
@@ -278,10 +328,28 @@ impl AutoAttach {
         {
             let f = [base[0], base[1], base[2], ("job", Val::S(&group))];
             log.info("adopted", &f);
-            self.note_adopted(key, &group);
+            self.note_adopted(log, key, &group);
             return Outcome::Done;
         }
-        match self.records.released() {
+        let place = match &rule.pool {
+            Some(p) => Placement::Pool(p.clone()),
+            None => Placement::Job(job_name(&rule.name, key)),
+        };
+        let now = sys::realtime_ms();
+        let held = match self.records.try_lock() {
+            Ok(l) => l,
+            Err(e @ RecordError::Busy { .. }) => {
+                self.defer(log, key, "attach", &e.to_string());
+                return Outcome::Retry;
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
+                log.error("attach_failed", &f);
+                return Outcome::Done;
+            }
+        };
+        match held.records().released() {
             Ok(list) => {
                 if self.released_broken {
                     self.released_broken = false;
@@ -322,24 +390,6 @@ impl AutoAttach {
                 return Outcome::Retry;
             }
         }
-        let place = match &rule.pool {
-            Some(p) => Placement::Pool(p.clone()),
-            None => Placement::Job(job_name(&rule.name, key)),
-        };
-        let now = sys::realtime_ms();
-        let held = match self.records.try_lock() {
-            Ok(l) => l,
-            Err(e @ RecordError::Busy { .. }) => {
-                self.defer(log, key, "attach", &e.to_string());
-                return Outcome::Retry;
-            }
-            Err(e) => {
-                let why = e.to_string();
-                let f = [base[0], base[1], base[2], ("reason", Val::S(&why))];
-                log.error("attach_failed", &f);
-                return Outcome::Done;
-            }
-        };
         // Checked under the lock: no command rewrites the record between
         // this check and the moves.
         let ready = ready_for(&mut self.ready, &self.records, &place, rule);
@@ -401,7 +451,21 @@ impl AutoAttach {
                 // failure of governance; a stranger that took its pid
                 // inside the move is said louder.
                 let f = [base[0], base[1], base[2], ("reason", Val::S(&detail))];
-                if stranger.is_some() {
+                let runs = matches!(self.reader.stat(key.pid),
+                    Ok(s) if s.start_ticks == key.start_ticks && !s.is_dead());
+                if runs {
+                    // Said gone, yet it runs (a leader thread that exited
+                    // while other threads run is one such process): it runs
+                    // ungoverned, which is never a quiet outcome.
+                    let why = format!(
+                        "{detail}; but the process still runs (a leader thread that exited while \
+                         other threads run?), ungoverned"
+                    );
+                    log.warn(
+                        "attach_skipped",
+                        &[base[0], base[1], base[2], ("reason", Val::S(&why))],
+                    );
+                } else if stranger.is_some() {
                     log.warn("attach_skipped", &f);
                 } else {
                     log.debug("attach_skipped", &f);
@@ -442,7 +506,14 @@ impl AutoAttach {
             ("limits", Val::S(&limits)),
             ("in_force", Val::Bool(r.in_force)),
         ];
-        log.info("attached", &f);
+        let reset = r.reset.join(",");
+        if reset.is_empty() {
+            log.info("attached", &f);
+        } else {
+            let mut f = f.to_vec();
+            f.push(("limit_reset", Val::S(&reset)));
+            log.info("attached", &f);
+        }
         for (k, why) in &r.failed {
             log.warn(
                 "not_moved",
@@ -531,7 +602,21 @@ impl AutoAttach {
                 return Outcome::Done;
             }
         };
-        if matches!(group.populated(), Ok(false)) {
+        let populated = match group.populated() {
+            Ok(p) => p,
+            Err(e) => {
+                log.warn(
+                    "job_remove_failed",
+                    &[
+                        ("job", Val::S(&name)),
+                        ("reason", Val::S(&e.to_string())),
+                        ("effect", Val::S("the group and its record stay")),
+                    ],
+                );
+                return Outcome::Done;
+            }
+        };
+        if !populated {
             match group.remove() {
                 Ok(()) => {
                     if let Err(e) = self.records.remove(&name) {
@@ -635,5 +720,22 @@ impl AutoAttach {
                 ),
             }
         }
+    }
+}
+
+/// Removes the temp files of job records a writer killed mid-write left
+/// behind, one `temp_removed` event per file. A command holding the
+/// records lock now may be writing one: they stay until the next start.
+fn remove_stale_temps(records: &Records, log: &mut Logger) {
+    match records.remove_stale_temps() {
+        Ok((removed, failed)) => {
+            for name in &removed {
+                log.debug("temp_removed", &[("file", Val::S(name))]);
+            }
+            for why in &failed {
+                log.warn("temp_remove_failed", &[("reason", Val::S(why))]);
+            }
+        }
+        Err(e) => log.debug("temp_remove_skipped", &[("reason", Val::S(&e.to_string()))]),
     }
 }

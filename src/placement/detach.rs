@@ -16,6 +16,9 @@ pub struct DetachReport {
     pub moved: Vec<(ProcKey, PathBuf)>,
     pub failed: Vec<(u32, String)>,
     pub removed: bool,
+    /// Why the group was not removed when it could not be listed, or was
+    /// empty and could not be removed.
+    pub kept: Option<String>,
     /// The moves happened but the record confirming them was not written.
     pub unconfirmed: Option<RecordError>,
 }
@@ -71,11 +74,18 @@ pub fn detach(
         .map(|m| m.original_cgroup.clone())
         .or_else(|| h.root.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| h.mount.clone());
-    let wanted: Option<Vec<ProcKey>> = only.map(|k| family(reader, k));
+    let mut gaps = Vec::new();
+    let wanted: Option<Vec<ProcKey>> = only.map(|k| family(reader, k, &mut gaps));
+    let mut failed: Vec<(u32, String)> = gaps.into_iter().map(|(k, why)| (k.pid, why)).collect();
     let mut intents = Vec::new();
     for pid in group.procs()? {
-        let Ok(key) = identify(reader, pid) else {
-            continue; // ended: nothing to move back
+        let key = match identify(reader, pid) {
+            Ok(key) => key,
+            Err(PlaceError::ProcessGone { .. }) => continue, // ended: nothing to move back
+            Err(e) => {
+                failed.push((pid, format!("{e}; it stays in the group")));
+                continue;
+            }
         };
         if wanted.as_ref().is_some_and(|w| !w.contains(&key)) {
             continue;
@@ -103,7 +113,9 @@ pub fn detach(
         .save(&record)
         .map_err(PlaceError::IntentNotWritten)?;
     let mut moved = Vec::new();
-    let mut failed = Vec::new();
+    // Moves whose write may have reached the kernel without the move being
+    // proved: their intents stay, settled below from what the kernel shows.
+    let mut unsure = Vec::new();
     for p in &intents {
         let k = p.key();
         // A stranger that takes the pid inside the bracket is moved to the
@@ -111,27 +123,40 @@ pub fn detach(
         // moving it into a governed group instead would be worse.
         match Group::new(&p.to).move_pid(k, None, reader) {
             Ok(MoveOutcome::Moved) => moved.push((k, p.to.clone())),
-            Ok(o) => failed.push((k.pid, o.describe(k))),
-            Err(e) => failed.push((k.pid, e.to_string())),
+            Ok(o @ MoveOutcome::GoneBeforeWrite) => failed.push((k.pid, o.describe(k))),
+            Ok(o) => {
+                unsure.push(p.clone());
+                failed.push((k.pid, o.describe(k)));
+            }
+            Err(e) => {
+                unsure.push(p.clone());
+                failed.push((k.pid, e.to_string()));
+            }
         }
     }
-    record.pending.clear();
+    record.pending = unsure;
     record
         .members
         .retain(|m| !moved.iter().any(|(k, _)| *k == m.key()));
-    let empty = group.procs().map(|p| p.is_empty()).unwrap_or(false);
-    // Network limits go before the group: sockets opened in it would keep
-    // its programs after the rmdir. A group whose programs stay is kept,
-    // with the reason in its record.
-    let unlimited = empty
-        && match crate::cgroup::net::remove(&path) {
-            Ok(()) => true,
+    settle(h, reader, &mut record);
+    // A group that cannot be listed or removed stays, with its record; the
+    // report says why. Network limits go before the group: sockets opened
+    // in it would keep its programs after the rmdir, so a group whose
+    // programs stay is kept, with the reason in its record.
+    let (removed, kept) = match group.procs() {
+        Ok(p) if p.is_empty() => match crate::cgroup::net::remove(&path) {
             Err(e) => {
                 record.problems.push(e.to_string());
-                false
+                (false, Some(e.to_string()))
             }
-        };
-    let removed = unlimited && group.remove().is_ok();
+            Ok(()) => match group.remove() {
+                Ok(()) => (true, None),
+                Err(e) => (false, Some(e.to_string())),
+            },
+        },
+        Ok(_) => (false, None),
+        Err(e) => (false, Some(e.to_string())),
+    };
     let unconfirmed = if removed {
         records.remove(group_name).err()
     } else {
@@ -142,6 +167,7 @@ pub fn detach(
         moved,
         failed,
         removed,
+        kept,
         unconfirmed,
     })
 }

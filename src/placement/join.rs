@@ -98,7 +98,7 @@ pub fn join(
     let mut failed = Vec::new();
     let mut intents = Vec::new();
     let mut current = current;
-    for k in family(reader, key) {
+    for k in family(reader, key, &mut failed) {
         let cg = match current.take() {
             Some(c) if k == key => Ok(c),
             _ => h.process_cgroup(k.pid),
@@ -138,7 +138,12 @@ pub fn join(
     let mut root_failed = None;
     for (i, p) in intents.iter().enumerate() {
         let k = p.key();
-        let why = match group.move_pid(k, Some(&p.from), reader) {
+        let outcome = group.move_pid(k, Some(&p.from), reader);
+        // Only a move proved not written is withdrawn; any other outcome
+        // leaves its intent for the next fold to settle from what the
+        // kernel shows (the write may have landed).
+        let withdraw = matches!(outcome, Ok(MoveOutcome::GoneBeforeWrite));
+        let why = match outcome {
             Ok(MoveOutcome::Moved) => {
                 let m = Member {
                     pid: k.pid,
@@ -160,10 +165,12 @@ pub fn join(
             },
             Err(e) => PlaceError::Cgroup(e),
         };
-        settled.push(Entry::Withdrawn {
-            pid: k.pid,
-            start_ticks: k.start_ticks,
-        });
+        if withdraw {
+            settled.push(Entry::Withdrawn {
+                pid: k.pid,
+                start_ticks: k.start_ticks,
+            });
+        }
         if k == key {
             // The root goes first: the rest of the family stays out, and
             // its intents are withdrawn with the root's.
@@ -203,6 +210,7 @@ pub fn join(
             members,
             failed,
             limits: ready.limits.clone(),
+            reset: Vec::new(),
             in_force: true,
             problems: Vec::new(),
             unconfirmed,

@@ -47,6 +47,13 @@ pub enum RunError {
         err: io::Error,
         cleanup: Option<String>,
     },
+    /// The run's intent (the group and `reeve run`'s own identity as the
+    /// parent) could not be written ahead; the command was not started.
+    IntentNotWritten {
+        program: String,
+        err: crate::store::records::RecordError,
+        cleanup: Option<String>,
+    },
     /// The child started but its identity could not be read; it was ended.
     Identity { pid: u32, why: String },
     /// Waiting for the child failed.
@@ -121,6 +128,18 @@ impl fmt::Display for RunError {
                 cleanup,
             } => {
                 write!(f, "cannot run '{program}': {err}")?;
+                cleanup_note(f, cleanup)
+            }
+            RunError::IntentNotWritten {
+                program,
+                err,
+                cleanup,
+            } => {
+                write!(
+                    f,
+                    "{err}; the job record could not list the run ahead, so '{program}' was not \
+                     started"
+                )?;
                 cleanup_note(f, cleanup)
             }
             RunError::Identity { pid, why } => write!(

@@ -20,7 +20,7 @@ use std::process::{Child, Command, ExitStatus};
 
 use crate::cgroup::{self, Group, Hierarchy, Limits};
 use crate::log::Val;
-use crate::placement::{self, JobRecord, Member, Placement, Records};
+use crate::placement::{self, JobRecord, Member, Pending, Placement, Records};
 use crate::procfs::{ProcKey, ProcReader};
 use crate::sys;
 
@@ -118,10 +118,17 @@ fn undo(
     prior: Option<JobRecord>,
 ) -> Option<String> {
     if !prepared.existed {
-        return group
-            .remove()
-            .err()
-            .map(|e| format!("the new group was not removed: {e}"));
+        let mut why = Vec::new();
+        if let Err(e) = group.remove() {
+            why.push(format!("the new group was not removed: {e}"));
+        }
+        // The group is gone, or stays empty: the record of the intent the
+        // run wrote ahead goes with it.
+        let name = prepared.path.file_name().map(|n| n.to_string_lossy());
+        if let Some(Err(e)) = name.map(|n| records.remove(&n)) {
+            why.push(format!("its record was not removed: {e}"));
+        }
+        return (!why.is_empty()).then(|| why.join("; "));
     }
     let mut r = prior?;
     r.limits = prepared.limits.clone();
@@ -171,6 +178,38 @@ pub fn run(
     // No memory.events means no memory controller, so no OOM kill to count.
     let oom_before = cgroup::memory_events(&prepared.path).map_or(0, |e| e.oom_kill);
 
+    // Written ahead: the child joins the group before exec, before its
+    // identity is known, so the record first names this run (its own
+    // identity as the parent) and the group; the first record write after
+    // a crash between here and the record below settles it from the
+    // group's processes. No intent, no command.
+    let me = sys::getpid();
+    let intent = match reader.stat(me) {
+        Ok(s) => {
+            let mut r = match &prior {
+                Some(r) => r.clone(),
+                None => placement::new_record(&spec.place, &prepared, sys::realtime_ms()),
+            };
+            r.pending_runs.push(Pending {
+                pid: me,
+                start_ticks: s.start_ticks,
+                from: original.clone(),
+                to: prepared.path.clone(),
+            });
+            records.save(&r)
+        }
+        Err(e) => Err(crate::store::records::RecordError::Encode {
+            what: format!("the intent of this run (/proc/{me}/stat)"),
+            reason: e.to_string(),
+        }),
+    };
+    if let Err(err) = intent {
+        return Err(RunError::IntentNotWritten {
+            program: program_text,
+            err,
+            cleanup: undo(records, &group, &prepared, prior),
+        });
+    }
     let procs_path = prepared.path.join("cgroup.procs");
     let procs = match OpenOptions::new().write(true).open(&procs_path) {
         Ok(f) => f,

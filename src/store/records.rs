@@ -8,18 +8,22 @@
 //! Every cgroup move is written ahead: the record lists the move as a
 //! [`Pending`] intent (identity, from, to) durably before the move, and
 //! the intent becomes a member (or stops being one) in the write after it.
-//! An intent left by a crash is settled from what the kernel shows the next
-//! time the record is written, so a group never holds a process that
-//! neither its members nor its intents name. The daemon's moves into a
-//! pool whose record exists go to the group's membership journal
-//! (`records/journal.rs`) instead, one appended line per intent and per
-//! confirmation; [`Records::load`] folds the journal into the record and
-//! [`Records::save`] empties it once the record holds it.
+//! An intent left by a crash (or by a move whose outcome was not proved)
+//! is settled from what the kernel shows the next time the record is
+//! written, so a group holds only what its members and intents name, and
+//! the descendants those fork inside it after being recorded (a child is
+//! born in its parent's group; nothing records it). `reeve run` writes a
+//! [`JobRecord::pending_runs`] intent before it forks. `jobs/.lock` and
+//! `released.json` are opened without blocking and refused unless they
+//! are trusted regular files.
+//! The daemon's moves into a pool whose record exists go to the group's
+//! membership journal (`records/journal.rs`) instead, one appended line per
+//! intent and per confirmation; [`Records::load`] folds the journal into the
+//! record and [`Records::save`] empties it once the record holds it.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
@@ -149,6 +153,8 @@ impl RecordError {
 
 pub const RECORD_VERSION: u32 = 1;
 const RELEASED_FILE: &str = "released.json";
+/// A released list larger than this is not one reeve wrote.
+const MAX_RELEASED_BYTES: u64 = 16 << 20;
 
 /// What reeve knows about one group it manages, persisted in
 /// `<state_dir>/jobs/<group>.json`.
@@ -169,6 +175,11 @@ pub struct JobRecord {
     /// intents existed have none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Pending>,
+    /// `reeve run`s written ahead of their fork: `pid`@`start_ticks` is
+    /// the `reeve run` about to start a command into `to` from `from`; the
+    /// command's own identity is unknown until after the fork.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_runs: Vec<Pending>,
 }
 
 impl JobRecord {
@@ -191,6 +202,7 @@ impl JobRecord {
             created_ms: now_ms,
             members: Vec::new(),
             pending: Vec::new(),
+            pending_runs: Vec::new(),
         }
     }
 
@@ -232,16 +244,27 @@ impl Records {
         Ok(Records { dir })
     }
 
+    /// Opens `jobs/.lock` without blocking on whatever sits at the name
+    /// (a FIFO is refused, not waited on), refusing a symlink, anything but
+    /// a regular file and an untrusted file. An unusable lock file is
+    /// refused rather than set aside: two processes setting aside and
+    /// re-creating it would each hold a lock on a different file.
     fn open_lock_file(&self) -> Result<(PathBuf, File), RecordError> {
         let path = self.dir.path().join(".lock");
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
+        match super::open_private(&path, true) {
             Ok(file) => Ok((path, file)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                let source = io::Error::new(
+                    e.kind(),
+                    format!("{e}; move it away so reeve can create its own lock file"),
+                );
+                Err(RecordError::Lock { path, source })
+            }
             Err(source) => Err(RecordError::Lock { path, source }),
         }
     }
@@ -363,20 +386,28 @@ impl Records {
     /// would let the daemon re-attach what an operator released.
     pub fn released(&self) -> Result<Vec<ProcKey>, RecordError> {
         let path = self.dir.path().join(RELEASED_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(RecordError::Released {
-                    path,
-                    reason: e.to_string(),
-                })
-            }
+        let fail = |reason: String| RecordError::Released {
+            path: path.clone(),
+            reason,
         };
-        serde_json::from_slice::<Vec<ProcKey>>(&bytes).map_err(|e| RecordError::Released {
-            path,
-            reason: e.to_string(),
-        })
+        // An untrusted or non-regular file is refused, not set aside:
+        // setting it aside would empty the list and let the daemon attach
+        // what an operator released.
+        let file = match super::open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_RELEASED_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_RELEASED_BYTES {
+            return Err(fail(format!(
+                "larger than {MAX_RELEASED_BYTES} bytes, which reeve never writes"
+            )));
+        }
+        serde_json::from_slice::<Vec<ProcKey>>(&bytes).map_err(|e| fail(e.to_string()))
     }
 
     /// Adds `keys` to the released list (call under [`Records::lock`]).
@@ -392,6 +423,40 @@ impl Records {
         })?;
         write_atomic(&self.dir, RELEASED_FILE, &bytes)?;
         Ok(())
+    }
+
+    /// Removes the temp files a writer killed mid-write left in `jobs/`
+    /// (`.<name>.json.tmp.<pid>.<n>`). Every record write happens under
+    /// the records lock, so while this holds it (tried, never waited for:
+    /// [`RecordError::Busy`] when a command holds it) no temp file is in
+    /// use. For the daemon at start; the read-only commands never call it.
+    /// Returns the names removed and, per file that could not be, why.
+    pub fn remove_stale_temps(&self) -> Result<(Vec<String>, Vec<String>), RecordError> {
+        let _held = self.try_lock()?;
+        let dir = self.dir.path();
+        let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))?;
+        let mut removed = Vec::new();
+        let mut failed = Vec::new();
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    failed.push(StoreError::io("list", dir, e).to_string());
+                    continue;
+                }
+            };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with('.') && name.contains(".json.tmp.")) {
+                continue;
+            }
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => removed.push(name),
+                Err(err) => {
+                    failed.push(StoreError::io("remove temp file", &e.path(), err).to_string())
+                }
+            }
+        }
+        Ok((removed, failed))
     }
 
     /// Every record, for status and adoption. Unreadable ones are skipped
@@ -451,6 +516,105 @@ mod tests {
             "never overwritten"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "[{\"pid\": 1");
+    }
+
+    /// Runs `f` on a thread and fails the test when it does not return
+    /// within five seconds (a blocked open(2) on a FIFO never returns).
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("blocked on a FIFO in the jobs directory")
+    }
+
+    fn mkfifo(path: &Path) {
+        let st = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn fifo_at_lock_or_released_is_refused_without_blocking() {
+        let t = TempDir::new("fifo");
+        let dir = t.path().to_path_buf();
+        Records::open(&dir).unwrap();
+        mkfifo(&dir.join("jobs/.lock"));
+        mkfifo(&dir.join("jobs").join(RELEASED_FILE));
+        let d = dir.clone();
+        let err = bounded(move || {
+            Records::open(&d)
+                .unwrap()
+                .try_lock()
+                .err()
+                .map(|e| e.to_string())
+        })
+        .expect("a FIFO is no lock file");
+        assert!(
+            err.contains(".lock") && err.contains("not a regular file"),
+            "{err}"
+        );
+        let d = dir.clone();
+        let err = bounded(move || {
+            Records::open(&d)
+                .unwrap()
+                .lock()
+                .err()
+                .map(|e| e.to_string())
+        })
+        .expect("a FIFO is no lock file");
+        assert!(err.contains("move it away"), "{err}");
+        let d = dir.clone();
+        let err = bounded(move || {
+            Records::open(&d)
+                .unwrap()
+                .released()
+                .map_err(|e| e.to_string())
+        })
+        .expect_err("a FIFO is no released list");
+        assert!(
+            err.contains("released.json") && err.contains("not a regular file"),
+            "{err}"
+        );
+        // Left in place: refused, not set aside.
+        assert!(dir.join("jobs").join(RELEASED_FILE).exists());
+    }
+
+    #[test]
+    fn released_list_beyond_the_bound_is_an_error() {
+        let t = TempDir::new("bigrel");
+        let records = Records::open(t.path()).unwrap();
+        let path = t.path().join("jobs").join(RELEASED_FILE);
+        let f = File::create(&path).unwrap();
+        f.set_len(MAX_RELEASED_BYTES + 1).unwrap();
+        let err = records.released().unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_under_the_lock() {
+        let t = TempDir::new("temps");
+        let records = Records::open(t.path()).unwrap();
+        let jobs = t.path().join("jobs");
+        for name in [
+            ".job.a.json.tmp.123.0",
+            ".released.json.tmp.9.4",
+            "job.b.json",
+        ] {
+            std::fs::write(jobs.join(name), "x").unwrap();
+        }
+        let held = Records::open(t.path()).unwrap();
+        let lock = held.lock().unwrap();
+        let err = records.remove_stale_temps().expect_err("busy");
+        assert!(matches!(err, RecordError::Busy { .. }), "{err}");
+        assert!(jobs.join(".job.a.json.tmp.123.0").exists());
+        drop(lock);
+        let (mut removed, failed) = records.remove_stale_temps().unwrap();
+        removed.sort();
+        assert_eq!(removed, [".job.a.json.tmp.123.0", ".released.json.tmp.9.4"]);
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(jobs.join("job.b.json").exists());
     }
 
     #[test]
