@@ -890,6 +890,14 @@ fn watch_adopts_run_job() {
     );
 
     // Shutdown moves nothing.
+    // Every identity took only the lifecycle steps the table allows
+    // (queued -> governed, queued -> adopted).
+    let refused: Vec<Value> = d
+        .events()
+        .into_iter()
+        .filter(|v| event_name(v) == "lifecycle_refused")
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}\n{}", d.log_tail());
     d.stop_ok();
     assert_eq!(cgroup_of(id.pid), Some(sub.rel(&sub.pool("enc"))));
     assert_eq!(cgroup_of(rpid), Some(sub.rel(&sub.job("r"))));

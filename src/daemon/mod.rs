@@ -237,6 +237,7 @@ impl Daemon {
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);
+        let queued_at_start = self.to_attach.len();
         if let Some(gov) = self.auto.as_mut() {
             gov.adopt_existing(&mut self.discovery, &self.config.targets, &mut self.log);
             // A restored target its rule governs but no group holds was
@@ -260,6 +261,7 @@ impl Daemon {
                 }
             }
         }
+        self.mark_queued(queued_at_start);
         // What ended while reeve was down is handled as an exit it saw: a
         // per-process job left empty is removed (`job_removed`).
         for &(key, rule) in &restored.ended {
@@ -314,7 +316,9 @@ impl Daemon {
         loop {
             let now = sys::monotonic_ns();
             if self.need_deep || now >= self.next_scan_ns() {
+                let queued = self.to_attach.len();
                 self.scan_now()?;
+                self.mark_queued(queued);
             }
             self.discovery.evict_expired(sys::realtime_ms());
             let backlog = self.govern_some();
@@ -357,7 +361,9 @@ impl Daemon {
                 }
             }
             if sys::is_readable(&fds[1]) {
+                let queued = self.to_attach.len();
                 self.drain_netlink();
+                self.mark_queued(queued);
             }
         }
     }
@@ -395,11 +401,19 @@ impl Daemon {
                     autoattach::Outcome::Done
                 }
             };
-            if outcome == autoattach::Outcome::Retry {
-                self.to_attach[kept_attach] = (key, rule);
-                kept_attach += 1;
-            } else if gov.knows(&key) {
-                mark(&mut self.discovery, &mut self.log, key, Step::Govern);
+            // The identity's lifecycle step for what the attach did.
+            let step = match outcome {
+                autoattach::Outcome::Retry => {
+                    self.to_attach[kept_attach] = (key, rule);
+                    kept_attach += 1;
+                    None
+                }
+                autoattach::Outcome::Adopted => Some(Step::Adopt),
+                autoattach::Outcome::Done if gov.knows(&key) => Some(Step::Govern),
+                autoattach::Outcome::Done => Some(Step::Release),
+            };
+            if let Some(step) = step {
+                mark(&mut self.discovery, &mut self.log, key, step);
             }
         }
         self.to_attach.drain(kept_attach..n);
@@ -422,6 +436,18 @@ impl Daemon {
             Backlog::Empty
         } else {
             Backlog::More
+        }
+    }
+
+    /// Identities queued for attach since `from` are *pending* in their
+    /// lifecycle (only when something will attach them).
+    fn mark_queued(&mut self, from: usize) {
+        if self.auto.is_none() {
+            return;
+        }
+        for i in from..self.to_attach.len() {
+            let (key, _) = self.to_attach[i];
+            mark(&mut self.discovery, &mut self.log, key, Step::Queue);
         }
     }
 
