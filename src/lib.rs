@@ -34,3 +34,6 @@ pub mod users;
 #[cfg(test)]
 #[path = "../tests/common/require.rs"]
 mod require;
+#[cfg(test)]
+#[path = "../tests/common/tempdir.rs"]
+mod tempdir;

@@ -441,7 +441,8 @@ fn rejected_hint(file: &str) -> String {
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use crate::tempdir::TempDir;
 
     /// Lines copied from this build host's /proc/self/mountinfo.
     pub const HOST_MOUNTINFO: &str = "\
@@ -459,22 +460,20 @@ pub(crate) mod testutil {
         4:memory:/process_api/c935437e20191b7c0f5e477eb7d23858\n1:cpu:/\n0::/\n";
 
     /// A fixture directory standing in for a cgroup: the files a kernel
-    /// would show, as regular files. Removed on drop.
+    /// would show, as regular files, in the suite's one temporary
+    /// directory (removed on drop).
     pub struct Fixture {
         pub path: PathBuf,
+        _dir: TempDir,
     }
 
     impl Fixture {
         pub fn new() -> Fixture {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!(
-                "reeve-cgroup-fixture-{}-{n}-{}",
-                std::process::id(),
-                crate::sys::monotonic_ns()
-            ));
-            std::fs::create_dir_all(&path).unwrap();
-            Fixture { path }
+            let dir = TempDir::new("cgroup-fixture");
+            Fixture {
+                path: dir.path().to_path_buf(),
+                _dir: dir,
+            }
         }
 
         /// Creates `name` (and its parent directories) holding `text`.
@@ -491,12 +490,6 @@ pub(crate) mod testutil {
 
         pub fn dir(&self) -> &Path {
             &self.path
-        }
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
         }
     }
 }

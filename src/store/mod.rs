@@ -347,34 +347,9 @@ pub(crate) fn is_disk_refusal(e: &io::Error) -> bool {
 
 #[cfg(test)]
 pub(crate) mod testdir {
-    //! Fresh temporary directories for the store's unit tests.
-
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new(tag: &str) -> TempDir {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p =
-                std::env::temp_dir().join(format!("reeve-store-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    //! The suite's one temporary directory, under the name the store's
+    //! tests use.
+    pub use crate::tempdir::TempDir;
 }
 
 #[cfg(test)]

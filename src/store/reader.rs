@@ -45,10 +45,7 @@ pub(crate) fn list_generations(dir: &Path) -> io::Result<Vec<u32>> {
         let Some(digits) = rest.strip_prefix('.') else {
             continue;
         };
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(k) = digits.parse::<u32>() {
+        if let Some(k) = crate::digits::parse_u32(digits.as_bytes()) {
             if k >= 1 {
                 gens.push(k);
             }
@@ -120,15 +117,8 @@ fn prev_newline(file: &File, before: u64) -> io::Result<Option<u64>> {
 /// `,` or `}`.
 pub(crate) fn parse_seq_prefix(line: &[u8]) -> Option<u64> {
     let rest = line.strip_prefix(b"{\"seq\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 20 || !matches!(rest.get(digits), Some(b',') | Some(b'}')) {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &b in &rest[..digits] {
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(n)
+    let end = rest.iter().position(|&b| b == b',' || b == b'}')?;
+    crate::digits::parse_u64(&rest[..end])
 }
 
 /// Opens every generation of the log in `dir` for reading, oldest first,

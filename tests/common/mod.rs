@@ -10,6 +10,9 @@
 
 pub mod cgroup;
 pub mod require;
+mod tempdir;
+
+pub use tempdir::TempDir;
 
 #[allow(unused_imports)] // not every test file needs it
 pub use require::require;
@@ -60,35 +63,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after epoch")
         .as_millis() as u64
-}
-
-/// A temporary directory removed (recursively) on drop.
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("reeve-test-{tag}-{}", random_hex16()));
-        fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        // Canonical so that comparisons with /proc/<pid>/{cwd,exe} hold.
-        let path = fs::canonicalize(&path).expect("canonicalize temp dir");
-        TempDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.path.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
 }
 
 /// Copies `src` to `dst` and makes it executable.

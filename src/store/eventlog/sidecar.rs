@@ -110,10 +110,10 @@ pub(super) fn parse_sidecar(buf: &[u8]) -> Option<Sidecar> {
     let mut parts = text.split(' ');
     let mut num = || -> Option<u64> {
         let p = parts.next()?;
-        if p.len() != 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        if p.len() != 20 {
             return None;
         }
-        p.parse().ok()
+        crate::digits::parse_u64(p.as_bytes())
     };
     let s = Sidecar {
         seq: num()?,
