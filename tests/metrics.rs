@@ -617,3 +617,37 @@ fn serving_adds_no_wakeups_to_an_idle_loop() {
     assert!(wakeups <= secs + 2.0, "{wakeups} wakeups in {secs:.1} s");
     d.stop_ok();
 }
+
+#[test]
+fn health_follows_the_netlink_rescan_pace() {
+    let dir = TempDir::new("metrics-netlink-health");
+    let target = Target::new(dir.path());
+    let mut cfg = config_for(&dir, "enc", &target.name, Some(&[me()]), "netlink", "200ms");
+    // The default safety-net pace: one scan a minute, netlink in between.
+    cfg["discovery"]
+        .as_object_mut()
+        .expect("discovery")
+        .remove("rescan_interval");
+    cfg["metrics"] = json!({});
+    let path = write_config(dir.path(), &cfg.tap_listen());
+    let mut d = Daemon::start(&path, dir.path());
+    let ev = d.wait_for("metrics_listening", WAIT, |v| {
+        event_name(v) == "metrics_listening"
+    });
+    let addr: SocketAddr = ev["address"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("socket address");
+    // The start-up scan; the next one is a minute away.
+    d.wait_for("the first scan", WAIT, |v| event_name(v) == "scan");
+    wait_http("healthy", WAIT, || {
+        (get(addr, "/healthz", "").0 == 200).then_some(String::new())
+    });
+    // Well past three scan_intervals (600 ms) and the publish lag: with
+    // scans a minute apart the daemon is still healthy.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, body) = get(addr, "/healthz", "");
+    assert_eq!(code, 200, "{body}\n{}", d.log_tail());
+    d.stop();
+}

@@ -49,12 +49,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut writer = EventLog::open(&dir, opts).expect("open the event log");
     // Nothing contends for this private log and the disk has room, so the
-    // event is written or refused (an exhausted seq), never queued.
+    // event is written, or, when the log refuses it (an exhausted seq), kept
+    // in the queue with the reason: never lost, never silently.
     let landed = writer.append(1, "fuzz", &[("n", Val::U(1))]);
-    assert!(
-        !matches!(landed, Ok(None) | Ok(Some(0))),
-        "an append to a private log is written or refused: {landed:?}"
-    );
+    match landed {
+        Ok(Some(seq)) => assert!(seq > 0, "seq 0 is never written"),
+        Ok(None) => {
+            assert_eq!(writer.pending(), 1, "a refused event stays queued");
+            assert!(writer.take_error().is_some(), "a refusal keeps its reason");
+        }
+        Err(e) => panic!("an append to a private log fails only on bad fields: {e}"),
+    }
     drop(writer);
     read_back(&path);
 

@@ -492,14 +492,20 @@ impl Daemon {
     /// unless a process waits for a scan to be evaluated again; an overrun
     /// sets `need_deep`, which scans at once.
     fn next_scan_ns(&self) -> u64 {
+        self.last_scan_ns.saturating_add(self.scan_interval_ns())
+    }
+
+    /// The pace of scans in force: `rescan_interval` in netlink mode (the
+    /// safety net), `scan_interval` when polling or while a process waits
+    /// to be evaluated again.
+    fn scan_interval_ns(&self) -> u64 {
         let d = &self.config.discovery;
         let interval = if self.connector.is_some() && !self.discovery.rechecks_pending() {
             d.rescan_interval
         } else {
             d.scan_interval
         };
-        let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
-        self.last_scan_ns.saturating_add(interval)
+        u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn handle_signals(&mut self) -> Result<Option<Stop>, String> {

@@ -313,7 +313,9 @@ impl Daemon {
         }
         let facts = HealthFacts {
             last_scan_ns: self.obs.last_scan_ns,
-            scan_interval_ns: self.config.discovery.scan_interval.as_nanos() as u64,
+            // The pace in force: in netlink mode scans are the safety
+            // net, one per rescan_interval.
+            scan_interval_ns: self.scan_interval_ns(),
             netlink_lost: self.obs.netlink_lost,
             state_failing: self.persist.save_failing,
             audit_failing: self.persist.audit_failing(),
