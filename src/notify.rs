@@ -45,7 +45,19 @@ impl Notifier {
             Ok(s) => {
                 n.socket = Some(s);
                 n.watchdog = watchdog;
-                (n, None)
+                // A watchdog asked for in a form reeve cannot read would
+                // get reeve killed for silence: say so.
+                let usec = std::env::var("WATCHDOG_USEC").ok();
+                let unreadable = usec
+                    .as_deref()
+                    .is_some_and(|u| u.trim().parse::<u64>().ok().filter(|&v| v > 0).is_none());
+                let warning = unreadable.then(|| {
+                    format!(
+                        "WATCHDOG_USEC {:?} is not a positive number of microseconds; no WATCHDOG=1 is sent",
+                        usec.unwrap_or_default()
+                    )
+                });
+                (n, warning)
             }
             Err(e) => (
                 n,

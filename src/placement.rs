@@ -377,6 +377,10 @@ pub fn attach(
         _ => new_record(place, &prepared, now_ms),
     };
     settle(h, reader, &mut record);
+    // Intents left by earlier moves that settling could not decide (a
+    // process or cgroup it could not read): they stay, whatever this
+    // attach does.
+    let earlier = record.pending.clone();
     let created = !prepared.existed;
     let mut failed = Vec::new();
     let mut intents = Vec::new();
@@ -454,12 +458,12 @@ pub fn attach(
         }
         failed.push((k, why.to_string()));
     }
-    record.pending.clear();
     for m in &members {
         record.members.retain(|old| old.key() != m.key());
         record.members.push(m.clone());
     }
-    record.pending = unsure;
+    record.pending = earlier;
+    record.pending.extend(unsure);
     settle(h, reader, &mut record);
     if let Some(why) = root_failed {
         // The root goes first: nothing of this attach is in the group,

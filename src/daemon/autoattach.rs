@@ -418,8 +418,22 @@ impl AutoAttach {
                     result = Some(Ok(r));
                 }
                 // The pool changed under the daemon (its group removed, a
-                // file it needs gone): nothing was moved; prepare it again.
-                Err(PlaceError::Cgroup(_)) => {
+                // file it needs gone): prepare it again. A move whose write
+                // may have landed keeps its intent in the journal, which the
+                // full path settles from the kernel's view.
+                Err(PlaceError::Cgroup(e)) => {
+                    let why = e.to_string();
+                    log.warn(
+                        "attach_retry",
+                        &[
+                            base[0],
+                            base[1],
+                            base[2],
+                            ("job", Val::S(&group)),
+                            ("reason", Val::S(&why)),
+                            ("action", Val::S("preparing the pool again")),
+                        ],
+                    );
                     self.ready.remove(&group);
                 }
                 Err(e) => result = Some(Err(e)),

@@ -66,6 +66,8 @@ pub fn detach(
         r
     });
     settle(h, reader, &mut record);
+    // Intents settling could not decide stay, whatever this detach does.
+    let earlier = record.pending.clone();
     // A process born in the group after attach goes where its first member
     // came from; without any record, to the parent of reeve's root.
     let fallback = record
@@ -134,7 +136,8 @@ pub fn detach(
             }
         }
     }
-    record.pending = unsure;
+    record.pending = earlier;
+    record.pending.extend(unsure);
     record
         .members
         .retain(|m| !moved.iter().any(|(k, _)| *k == m.key()));

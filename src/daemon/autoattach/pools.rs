@@ -109,9 +109,10 @@ pub(super) fn ready_for<'a>(
         return None;
     };
     let name = place.group_name();
-    let valid = cache
-        .get(&name)
-        .is_some_and(|r| r.requested == rule.limits && r.stamp == records.stamp(&name));
+    let valid = cache.get(&name).is_some_and(|r| {
+        // An unknown stamp proves nothing: the record may be gone.
+        r.requested == rule.limits && r.stamp.is_some() && r.stamp == records.stamp(&name)
+    });
     if !valid {
         cache.remove(&name);
         return None;

@@ -85,9 +85,22 @@ impl JournalFile {
                 .metadata()
                 .map_err(|e| io_err("stat journal", &self.path, e))?;
         }
-        self.file
-            .write_all(&buf)
-            .map_err(|e| io_err("append to journal", &self.path, e))?;
+        if let Err(e) = self.file.write_all(&buf) {
+            // A full disk can take part of the lines: cut them off, so the
+            // next append starts on a line of its own and no entry is lost
+            // inside a torn one.
+            if let Err(cut) = self.file.set_len(meta.len()) {
+                return Err(RecordError::Store(StoreError::io(
+                    "append to journal",
+                    &self.path,
+                    io::Error::new(
+                        e.kind(),
+                        format!("{e}; and cutting off the partial line failed: {cut}"),
+                    ),
+                )));
+            }
+            return Err(io_err("append to journal", &self.path, e));
+        }
         Ok(meta.len() + buf.len() as u64)
     }
 }
