@@ -400,6 +400,12 @@ impl Daemon {
         );
         c(
             e,
+            "reeve_metrics_accept_failures_total",
+            "Connections the metrics endpoint could not accept.",
+            p.shared().accept_failures(),
+        );
+        c(
+            e,
             "reeve_metrics_publish_skipped_total",
             "Publishes put off because the endpoint was copying the last one.",
             p.skipped,

@@ -126,8 +126,16 @@ pub fn serve(listener: TcpListener, shared: Arc<Shared>, token: Arc<Option<Vec<u
     let mut body = String::new();
     for conn in listener.incoming() {
         // A failed accept (a client gone before it was taken, fd
-        // exhaustion) concerns one connection; the next is tried.
-        let Ok(stream) = conn else { continue };
+        // exhaustion) is counted; the worker pauses before the next try,
+        // so exhaustion that persists cannot turn it into a busy loop.
+        let stream = match conn {
+            Ok(s) => s,
+            Err(_) => {
+                shared.count_accept_failure();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+        };
         handle(stream, &shared, token, &mut head, &mut body);
     }
 }

@@ -84,6 +84,7 @@ pub struct Shared {
     published: Mutex<Published>,
     requests: AtomicU64,
     unauthorized: AtomicU64,
+    accept_failures: AtomicU64,
 }
 
 impl Shared {
@@ -115,6 +116,16 @@ impl Shared {
 
     fn count_unauthorized(&self) {
         self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_accept_failure(&self) {
+        self.accept_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections the endpoint could not accept (fd exhaustion, a client
+    /// gone before it was taken).
+    pub fn accept_failures(&self) -> u64 {
+        self.accept_failures.load(Ordering::Relaxed)
     }
 
     /// Requests read whole, and those refused for a missing or wrong token.
@@ -212,6 +223,7 @@ impl Publisher {
             published: Mutex::new(Published::default()),
             requests: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
+            accept_failures: AtomicU64::new(0),
         });
         let token = Arc::new(token);
         for i in 0..http::WORKERS {
