@@ -30,8 +30,9 @@ use crate::state::{GovernanceView, Governed, JobState};
 use crate::sys;
 use pools::ready_for;
 
-/// Attaches handled per wakeup.
-pub const ATTACH_PER_WAKE: usize = 64;
+/// Attaches handled per wakeup: each per-process job costs two synced
+/// record writes, so a wakeup stays short and signals are served between.
+pub const ATTACH_PER_WAKE: usize = 16;
 
 /// A pool's journal past this many bytes is folded into its record (one
 /// pool per wakeup, after that wakeup's attaches): a few hundred attaches
