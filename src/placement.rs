@@ -441,16 +441,7 @@ pub fn attach(
                 });
                 continue;
             }
-            Ok(o) => PlaceError::ProcessGone {
-                pid: k.pid,
-                detail: o.describe(k),
-                stranger: match o {
-                    MoveOutcome::StrangerMovedBack { stranger, .. }
-                    | MoveOutcome::StrangerLeft { stranger, .. } => Some(stranger),
-                    _ => None,
-                },
-            },
-            Err(e) => PlaceError::Cgroup(e),
+            other => PlaceError::from_move(k, other),
         };
         if k == key {
             root_failed = Some(why);

@@ -29,20 +29,6 @@ use common::cgroup::*;
 use common::*;
 use serde_json::{json, Value};
 
-/// A config for the CLI commands: reeve's root in the subtree, a private
-/// state dir, and a rule nothing matches.
-fn cli_config(dir: &TempDir, sub: &Subtree) -> PathBuf {
-    let cfg = json!({
-        "targets": [{
-            "name": "unused",
-            "match": {"exe": [format!("reeve-test-unused-{}", random_hex16())]},
-        }],
-        "state_dir": state_dir(dir),
-        "cgroup": {"root": sub.root()},
-    });
-    write_config(dir.path(), &cfg)
-}
-
 /// Waits for `path` to exist; panics with `ctx()` after `timeout`.
 fn wait_file(path: &Path, timeout: Duration, ctx: impl Fn() -> String) {
     let deadline = Instant::now() + timeout;
@@ -337,17 +323,6 @@ fn attach_refuses_init_reeve_and_its_ancestors() {
         "{:?}",
         sub.managed_groups()
     );
-}
-
-/// A watch config with one rule matching `name` by exe and governing it
-/// with `extra` (`pool`, `limits`).
-fn watch_config(dir: &TempDir, sub: &Subtree, rule: &str, name: &str, extra: Value) -> PathBuf {
-    let mut cfg = config_for(dir, rule, name, None, "auto", "200ms");
-    for (k, v) in extra.as_object().expect("extra is an object") {
-        cfg["targets"][0][k] = v.clone();
-    }
-    cfg["cgroup"] = json!({"root": sub.root()});
-    write_config(dir.path(), &cfg)
 }
 
 /// `reeve attach --pid PID ARGS...` with the test's config; its output.

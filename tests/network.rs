@@ -10,13 +10,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::cgroup::*;
 use common::*;
-use serde_json::json;
 
 const QUICK: Duration = Duration::from_secs(20);
 
@@ -32,18 +30,6 @@ fn host_ready() -> bool {
     common::require(false, why)
 }
 
-fn config(dir: &TempDir, sub: &Subtree) -> PathBuf {
-    let cfg = json!({
-        "targets": [{
-            "name": "unused",
-            "match": {"exe": [format!("reeve-test-unused-{}", random_hex16())]},
-        }],
-        "state_dir": state_dir(dir),
-        "cgroup": {"root": sub.root()},
-    });
-    write_config(dir.path(), &cfg)
-}
-
 #[test]
 fn run_without_the_bpf_capability_fails_closed_and_leaves_no_program() {
     if !host_ready() {
@@ -51,7 +37,7 @@ fn run_without_the_bpf_capability_fails_closed_and_leaves_no_program() {
     }
     let sub = Subtree::new();
     let dir = TempDir::new("net-nocap");
-    let cfg = config(&dir, &sub);
+    let cfg = cli_config(&dir, &sub);
     let cfg = cfg.to_str().unwrap();
     let marker = dir.join("ran");
     let script = format!("echo ran > {}", marker.display());

@@ -139,14 +139,7 @@ pub fn parse_held_max(text: &str) -> Result<Vec<IoMax>, String> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut words = line.split_ascii_whitespace();
         let (major, minor) = parse_device(words.next().unwrap_or_default())?;
-        let mut dev = IoMax {
-            major,
-            minor,
-            rbps: None,
-            wbps: None,
-            riops: None,
-            wiops: None,
-        };
+        let mut dev = IoMax::device(major, minor);
         for w in words {
             let (key, value) = w
                 .split_once('=')

@@ -132,6 +132,18 @@ pub struct IoMax {
 }
 
 impl IoMax {
+    /// A line for device `major:minor` with no key limited yet.
+    pub fn device(major: u32, minor: u32) -> IoMax {
+        IoMax {
+            major,
+            minor,
+            rbps: None,
+            wbps: None,
+            riops: None,
+            wiops: None,
+        }
+    }
+
     /// The keys in io.max order with their values, set or not.
     pub fn keys(&self) -> [(&'static str, Option<IoRate>); 4] {
         [

@@ -22,7 +22,7 @@ mod reload;
 mod render;
 mod sink;
 
-use sink::{log_scan, mark, push_bounded, LogSink};
+use sink::{cleanup_skipped, log_scan, mark, push_bounded, LogSink};
 
 use crate::config::{Config, DiscoveryMode, LogLevel};
 use crate::discovery::netlink::{self, NetlinkError, ProcConnector};
@@ -266,17 +266,10 @@ impl Daemon {
         // per-process job left empty is removed (`job_removed`).
         for &(key, rule) in &restored.ended {
             if !push_bounded(&mut self.ended, (key, rule)) {
-                self.log.warn(
-                    "job_cleanup_skipped",
-                    &[
-                        ("pid", Val::U(key.pid.into())),
-                        ("start_ticks", Val::U(key.start_ticks)),
-                        ("reason", Val::S("ended queue full")),
-                        (
-                            "action",
-                            Val::S("the sweep of empty per-process jobs below removes its group"),
-                        ),
-                    ],
+                cleanup_skipped(
+                    &mut self.log,
+                    key,
+                    "the sweep of empty per-process jobs below removes its group",
                 );
             }
         }

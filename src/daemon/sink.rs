@@ -19,6 +19,19 @@ pub(super) struct LogSink<'a> {
     pub(super) ended: &'a mut Vec<Work>,
 }
 
+/// An ended identity whose job clean-up could not be queued.
+pub(super) fn cleanup_skipped(log: &mut Logger, key: ProcKey, action: &str) {
+    log.warn(
+        "job_cleanup_skipped",
+        &[
+            ("pid", Val::U(key.pid.into())),
+            ("start_ticks", Val::U(key.start_ticks)),
+            ("reason", Val::S("ended queue full")),
+            ("action", Val::S(action)),
+        ],
+    );
+}
+
 pub(super) fn push_bounded(q: &mut Vec<Work>, item: Work) -> bool {
     if q.len() < q.capacity() {
         q.push(item);
@@ -58,17 +71,10 @@ impl Sink for LogSink<'_> {
     fn exited(&mut self, key: ProcKey, t: &Tracked, rule: &str, status: Option<ExitStatus>) {
         if !push_bounded(self.ended, (key, t.rule)) {
             // The next start's sweep of empty per-process jobs removes it.
-            self.log.warn(
-                "job_cleanup_skipped",
-                &[
-                    ("pid", Val::U(key.pid.into())),
-                    ("start_ticks", Val::U(key.start_ticks)),
-                    ("reason", Val::S("ended queue full")),
-                    (
-                        "action",
-                        Val::S("its empty job group stays until reeve restarts or `reeve detach` removes it"),
-                    ),
-                ],
+            cleanup_skipped(
+                self.log,
+                key,
+                "its empty job group stays until reeve restarts or `reeve detach` removes it",
             );
         }
         let extra = match status {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::cgroup::CgroupError;
+use crate::cgroup::{CgroupError, MoveOutcome};
 use crate::procfs::ProcKey;
 use crate::store::records::RecordError;
 
@@ -77,6 +77,23 @@ impl From<CgroupError> for PlaceError {
 }
 
 impl PlaceError {
+    /// Why a move of `key` that did not end in `MoveOutcome::Moved` did
+    /// not place it (`outcome` says what happened instead).
+    pub fn from_move(key: ProcKey, outcome: Result<MoveOutcome, CgroupError>) -> PlaceError {
+        match outcome {
+            Ok(o) => PlaceError::ProcessGone {
+                pid: key.pid,
+                detail: o.describe(key),
+                stranger: match o {
+                    MoveOutcome::StrangerMovedBack { stranger, .. }
+                    | MoveOutcome::StrangerLeft { stranger, .. } => Some(stranger),
+                    _ => None,
+                },
+            },
+            Err(e) => PlaceError::Cgroup(e),
+        }
+    }
+
     /// The records lock was held by another process: retry later.
     pub fn is_busy(&self) -> bool {
         matches!(self, PlaceError::Record(RecordError::Busy { .. }))

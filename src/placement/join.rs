@@ -154,16 +154,7 @@ pub fn join(
                 members.push(m);
                 continue;
             }
-            Ok(o) => PlaceError::ProcessGone {
-                pid: k.pid,
-                detail: o.describe(k),
-                stranger: match o {
-                    MoveOutcome::StrangerMovedBack { stranger, .. }
-                    | MoveOutcome::StrangerLeft { stranger, .. } => Some(stranger),
-                    _ => None,
-                },
-            },
-            Err(e) => PlaceError::Cgroup(e),
+            other => PlaceError::from_move(k, other),
         };
         if withdraw {
             settled.push(Entry::Withdrawn {

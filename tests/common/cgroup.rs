@@ -231,3 +231,34 @@ impl Drop for Subtree {
         }
     }
 }
+
+/// A config for the CLI commands: reeve's root in the subtree, a private
+/// state dir, and a rule nothing matches.
+pub fn cli_config(dir: &super::TempDir, sub: &Subtree) -> PathBuf {
+    let cfg = serde_json::json!({
+        "targets": [{
+            "name": "unused",
+            "match": {"exe": [format!("reeve-test-unused-{}", random_hex16())]},
+        }],
+        "state_dir": super::state_dir(dir),
+        "cgroup": {"root": sub.root()},
+    });
+    super::write_config(dir.path(), &cfg)
+}
+
+/// A watch config with one rule matching `name` by exe and governing it
+/// with `extra` (`pool`, `limits`), reeve's root in the subtree.
+pub fn watch_config(
+    dir: &super::TempDir,
+    sub: &Subtree,
+    rule: &str,
+    name: &str,
+    extra: serde_json::Value,
+) -> PathBuf {
+    let mut cfg = super::config_for(dir, rule, name, None, "auto", "200ms");
+    for (k, v) in extra.as_object().expect("extra is an object") {
+        cfg["targets"][0][k] = v.clone();
+    }
+    cfg["cgroup"] = serde_json::json!({"root": sub.root()});
+    super::write_config(dir.path(), &cfg)
+}

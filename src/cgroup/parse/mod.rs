@@ -107,14 +107,7 @@ fn io_from_json(v: &Value, path: &str) -> Result<Vec<IoMax>, LimitsError> {
         let (major, minor) = scalar(device, false)
             .and_then(|t| parse_device(&t))
             .map_err(|m| err(format!("{at}.device"), m))?;
-        let mut io = IoMax {
-            major,
-            minor,
-            rbps: None,
-            wbps: None,
-            riops: None,
-            wiops: None,
-        };
+        let mut io = IoMax::device(major, minor);
         for (key, val) in obj.iter().filter(|(k, _)| *k != "device") {
             let known = IO_KEYS.contains(&key.as_str());
             let text = if known {
@@ -222,14 +215,7 @@ pub fn apply_flag(l: &mut Limits, flag: &str, value: &str) -> Result<(), String>
 fn parse_io_flag(value: &str) -> Result<IoMax, String> {
     let mut words = value.split_ascii_whitespace();
     let (major, minor) = parse_device(words.next().unwrap_or(""))?;
-    let mut io = IoMax {
-        major,
-        minor,
-        rbps: None,
-        wbps: None,
-        riops: None,
-        wiops: None,
-    };
+    let mut io = IoMax::device(major, minor);
     for word in words {
         let (key, text) = word
             .split_once('=')
