@@ -222,6 +222,9 @@ impl JobRecord {
 /// The job records of one state directory.
 pub struct Records {
     dir: StateDir,
+    /// Reads /proc for pruning ended members at each save: opened once,
+    /// with its buffers, not per save.
+    reader: std::cell::RefCell<ProcReader>,
 }
 
 /// Holds the records lock until dropped; the records it guards are
@@ -241,7 +244,12 @@ impl Records {
     pub fn open(state_dir: &Path) -> Result<Records, RecordError> {
         StateDir::open(state_dir)?;
         let dir = StateDir::open(&state_dir.join("jobs"))?;
-        Ok(Records { dir })
+        let reader = ProcReader::open()
+            .map_err(|e| StoreError::io("open", Path::new("/proc"), e))?;
+        Ok(Records {
+            dir,
+            reader: std::cell::RefCell::new(reader),
+        })
     }
 
     /// Opens `jobs/.lock` without blocking on whatever sits at the name
@@ -351,9 +359,7 @@ impl Records {
     /// the processes it governs.
     pub fn save(&self, r: &JobRecord) -> Result<(), RecordError> {
         let mut r = r.clone();
-        if let Ok(mut reader) = ProcReader::open() {
-            r.prune_exited(&mut reader);
-        }
+        r.prune_exited(&mut self.reader.borrow_mut());
         let bytes = serde_json::to_vec_pretty(&r).map_err(|e| RecordError::Encode {
             what: format!("job record {}", r.group),
             reason: e.to_string(),
