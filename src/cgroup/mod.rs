@@ -491,6 +491,26 @@ pub(crate) mod testutil {
         pub fn dir(&self) -> &Path {
             &self.path
         }
+
+        /// Makes this fixture a host: reeve's root at `reeve/` with every
+        /// controller offered and enabled, delegated (nothing above it is
+        /// written), and a private state directory at `state/`. Returns the
+        /// hierarchy and the state directory.
+        pub fn host(&self) -> (super::Hierarchy, PathBuf) {
+            use std::os::unix::fs::PermissionsExt;
+            let all = "cpuset cpu io memory pids\n";
+            self.file("reeve/cgroup.controllers", all)
+                .file("reeve/cgroup.subtree_control", all);
+            let h = super::Hierarchy {
+                mount: self.path.clone(),
+                root: self.path.join("reeve"),
+                delegated: true,
+            };
+            let state = self.path.join("state");
+            std::fs::create_dir(&state).unwrap();
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+            (h, state)
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! `attach` against a fixture hierarchy (regular files standing in for
 //! reeve's cgroup root): what it reports about the limits it wrote.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use super::*;
@@ -11,9 +10,7 @@ use crate::units::{CpuLimit, SizeLimit};
 #[test]
 fn attach_reports_the_limits_it_reset() {
     let fx = Fixture::new();
-    let all = "cpuset cpu io memory pids\n";
-    fx.file("reeve/cgroup.controllers", all)
-        .file("reeve/cgroup.subtree_control", all);
+    let (h, state) = fx.host();
     for (file, text) in [
         ("cgroup.procs", ""),
         ("cgroup.events", "populated 1\nfrozen 0\n"),
@@ -26,14 +23,6 @@ fn attach_reports_the_limits_it_reset() {
     ] {
         fx.file(&format!("reeve/pool.p/{file}"), text);
     }
-    let h = Hierarchy {
-        mount: fx.path.clone(),
-        root: fx.path.join("reeve"),
-        delegated: true,
-    };
-    let state = fx.path.join("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
     let records = Records::open(&state).unwrap();
     let memory = Limits {
         memory: Some(SizeLimit::Bytes(1 << 30)),

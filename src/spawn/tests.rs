@@ -3,7 +3,6 @@
 //! must not write, can be read back exactly.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -22,18 +21,7 @@ struct Host {
 impl Host {
     fn new() -> Host {
         let fx = Fixture::new();
-        let all = "cpuset cpu io memory pids\n";
-        fx.file("reeve/cgroup.controllers", all)
-            .file("reeve/cgroup.subtree_control", all);
-        let h = Hierarchy {
-            mount: fx.path.clone(),
-            root: fx.path.join("reeve"),
-            // Nothing above the root is written.
-            delegated: true,
-        };
-        let state = fx.path.join("state");
-        std::fs::create_dir(&state).unwrap();
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (h, state) = fx.host();
         let records = Records::open(&state).unwrap();
         Host { fx, h, records }
     }

@@ -244,8 +244,8 @@ impl Records {
     pub fn open(state_dir: &Path) -> Result<Records, RecordError> {
         StateDir::open(state_dir)?;
         let dir = StateDir::open(&state_dir.join("jobs"))?;
-        let reader = ProcReader::open()
-            .map_err(|e| StoreError::io("open", Path::new("/proc"), e))?;
+        let reader =
+            ProcReader::open().map_err(|e| StoreError::io("open", Path::new("/proc"), e))?;
         Ok(Records {
             dir,
             reader: std::cell::RefCell::new(reader),
