@@ -125,7 +125,10 @@ pub struct State {
 /// seconds (before the year 2001 in ms, after it in s) is scaled.
 pub fn normalise_ms(t: u64) -> u64 {
     const MS_2001: u64 = 978_307_200_000;
-    if t != 0 && t < MS_2001 / 1000 * 10 {
+    // Seconds from 2001 on (and below what ten times that is in ms); a
+    // smaller value is neither plausible seconds nor ms and stays as it is,
+    // so normalising twice changes nothing.
+    if (MS_2001 / 1000..MS_2001 / 1000 * 10).contains(&t) {
         t.saturating_mul(1000)
     } else {
         t
@@ -314,6 +317,11 @@ mod tests {
         assert_eq!(normalise_ms(0), 0);
         assert_eq!(normalise_ms(1_763_779_581), 1_763_779_581_000);
         assert_eq!(normalise_ms(1_763_779_581_123), 1_763_779_581_123);
+        // Found by the state fuzz target: a tiny value scaled on every load.
+        assert_eq!(normalise_ms(1000), 1000);
+        for t in [1000, 1_763_779_581, 9_783_071_999, 9_783_072_000] {
+            assert_eq!(normalise_ms(normalise_ms(t)), normalise_ms(t), "{t}");
+        }
     }
 
     #[test]
