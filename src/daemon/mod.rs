@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod autoattach;
+mod kernelfilter;
 mod naming;
 mod observe;
 mod persist;
@@ -89,6 +90,7 @@ pub struct Daemon {
     stderr_mode: &'static str,
     /// Metrics publishing and service manager notifications.
     obs: observe::Observer,
+    kernel_filter: kernelfilter::KernelFilter,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -184,6 +186,7 @@ impl Daemon {
             overrides,
             stderr_mode,
             obs,
+            kernel_filter: kernelfilter::KernelFilter::new(queue),
         })
     }
 
@@ -315,6 +318,16 @@ impl Daemon {
             }
             self.discovery.evict_expired(sys::realtime_ms());
             let backlog = self.govern_some();
+            // After the placements: nothing but the move waits on an exec.
+            let queued = (self.to_attach.len(), self.ended.len());
+            self.refresh_kernel_filter();
+            self.mark_queued(queued.0);
+            let backlog = match backlog {
+                Backlog::Empty if (self.to_attach.len(), self.ended.len()) != queued => {
+                    Backlog::More
+                }
+                other => other,
+            };
             let view = self.auto.as_ref().map(|g| &g.view);
             self.persist
                 .maybe_save(&self.discovery, view, &mut self.log, false);

@@ -6,7 +6,10 @@
 //! ignores, and keeps anything it does not recognise. It keeps exec events,
 //! the subscription acknowledgement, fork events of a new process
 //! (child pid = child tgid), exit and comm events of a process's leader
-//! (pid = tgid); `handle_event` acts on nothing else: a new thread's fork,
+//! (pid = tgid), the forks and exits further narrowed, when [`build`] is
+//! given the tracked set, to a tracked parent's forks and a tracked
+//! process's exits (`handle_event` ignores every other: `live_key` is
+//! `None`); `handle_event` acts on nothing else: a new thread's fork,
 //! a non-leader thread's exit or comm, and the uid, gid, sid, ptrace and
 //! coredump events (and any kind a later kernel adds) reach its `_ => {}`
 //! arm. Everything that is not exactly one proc-connector message of the
@@ -67,13 +70,41 @@ const fn ins(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// Instructions in the program; jump offsets below count from the next one.
-pub const LEN: usize = 26;
+/// BPF_JMP | BPF_JGE | BPF_K
+const JGE_K: u16 = 0x35;
+/// BPF_JMP | BPF_JA: an unconditional forward jump, 32-bit offset in k
+const JA: u16 = 0x05;
 
-/// The filter. Positions: 24 drops, 25 accepts; 16 checks a fork's child,
-/// 20 a thread's leadership.
-pub fn program() -> [libc::sock_filter; LEN] {
-    [
+/// Instructions before the membership test.
+pub const HEAD_LEN: usize = 33;
+/// The kernel's limit on a classic BPF program (BPF_MAXINSNS).
+pub const MAX_LEN: usize = 4096;
+/// The most tracked processes the program names. The membership test
+/// costs at most 2.75 instructions a tgid, so this many fit well under
+/// [`MAX_LEN`]; with more, forks and exits of every process leader are
+/// kept, as without a tracked set.
+pub const MAX_FILTERED: usize = 1024;
+/// Keys a leaf of the membership tree compares one by one.
+const LEAF: usize = 4;
+
+/// The program that keeps every leader's forks and exits: the filter of a
+/// socket before discovery knows what it tracks.
+pub fn program() -> Vec<libc::sock_filter> {
+    let mut out = Vec::with_capacity(HEAD_LEN + 1);
+    build(None, &mut out);
+    out
+}
+
+/// Writes into `out` (cleared first) the filter for a tracked set:
+/// `tracked` holds the tgids of the live tracked processes as [`wire32`]
+/// values, sorted, without duplicates ([`sort_for_filter`]). A fork is kept
+/// when its parent's tgid is in the set, an exit when its tgid is;
+/// `None` (or a set larger than [`MAX_FILTERED`]) keeps them all.
+/// Jump offsets count from the next instruction, and only forward, as
+/// classic BPF requires.
+pub fn build(tracked: Option<&[u32]>, out: &mut Vec<libc::sock_filter>) {
+    out.clear();
+    out.extend_from_slice(&[
         /* 0 */ ins(LD_W_LEN, 0, 0, 0),
         /* 1 */ ins(JEQ_K, 0, 23, EVENT_DATAGRAM),
         /* 2 */ ins(LD_W_ABS, 0, 0, 0),
@@ -88,15 +119,15 @@ pub fn program() -> [libc::sock_filter; LEN] {
         /* 11 */ ins(JEQ_K, 13, 0, wire32(PROC_EVENT_EXEC)),
         /* 12 */ ins(JEQ_K, 12, 0, wire32(PROC_EVENT_NONE)),
         /* 13 */ ins(JEQ_K, 2, 0, wire32(PROC_EVENT_FORK)),
-        /* 14 */ ins(JEQ_K, 5, 0, wire32(PROC_EVENT_EXIT)),
+        /* 14 */ ins(JEQ_K, 11, 0, wire32(PROC_EVENT_EXIT)),
         /* 15 */ ins(JEQ_K, 4, 8, wire32(PROC_EVENT_COMM)),
-        // fork: child_pid (DATA + 8) = child_tgid (DATA + 12)?
+        // fork: child_pid (DATA + 8) = child_tgid (DATA + 12)? Then 32.
         /* 16 */
         ins(LD_W_ABS, 0, 0, DATA + 12),
         /* 17 */ ins(TAX, 0, 0, 0),
         /* 18 */ ins(LD_W_ABS, 0, 0, DATA + 8),
-        /* 19 */ ins(JEQ_X, 5, 4, 0),
-        // exit, comm: pid (DATA) = tgid (DATA + 4)?
+        /* 19 */ ins(JEQ_X, 12, 4, 0),
+        // comm: pid (DATA) = tgid (DATA + 4)?
         /* 20 */
         ins(LD_W_ABS, 0, 0, DATA + 4),
         /* 21 */ ins(TAX, 0, 0, 0),
@@ -104,7 +135,62 @@ pub fn program() -> [libc::sock_filter; LEN] {
         /* 23 */ ins(JEQ_X, 1, 0, 0),
         /* 24 */ ins(RET_K, 0, 0, DROP),
         /* 25 */ ins(RET_K, 0, 0, ACCEPT),
-    ]
+        // exit: pid (DATA) = tgid (DATA + 4)? Then A holds the tgid: 33.
+        /* 26 */
+        ins(LD_W_ABS, 0, 0, DATA + 4),
+        /* 27 */ ins(TAX, 0, 0, 0),
+        /* 28 */ ins(LD_W_ABS, 0, 0, DATA),
+        /* 29 */ ins(JEQ_X, 1, 0, 0),
+        /* 30 */ ins(RET_K, 0, 0, DROP),
+        /* 31 */ ins(JA, 0, 0, 1),
+        // fork of a process: A = the parent's tgid (DATA + 4).
+        /* 32 */
+        ins(LD_W_ABS, 0, 0, DATA + 4),
+    ]);
+    match tracked {
+        Some(keys) if keys.len() <= MAX_FILTERED => membership(keys, out),
+        _ => out.push(ins(RET_K, 0, 0, ACCEPT)),
+    }
+}
+
+/// Sorts `tgids` into the order [`build`] needs: the values a word load
+/// reads, ascending, once each.
+pub fn sort_for_filter(tgids: &mut [u32]) -> usize {
+    for t in tgids.iter_mut() {
+        *t = wire32(*t);
+    }
+    tgids.sort_unstable();
+    let mut n = 0;
+    for i in 0..tgids.len() {
+        if n == 0 || tgids[i] != tgids[n - 1] {
+            tgids[n] = tgids[i];
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A binary search over `keys` (sorted) on A: accept when A is one of
+/// them, drop otherwise. An inner node is a `JGE` to its right half through
+/// a `JA` (whose 32-bit offset reaches past a left half of any size; the
+/// 8-bit offsets of conditional jumps could not); a leaf compares up to
+/// [`LEAF`] keys and returns.
+fn membership(keys: &[u32], out: &mut Vec<libc::sock_filter>) {
+    if keys.len() <= LEAF {
+        for &k in keys {
+            out.push(ins(JEQ_K, 0, 1, k));
+            out.push(ins(RET_K, 0, 0, ACCEPT));
+        }
+        out.push(ins(RET_K, 0, 0, DROP));
+        return;
+    }
+    let (left, right) = keys.split_at(keys.len() / 2);
+    out.push(ins(JGE_K, 0, 1, right[0]));
+    let jump = out.len();
+    out.push(ins(JA, 0, 0, 0));
+    membership(left, out);
+    out[jump].k = (out.len() - jump - 1) as u32;
+    membership(right, out);
 }
 
 /// Runs a classic BPF program over `packet` as the kernel does for the
@@ -129,6 +215,8 @@ pub(super) fn run(prog: &[libc::sock_filter], packet: &[u8]) -> u32 {
             },
             TAX => x = a,
             RET_K => return i.k,
+            JA => pc += k,
+            JGE_K => pc += usize::from(if a >= i.k { i.jt } else { i.jf }),
             JEQ_K | JEQ_X => {
                 let taken = if i.code == JEQ_K { a == i.k } else { a == x };
                 pc += usize::from(if taken { i.jt } else { i.jf });
@@ -297,6 +385,97 @@ mod tests {
         let mut lying = uid.clone();
         lying[0..4].copy_from_slice(&60u32.to_ne_bytes());
         assert!(kept(&lying), "a header length that disagrees");
+    }
+
+    /// What discovery acts on when it tracks `tracked`: a fork only when
+    /// the parent is tracked, an exit only when the process is.
+    fn acts_on_with(d: &[u8], tracked: &[u32]) -> bool {
+        match netlink::events(d).next() {
+            Some(Ok(ev)) => match ev.kind {
+                ProcEvent::Fork { parent_tgid, .. } => {
+                    discovery_acts_on(d) && tracked.contains(&parent_tgid)
+                }
+                ProcEvent::Exit { tgid, .. } => discovery_acts_on(d) && tracked.contains(&tgid),
+                _ => discovery_acts_on(d),
+            },
+            _ => true,
+        }
+    }
+
+    fn filter_for(tracked: &[u32]) -> Vec<libc::sock_filter> {
+        let mut keys = tracked.to_vec();
+        let n = sort_for_filter(&mut keys);
+        let mut out = Vec::with_capacity(MAX_LEN);
+        build(Some(&keys[..n]), &mut out);
+        out
+    }
+
+    #[test]
+    fn a_tracked_set_drops_forks_and_exits_of_everyone_else() {
+        // Sets of every size around the leaf and the limit, pids that
+        // differ only in their byte order, and a pseudo-random spread.
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed % 4_194_304
+        };
+        for size in [0usize, 1, 2, 4, 5, 9, 64, 300, MAX_FILTERED - 2] {
+            let mut tracked: Vec<u32> = (0..size).map(|_| next()).collect();
+            tracked.extend([0x0100_0000, 1].iter().take(size.min(2)));
+            let prog = filter_for(&tracked);
+            assert!(prog.len() <= MAX_LEN, "{size}: {} instructions", prog.len());
+            let mut probes: Vec<u32> = tracked.iter().take(200).copied().collect();
+            probes.extend((0..200).map(|_| next()));
+            probes.extend([0, 1, 2, 0x0100_0000, 0x0200_0000, u32::MAX]);
+            for &p in &probes {
+                let c = p.wrapping_add(1);
+                for d in [
+                    datagram(PROC_EVENT_FORK, &[p, p, c, c]),
+                    datagram(PROC_EVENT_FORK, &[p, p, c, p]),
+                    datagram(PROC_EVENT_EXIT, &[p, p, 0, 17, 1, 1]),
+                    datagram(PROC_EVENT_EXIT, &[c, p, 0, 0, 1, 1]),
+                    datagram(PROC_EVENT_EXEC, &[p, p]),
+                ] {
+                    assert_eq!(
+                        run(&prog, &d) == ACCEPT,
+                        acts_on_with(&d, &tracked),
+                        "set of {size}, pid {p}"
+                    );
+                }
+            }
+            for (name, d) in samples() {
+                assert_eq!(
+                    run(&prog, &d) == ACCEPT,
+                    acts_on_with(&d, &tracked),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_tracked_keeps_every_leader_fork_and_exit() {
+        let tracked: Vec<u32> = (1..=MAX_FILTERED as u32 + 1).collect();
+        let prog = filter_for(&tracked);
+        let words = |p: &[libc::sock_filter]| -> Vec<(u16, u8, u8, u32)> {
+            p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+        };
+        assert_eq!(words(&prog), words(&program()));
+        let d = datagram(PROC_EVENT_EXIT, &[9_999_999, 9_999_999, 0, 0, 1, 1]);
+        assert_eq!(run(&prog, &d), ACCEPT);
+    }
+
+    #[test]
+    fn the_kernel_accepts_the_largest_tracked_program() {
+        let tracked: Vec<u32> = (0..MAX_FILTERED as u32).map(|i| i * 7 + 3).collect();
+        let prog = filter_for(&tracked);
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsFd::as_fd(&sock)
+            .try_clone_to_owned()
+            .unwrap();
+        crate::sys::attach_socket_filter(&fd, &prog).unwrap();
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod ending;
 mod evaluate;
 pub mod filter;
+mod kernelset;
 pub mod lifecycle;
 pub mod matcher;
 pub mod netlink;
@@ -125,6 +126,7 @@ pub struct Discovery {
     overflowed: bool,
     cur: ScanReport,
     stats: DiscoveryStats,
+    kernel: kernelset::KernelSet,
 }
 
 /// The seen-set's hard maximum, whatever the host allows.
@@ -215,6 +217,7 @@ impl Discovery {
             overflowed: false,
             cur: ScanReport::empty(ScanKind::Deep),
             stats: DiscoveryStats::default(),
+            kernel: kernelset::KernelSet::new(),
         })
     }
 
@@ -575,6 +578,7 @@ impl Discovery {
         match result {
             Ok(()) => {
                 self.live += 1;
+                self.kernel.joined(key);
                 self.cur.new += 1;
                 if source == Source::Scan {
                     self.cur.found += 1;

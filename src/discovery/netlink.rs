@@ -341,6 +341,17 @@ impl ProcConnector {
         self.sock.as_raw_fd()
     }
 
+    /// Replaces the socket's filter ([`super::filter::build`]). On error
+    /// the previous filter stays in force.
+    pub fn set_filter(&self, program: &[libc::sock_filter]) -> io::Result<()> {
+        sys::attach_socket_filter(&self.sock, program)
+    }
+
+    /// Removes the socket's filter: every event is queued again.
+    pub fn clear_filter(&self) -> io::Result<()> {
+        sys::detach_socket_filter(&self.sock)
+    }
+
     /// The next datagram from the kernel, `Ok(None)` when none is queued.
     /// Events discovery never acts on were dropped by the kernel already
     /// ([`super::filter`]).

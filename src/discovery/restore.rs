@@ -40,6 +40,7 @@ impl Discovery {
             return Restore::Refused(why.to_string());
         }
         self.live += 1;
+        self.kernel.joined(key);
         Restore::Tracked
     }
 }

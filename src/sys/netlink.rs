@@ -147,3 +147,20 @@ pub fn attach_socket_filter(sock: &OwnedFd, program: &[libc::sock_filter]) -> io
     })?;
     Ok(())
 }
+
+/// Removes the socket's filter (SO_DETACH_FILTER): every datagram is queued
+/// again.
+pub fn detach_socket_filter(sock: &OwnedFd) -> io::Result<()> {
+    let unused: libc::c_int = 0;
+    // SAFETY: the option takes no value; a valid int is passed for form.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_FILTER,
+            (&unused as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
