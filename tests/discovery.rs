@@ -1004,8 +1004,11 @@ fn netlink_overrun_triggers_an_immediate_rescan() {
     // SAFETY: kill(2) on the daemon's pid, which this test spawned and has
     // not reaped, so the pid cannot have been reused.
     assert_eq!(unsafe { libc::kill(d.pid as i32, libc::SIGSTOP) }, 0);
-    let script = "i=0; while [ $i -lt 4000 ]; do /bin/true; i=$((i+1)); done";
-    for _ in 0..3 {
+    // Renames of a process leader: comm events, which the kernel filter
+    // keeps (a rename can make a process a target), about 40,000 of them
+    // against a receive buffer that holds some 16,000.
+    let script = "i=0; while [ $i -lt 20000 ]; do echo n$i > /proc/self/comm; i=$((i+1)); done";
+    for _ in 0..2 {
         storm.push(spawn_retry(
             Command::new("/bin/sh")
                 .args(["-c", script])
