@@ -57,7 +57,8 @@ pub struct Logger {
     /// An append failed outright and that was said; reset by the next
     /// append that works, so a broken log is one line, not one per event.
     audit_broken: bool,
-    last_audit_seq: u64,
+    /// Lines are held, not written, until [`Logger::release_lines`].
+    held: bool,
 }
 
 /// Events that are too frequent to be audit records, or are about the
@@ -82,7 +83,7 @@ impl Logger {
             audit: None,
             audit_failures: 0,
             audit_broken: false,
-            last_audit_seq: 0,
+            held: false,
         }
     }
 
@@ -179,7 +180,7 @@ impl Logger {
 
     /// The sequence number of the last event this logger wrote itself.
     pub fn last_audit_seq(&self) -> u64 {
-        self.last_audit_seq
+        self.audit.as_ref().map_or(0, EventLog::last_written)
     }
 
     /// Audit appends that failed outright (not queued).
@@ -216,13 +217,44 @@ impl Logger {
         self.log(LogLevel::Error, event, fields);
     }
 
+    /// From now until [`Logger::release_lines`], lines are formatted and
+    /// held in memory (the audit log's queue and the stderr backlog)
+    /// instead of written: the daemon holds them while it handles process
+    /// events, so the only syscalls between an exec and its placement are
+    /// the ones the placement needs. Holding never drops a line: past half
+    /// of either bound, lines are written as usual.
+    pub fn hold_lines(&mut self) {
+        self.held = true;
+    }
+
+    /// Writes what was held: the audit log's queue if its lock is free now
+    /// (otherwise the queue waits, as for any busy lock, and the loop comes
+    /// back for it), and what stderr takes of the backlog.
+    pub fn release_lines(&mut self) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        if let Some(audit) = self.audit.as_mut() {
+            audit.flush_pending_within(Duration::ZERO);
+        }
+        self.flush_stderr();
+    }
+
     pub fn log(&mut self, level: LogLevel, event: &str, fields: &[(&str, Val<'_>)]) {
         let ts = sys::realtime_ms();
         if audited(level, event) {
             if let Some(audit) = self.audit.as_mut() {
-                match audit.append(ts, event, fields) {
-                    Ok(Some(seq)) => {
-                        self.last_audit_seq = seq;
+                let deferred = match self.held {
+                    true => audit.defer(ts, event, fields),
+                    false => Ok(false),
+                };
+                let appended = match deferred {
+                    Ok(true) => Ok(None),
+                    Ok(false) => audit.append(ts, event, fields),
+                    Err(e) => Err(e),
+                };
+                match appended {
+                    Ok(Some(_)) => {
                         self.audit_broken = false;
                     }
                     Ok(None) => {}
@@ -264,6 +296,12 @@ impl Logger {
         self.buf.push('\n');
         let written = match &mut self.sink {
             Sink::Blocking => io::stderr().lock().write_all(self.buf.as_bytes()),
+            Sink::NonBlocking(b)
+                if self.held && b.pending.len() + self.buf.len() <= STDERR_BACKLOG / 2 =>
+            {
+                b.hold(self.buf.as_bytes());
+                Ok(())
+            }
             Sink::NonBlocking(b) => b.emit(self.buf.as_bytes()),
         };
         if written.is_err() {
@@ -395,6 +433,46 @@ pub fn iso8601(out: &mut String, ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_lines_reach_the_audit_log_at_release_in_order() {
+        use crate::store::{testdir::TempDir, LogOptions, StateDir};
+        let t = TempDir::new("log-hold");
+        let dir = StateDir::open(&t.path().join("state")).unwrap();
+        let opts = LogOptions {
+            lock_timeout: Duration::ZERO,
+            group_commit: true,
+            ..LogOptions::default()
+        };
+        let mut log = Logger::new(LogFormat::Json, LogLevel::Error);
+        log.set_audit(EventLog::open(&dir, opts).unwrap());
+        let file = dir.path().join("events.jsonl");
+        let written = || std::fs::read_to_string(&file).unwrap_or_default();
+        log.info("before", &[]);
+        log.hold_lines();
+        log.info("discovered", &[("pid", Val::U(1))]);
+        log.info("attached", &[("pid", Val::U(1))]);
+        assert_eq!(written().lines().count(), 1, "held, not written");
+        assert_eq!(log.last_audit_seq(), 1);
+        log.release_lines();
+        let events: Vec<String> = written()
+            .lines()
+            .map(|l| {
+                l.split("\"event\":\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(events, ["before", "discovered", "attached"]);
+        assert_eq!(log.last_audit_seq(), 3);
+        // Released: lines are written at once again.
+        log.info("exited", &[]);
+        assert_eq!(written().lines().count(), 4);
+    }
 
     #[test]
     fn names_with_newlines_stay_on_one_text_line() {

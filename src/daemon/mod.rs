@@ -286,6 +286,7 @@ impl Daemon {
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
         let result = self.event_loop();
+        self.log.release_lines();
         self.obs.stopping(&mut self.log);
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
@@ -318,7 +319,9 @@ impl Daemon {
             }
             self.discovery.evict_expired(sys::realtime_ms());
             let backlog = self.govern_some();
-            // After the placements: nothing but the move waits on an exec.
+            // The lines of this wakeup's events, held while process events
+            // were handled and placed: nothing but the move waits on an exec.
+            self.log.release_lines();
             let queued = (self.to_attach.len(), self.ended.len());
             self.refresh_kernel_filter();
             self.mark_queued(queued.0);
@@ -368,6 +371,7 @@ impl Daemon {
             }
             if sys::is_readable(&fds[1]) {
                 let queued = self.to_attach.len();
+                self.log.hold_lines();
                 self.drain_netlink();
                 self.mark_queued(queued);
             }

@@ -140,6 +140,8 @@ pub struct EventLog {
     queue: VecDeque<String>,
     spare: Vec<String>,
     lost: u64,
+    /// The seq of the last line this appender wrote.
+    last_written: u64,
     torn_repairs: u64,
     sync_failures: u64,
     syncs: u64,
@@ -212,6 +214,7 @@ impl EventLog {
             line: String::with_capacity(1024),
             side_buf: String::with_capacity(SIDECAR_LEN),
             lost: 0,
+            last_written: 0,
             torn_repairs: 0,
             sync_failures: 0,
             syncs: 0,
@@ -257,6 +260,32 @@ impl EventLog {
         result
     }
 
+    /// Formats one event and queues it, unwritten, for the next
+    /// [`EventLog::flush_pending_within`]: the daemon holds the lines of a
+    /// wakeup's events until its placements are done, so no write waits
+    /// between an exec and its move. `Ok(false)` when the queue is half
+    /// full: the caller appends instead, so holding never fills it.
+    pub fn defer(
+        &mut self,
+        ts_ms: u64,
+        event: &str,
+        fields: &[(&str, Val<'_>)],
+    ) -> Result<bool, StoreError> {
+        if self.queue.len() >= self.opts.queue_capacity / 2 {
+            return Ok(false);
+        }
+        if let Some((k, _)) = fields.iter().find(|(k, _)| RESERVED.contains(k)) {
+            return Err(StoreError::Invalid(format!(
+                "event {event:?} has a field named {k:?}, which the log line itself uses"
+            )));
+        }
+        let mut body = std::mem::take(&mut self.body);
+        format_body(&mut body, ts_ms, event, fields);
+        self.enqueue(&body);
+        self.body = body;
+        Ok(true)
+    }
+
     /// Retries queued events in order, waiting for the lock at most
     /// `lock_timeout`; returns how many landed.
     pub fn flush_pending(&mut self) -> usize {
@@ -288,6 +317,12 @@ impl EventLog {
     /// Events queued and not yet written.
     pub fn pending(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The seq of the last line this appender wrote (appended or from its
+    /// queue); 0 before the first.
+    pub fn last_written(&self) -> u64 {
+        self.last_written
     }
 
     /// Events dropped because the queue was full.
@@ -454,6 +489,7 @@ impl EventLog {
         }
         pos.size += self.line.len() as u64;
         pos.last_seq = seq;
+        self.last_written = seq;
         self.known = Some(pos);
         self.locked = Some(pos);
         self.write_sidecar(pos);

@@ -116,3 +116,40 @@ fn durable_point_survives_rotation_and_other_writers() {
     log.commit(2);
     assert_eq!(durable_seq(d.path()), Some(12));
 }
+
+#[test]
+fn deferred_events_are_written_in_order_at_the_flush_and_never_fill_the_queue() {
+    let (_t, d) = setup("defer");
+    let opts = LogOptions {
+        queue_capacity: 8,
+        ..daemon_mode()
+    };
+    let mut log = EventLog::open(&d, opts).unwrap();
+    let log_file = d.path().join(LOG_NAME);
+    for i in 0..4 {
+        let held = log
+            .defer(1_000, "discovered", &[("pid", Val::U(i))])
+            .unwrap();
+        assert!(held, "event {i} is held");
+    }
+    // Half the queue is held: the next one is for a plain append.
+    assert!(!log
+        .defer(1_000, "discovered", &[("pid", Val::U(9))])
+        .unwrap());
+    assert_eq!(log.pending(), 4);
+    assert_eq!(
+        std::fs::read(&log_file).unwrap_or_default().len(),
+        0,
+        "nothing written yet"
+    );
+    assert_eq!(log.flush_pending_within(Duration::ZERO), 4);
+    assert_eq!((log.pending(), log.lost(), log.last_written()), (0, 0, 4));
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    let pids: Vec<&str> = text
+        .lines()
+        .map(|l| l.split("\"pid\":").nth(1).unwrap().trim_end_matches('}'))
+        .collect();
+    assert_eq!(pids, ["0", "1", "2", "3"]);
+    // A reserved name is refused when deferred too.
+    assert!(log.defer(1, "x", &[("seq", Val::U(1))]).is_err());
+}
