@@ -1,6 +1,6 @@
 #!/bin/sh
 # reeve watch at rest on a quiet kernel (nothing else runs in the VM): with
-# 500 other processes on the host and one governed target, over a 10 s
+# 300 other processes on the host and one governed target, over a 10 s
 # window it wakes at most once a second and writes nothing. The VM's kernel
 # is the only place here where "nothing happens" holds; on the shared
 # build host every other process's exec reaches every connector listener.
