@@ -28,9 +28,15 @@
 //! started are signalled, by pid. cgroup-tools is installed with apt-get
 //! when missing. Never run in CI (it touches /etc and the v1 hierarchy).
 //!
+//! In each round each daemon also sits idle for a window (its CPU and
+//! wakeups, beside the process events the host sent meanwhile, which every
+//! connector listener is woken for unless it filters them) and then takes
+//! an exec storm of /bin/true run by the bench (its CPU per 1,000 execs).
+//!
 //! Settings (environment): GOVERN_SAMPLES (probes per daemon, cold and
 //! warm each; default 300), GOVERN_AGE (members through reeve's pool for
-//! the age curve; default 20000, up to 100000).
+//! the age curve; default 20000, up to 100000), GOVERN_IDLE_SECS (the idle
+//! window; default 30), GOVERN_STORM (execs in the storm; default 2000).
 
 use std::collections::HashMap;
 use std::fs;
@@ -148,6 +154,17 @@ impl Daemon {
         }
     }
 
+    /// Voluntary plus involuntary context switches of the daemon's main
+    /// thread: how often it was woken.
+    fn wakeups(&self) -> u64 {
+        fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+
     fn cpu_ns(&self) -> u64 {
         fs::read_to_string(format!("/proc/{}/schedstat", self.child.id()))
             .ok()
@@ -172,6 +189,8 @@ struct Execs {
     conn: ProcConnector,
     at: HashMap<u32, u64>,
     overruns: u64,
+    /// Process events read, of every kind the connector filter keeps.
+    events: u64,
 }
 
 impl Execs {
@@ -180,6 +199,7 @@ impl Execs {
             match self.conn.recv() {
                 Ok(Some(buf)) => {
                     for ev in netlink::events(buf).flatten() {
+                        self.events += 1;
                         if let ProcEvent::Exec { pid, tgid } = ev.kind {
                             if pid == tgid {
                                 self.at.insert(pid, ev.timestamp_ns);
@@ -316,6 +336,11 @@ struct Figures {
     misses: usize,
     /// (window label, latencies, daemon CPU ns per placement)
     age: Vec<(String, Vec<u64>, u64)>,
+    /// Per round: idle CPU ns per minute, wakeups per second (x1000), and
+    /// the host's process events per second (x1000) meanwhile.
+    idle: Vec<(u64, u64, u64)>,
+    /// Per round: CPU ns per 1,000 execs of the storm.
+    storm: Vec<u64>,
 }
 
 fn series(
@@ -360,6 +385,48 @@ fn burst(s: &Setup, d: &Daemon, execs: &mut Execs, f: &mut Figures) -> Res<()> {
     }
     execs.at.clear();
     f.burst_last.push(last_placed.saturating_sub(first_exec));
+    Ok(())
+}
+
+/// The daemon left alone for `window`, then `execs` runs of /bin/true.
+fn idle_and_storm(
+    d: &Daemon,
+    execs: &mut Execs,
+    window: Duration,
+    storm: usize,
+    f: &mut Figures,
+) -> Res<()> {
+    execs.drain();
+    let events0 = execs.events;
+    let (w0, c0, t0) = (d.wakeups(), d.cpu_ns(), Instant::now());
+    let end = t0 + window;
+    while Instant::now() < end {
+        thread::sleep(Duration::from_millis(200));
+        execs.drain();
+        execs.at.clear();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (w1, c1) = (d.wakeups(), d.cpu_ns());
+    f.idle.push((
+        ((c1 - c0) as f64 / secs * 60.0) as u64,
+        ((w1 - w0) as f64 / secs * 1000.0) as u64,
+        ((execs.events - events0) as f64 / secs * 1000.0) as u64,
+    ));
+    let c0 = d.cpu_ns();
+    for _ in 0..storm {
+        let st = Command::new("/bin/true")
+            .status()
+            .map_err(|e| format!("/bin/true: {e}"))?;
+        if !st.success() {
+            return Err(format!("/bin/true ended with {st}"));
+        }
+    }
+    // What is queued is handled before the CPU is read.
+    thread::sleep(Duration::from_millis(300));
+    execs.drain();
+    execs.at.clear();
+    f.storm
+        .push((d.cpu_ns() - c0) * 1000 / storm.max(1) as u64);
     Ok(())
 }
 
@@ -408,7 +475,10 @@ fn run() -> Res<()> {
         conn,
         at: HashMap::new(),
         overruns: 0,
+        events: 0,
     };
+    let idle_window = Duration::from_secs(env_usize("GOVERN_IDLE_SECS", 30) as u64);
+    let storm = env_usize("GOVERN_STORM", 2000);
     // cgrulesengd, reeve, reeve with audit fsync never.
     let mut figs = [Figures::default(), Figures::default(), Figures::default()];
     let started = Instant::now();
@@ -435,6 +505,7 @@ fn run() -> Res<()> {
             series(&s, &d, &mut execs, samples / 2, WARM_GAP, f, true);
             burst(&s, &d, &mut execs, f)?;
             w.stop();
+            idle_and_storm(&d, &mut execs, idle_window, storm, f)?;
             d.stop();
             eprintln!(
                 "govern bench: round {round} {} ({pool}) done at {:?}",
@@ -566,6 +637,39 @@ fn report(
             c.burst_last[i],
             r.burst_last[i],
             Some(n.burst_last[i]),
+        );
+    }
+    for i in 0..c.idle.len().min(r.idle.len()).min(n.idle.len()) {
+        let ((cc, cw, ev), (rc, rw, _), (nc, nw, _)) = (c.idle[i], r.idle[i], n.idle[i]);
+        let per_min = |ns: u64| format!("{:.1} ms/min", ns as f64 / 1e6);
+        let per_s = |x: u64| format!("{:.2}/s", x as f64 / 1000.0);
+        let r2 = |a: u64, b: u64| ratio(a, b);
+        println!(
+            "| idle CPU (run {}; host sent {:.1} process events/s) | {} | {} | {} | {} | {} |",
+            i + 1,
+            ev as f64 / 1000.0,
+            per_min(cc),
+            per_min(rc),
+            r2(cc, rc),
+            per_min(nc),
+            r2(cc, nc)
+        );
+        println!(
+            "| idle wakeups (run {}) | {} | {} | {} | {} | {} |",
+            i + 1,
+            per_s(cw),
+            per_s(rw),
+            r2(cw, rw),
+            per_s(nw),
+            r2(cw, nw)
+        );
+    }
+    for i in 0..c.storm.len().min(r.storm.len()).min(n.storm.len()) {
+        row(
+            &format!("storm: CPU per 1,000 execs of /bin/true (run {})", i + 1),
+            c.storm[i],
+            r.storm[i],
+            Some(n.storm[i]),
         );
     }
     let k = c.age.len().min(r.age.len());
