@@ -396,7 +396,13 @@ fn idle_and_storm(
     storm: usize,
     f: &mut Figures,
 ) -> Res<()> {
-    execs.drain();
+    // Let the burst's exits and their records settle first.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        thread::sleep(Duration::from_millis(200));
+        execs.drain();
+        execs.at.clear();
+    }
     let events0 = execs.events;
     let (w0, c0, t0) = (d.wakeups(), d.cpu_ns(), Instant::now());
     let end = t0 + window;
@@ -425,8 +431,7 @@ fn idle_and_storm(
     thread::sleep(Duration::from_millis(300));
     execs.drain();
     execs.at.clear();
-    f.storm
-        .push((d.cpu_ns() - c0) * 1000 / storm.max(1) as u64);
+    f.storm.push((d.cpu_ns() - c0) * 1000 / storm.max(1) as u64);
     Ok(())
 }
 
@@ -640,14 +645,16 @@ fn report(
         );
     }
     for i in 0..c.idle.len().min(r.idle.len()).min(n.idle.len()) {
-        let ((cc, cw, ev), (rc, rw, _), (nc, nw, _)) = (c.idle[i], r.idle[i], n.idle[i]);
+        let ((cc, cw, ev), (rc, rw, rev), (nc, nw, nev)) = (c.idle[i], r.idle[i], n.idle[i]);
         let per_min = |ns: u64| format!("{:.1} ms/min", ns as f64 / 1e6);
         let per_s = |x: u64| format!("{:.2}/s", x as f64 / 1000.0);
         let r2 = |a: u64, b: u64| ratio(a, b);
         println!(
-            "| idle CPU (run {}; host sent {:.1} process events/s) | {} | {} | {} | {} | {} |",
+            "| idle CPU (run {}; the host's process events/s in each window: {:.1}, {:.1}, {:.1}) | {} | {} | {} | {} | {} |",
             i + 1,
             ev as f64 / 1000.0,
+            rev as f64 / 1000.0,
+            nev as f64 / 1000.0,
             per_min(cc),
             per_min(rc),
             r2(cc, rc),
