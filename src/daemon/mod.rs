@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod autoattach;
+mod jobs;
 mod naming;
 mod observe;
 mod persist;
@@ -62,6 +63,10 @@ enum Backlog {
     Blocked,
 }
 
+/// The poll set's fixed head: signalfd, netlink, stderr; supervised jobs'
+/// pidfds follow.
+const BASE_FDS: usize = 3;
+
 /// Why the loop ended.
 enum Stop {
     Signal(i32),
@@ -89,6 +94,12 @@ pub struct Daemon {
     stderr_mode: &'static str,
     /// Metrics publishing and service manager notifications.
     obs: observe::Observer,
+    /// Supervised jobs (`jobs` in the config), and PID-1 duties.
+    jobs: crate::supervise::Supervisor,
+    /// The poll set, rebuilt each wakeup in storage reserved at start.
+    pollfds: Vec<sys::PollFd>,
+    /// PID 1 only: the terminating signal whose job stop is under way.
+    stopping: Option<i32>,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -127,7 +138,7 @@ impl Daemon {
                 "blocking"
             }
         };
-        let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
+        let signals = sys::signalfd_for(jobs::signal_set())
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
         let persist =
             persist::Persistence::open(&config.state_dir, config.audit_options(), &mut log)?;
@@ -167,6 +178,8 @@ impl Daemon {
         // never kills the process through a worker.
         let obs = observe::start(&config, &mut log)?;
         let queue = config.capacity;
+        let jobs = crate::supervise::Supervisor::new(&config, &mut log);
+        let pollfds = Vec::with_capacity(BASE_FDS + config.jobs.len());
         Ok(Daemon {
             config,
             config_path,
@@ -184,6 +197,9 @@ impl Daemon {
             overrides,
             stderr_mode,
             obs,
+            jobs,
+            pollfds,
+            stopping: None,
         })
     }
 
@@ -196,8 +212,10 @@ impl Daemon {
     }
 
     /// Runs until a terminating signal. Governed processes are left as
-    /// they are.
-    pub fn run(mut self) -> Result<(), String> {
+    /// they are; so are supervised jobs, except when reeve is PID 1, which
+    /// stops them first. Returns the exit status (see
+    /// [`crate::supervise::Supervisor::exit_status`]).
+    pub fn run(mut self) -> Result<i32, String> {
         let config_name = self
             .config_path
             .as_ref()
@@ -282,7 +300,9 @@ impl Daemon {
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
+        self.jobs.start(&mut self.log);
         let result = self.event_loop();
+        self.jobs_at_exit();
         self.obs.stopping(&mut self.log);
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
@@ -302,11 +322,14 @@ impl Daemon {
         // the caller's error line follows the last log lines.
         self.persist.finish(&mut self.log);
         self.log.drain_stderr(STDERR_DRAIN_AT_EXIT);
-        result.map(|_| ())
+        result.map(|_| self.jobs.exit_status())
     }
 
     fn event_loop(&mut self) -> Result<Stop, String> {
         loop {
+            if let Some(stop) = self.jobs_wakeup() {
+                return Ok(stop);
+            }
             let now = sys::monotonic_ns();
             if self.need_deep || now >= self.next_scan_ns() {
                 let queued = self.to_attach.len();
@@ -332,9 +355,11 @@ impl Daemon {
                 Backlog::Empty => to_scan_ms,
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
-            let wait_ms = self.obs.cap_wait(wait_ms);
+            let wait_ms = self.jobs.wait_ms(self.obs.cap_wait(wait_ms));
             // stderr is polled only while log lines wait for it.
-            let mut fds = [
+            let mut fds = std::mem::take(&mut self.pollfds);
+            fds.clear();
+            fds.extend([
                 sys::poll_fd(self.signals.as_raw_fd()),
                 sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd())),
                 libc::pollfd {
@@ -342,18 +367,26 @@ impl Daemon {
                     events: libc::POLLOUT,
                     revents: 0,
                 },
-            ];
-            sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
+            ]);
+            self.jobs.poll_fds(&mut fds);
+            let polled = sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"));
+            self.pollfds = fds;
+            polled?;
+            let fds = &self.pollfds;
+            let stderr_ready = fds[2].revents != 0;
+            let (signal_ready, netlink_ready) =
+                (sys::is_readable(&fds[0]), sys::is_readable(&fds[1]));
             self.obs.woke();
-            if fds[2].revents != 0 {
+            if stderr_ready {
                 self.log.flush_stderr();
             }
-            if sys::is_readable(&fds[0]) {
+            self.jobs_polled();
+            if signal_ready {
                 if let Some(stop) = self.handle_signals()? {
                     return Ok(stop);
                 }
             }
-            if sys::is_readable(&fds[1]) {
+            if netlink_ready {
                 let queued = self.to_attach.len();
                 self.drain_netlink();
                 self.mark_queued(queued);
@@ -507,8 +540,10 @@ impl Daemon {
         {
             if sig == libc::SIGHUP {
                 self.reload();
-            } else {
-                return Ok(Some(Stop::Signal(sig)));
+            } else if sig == libc::SIGCHLD {
+                self.jobs_sigchld();
+            } else if let Some(stop) = self.stop_requested(sig) {
+                return Ok(Some(stop));
             }
         }
         Ok(None)

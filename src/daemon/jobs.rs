@@ -1,0 +1,77 @@
+//! The watch loop's side of supervised jobs and of running as PID 1: the
+//! jobs' pidfds after the fixed head of the poll set, their timers in the
+//! poll timeout, SIGCHLD (PID 1 only) for orphans, and the stop.
+//!
+//! Invariant: nothing here waits; a job's start, end and stop are steps
+//! taken in a wakeup, and a PID-1 stop is a state of the loop (jobs told,
+//! their pidfds and timeouts polled) rather than a wait.
+
+use super::{Daemon, Stop, BASE_FDS};
+use crate::log::Val;
+use crate::sys;
+
+/// The signals the daemon's signalfd takes: SIGCHLD too when reeve is
+/// PID 1, for the orphans the kernel reparents to it.
+pub(super) fn signal_set() -> &'static [libc::c_int] {
+    if sys::getpid() == 1 {
+        &sys::PID1_SIGNALS
+    } else {
+        &sys::DAEMON_SIGNALS
+    }
+}
+
+impl Daemon {
+    /// At the start of a wakeup: due starts, readiness, the stop's kills;
+    /// the loop's end once a PID-1 stop is over.
+    pub(super) fn jobs_wakeup(&mut self) -> Option<Stop> {
+        self.jobs.tick(&mut self.log);
+        let sig = self.stopping?;
+        self.jobs
+            .stop_finished(&mut self.log)
+            .then_some(Stop::Signal(sig))
+    }
+
+    /// After poll: the jobs whose pidfd is readable have ended.
+    pub(super) fn jobs_polled(&mut self) {
+        let fds = self.pollfds.get(BASE_FDS..).unwrap_or(&[]);
+        self.jobs.polled(fds, &mut self.log);
+    }
+
+    /// SIGCHLD (delivered only to PID 1): reap every ended child.
+    pub(super) fn jobs_sigchld(&mut self) {
+        // Every child this daemon starts is a job; none is reaped elsewhere.
+        self.jobs.reap_orphans(&mut self.log, &|_| false);
+    }
+
+    /// A terminating signal. As PID 1 with jobs running, the signal is
+    /// forwarded and the loop goes on until they ended or their timeouts
+    /// passed; otherwise the loop ends now and the jobs keep running.
+    pub(super) fn stop_requested(&mut self, sig: i32) -> Option<Stop> {
+        if !self.jobs.is_pid1() {
+            return Some(Stop::Signal(sig));
+        }
+        if self.stopping.is_none() {
+            self.log.info(
+                "pid1_stopping",
+                &[
+                    ("signal", Val::I(sig.into())),
+                    ("note", Val::S("running jobs are told to stop first")),
+                ],
+            );
+        }
+        if self.jobs.begin_stop(sig, &mut self.log) {
+            self.stopping.get_or_insert(sig);
+            None
+        } else {
+            Some(Stop::Signal(self.stopping.unwrap_or(sig)))
+        }
+    }
+
+    /// When the loop has ended: what becomes of each job (not PID 1: they
+    /// keep running and the next daemon adopts them).
+    pub(super) fn jobs_at_exit(&mut self) {
+        if !self.jobs.is_pid1() {
+            self.jobs.report_left(&mut self.log);
+        }
+    }
+}
