@@ -93,8 +93,8 @@ impl Supervisor {
                 });
             }
             Err(Refusal::Busy) => {
-                // Not a start: the guard forgets it.
-                job.window = super::StartWindow::new(job.spec.restart_guard);
+                // Not a start: the guard forgets it, and only it.
+                job.window.undo_last();
                 log.debug(
                     "job_launch_deferred",
                     &[

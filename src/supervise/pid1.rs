@@ -199,6 +199,10 @@ impl Supervisor {
             });
             if let Some(i) = job {
                 self.reap(i, log);
+                if matches!(self.jobs[i].state, State::Running(_)) {
+                    // Not reaped after all: the pidfd brings it back.
+                    break;
+                }
                 continue;
             }
             if owned_elsewhere(pid) {

@@ -106,6 +106,12 @@ impl StartWindow {
         true
     }
 
+    /// Takes back the start [`StartWindow::try_start`] just recorded (it
+    /// did not happen: a lock was busy), keeping the earlier ones.
+    pub fn undo_last(&mut self) {
+        self.starts.pop_back();
+    }
+
     /// Starts counted in the window now.
     pub fn recent(&self) -> usize {
         self.starts.len()
@@ -175,6 +181,8 @@ mod tests {
         assert!(w.try_start(0));
         assert!(w.try_start(S));
         assert!(w.try_start(2 * S));
+        w.undo_last();
+        assert!(w.try_start(2 * S), "a start taken back is not counted");
         assert!(!w.try_start(3 * S), "a fourth start within 10 s");
         assert_eq!(w.recent(), 3);
         // The first start leaves the window at 10 s.
