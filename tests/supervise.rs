@@ -227,110 +227,156 @@ fn a_job_outlives_kill_9_of_the_daemon_and_is_adopted_not_started_twice() {
     second.stop_ok();
 }
 
-/// reeve as PID 1 of a new PID namespace (its own /proc mounted by
-/// `unshare --mount-proc`): a job that double-forks leaves an orphan that
-/// reeve reaps, and SIGTERM stops the job, then reeve, with status 0.
+/// `reeve watch` as PID 1 of a new PID namespace, with its own /proc
+/// (`unshare --pid --fork --mount-proc`), logging JSON into a file.
+struct Pid1 {
+    unshare: std::process::Child,
+    log_path: std::path::PathBuf,
+}
+
+impl Pid1 {
+    fn start(cfg: &Path, dir: &TempDir) -> Option<Pid1> {
+        let have_unshare = Path::new("/usr/bin/unshare").exists();
+        if !common::require(have_unshare, "util-linux unshare makes the PID namespace") {
+            return None;
+        }
+        let log_path = dir.join("pid1.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let unshare = common::spawn_retry(
+            Command::new("/usr/bin/unshare")
+                .args(["--pid", "--fork", "--mount-proc", "--"])
+                .arg(common::REEVE)
+                .args(["watch", "--config"])
+                .arg(cfg)
+                .args(["--log-format", "json", "--log-level", "debug"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log)),
+        );
+        let pid1 = Pid1 { unshare, log_path };
+        let started = pid1.wait_event("started", |_| true);
+        assert_eq!(started["pid"], 1, "reeve runs as PID 1 of the namespace");
+        Some(pid1)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        common::json_lines(&fs::read(&self.log_path).unwrap_or_default())
+    }
+
+    fn tail(&self) -> String {
+        common::log_tail_of(&self.log_path)
+    }
+
+    fn wait_event(&self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found = self
+                .events()
+                .into_iter()
+                .find(|v| event_name(v) == name && pred(v));
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no {name}\n{}", self.tail());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to reeve (the one child of unshare) from outside the
+    /// namespace, then its exit status (unshare passes it on).
+    fn sigterm_and_wait(&mut self) -> std::process::ExitStatus {
+        let children =
+            fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.unshare.id())).unwrap();
+        let reeve_pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        // SAFETY: kill(2) on reeve, the unreaped child of our own unshare child.
+        assert_eq!(unsafe { libc::kill(reeve_pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.unshare.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reeve as PID 1 did not stop\n{}",
+                self.tail()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pid1 {
+    fn drop(&mut self) {
+        // Killing unshare's child (PID 1 of the namespace) ends the whole
+        // namespace; unshare itself then exits.
+        if let Ok(None) = self.unshare.try_wait() {
+            let _ = self.unshare.kill();
+            let _ = self.unshare.wait();
+        }
+    }
+}
+
+/// As PID 1, reeve reaps the orphans a job leaves (its children
+/// double-fork, so their children are reparented to PID 1 and end there),
+/// and SIGTERM stops the job, then reeve, with status 0.
 #[test]
 fn as_pid_1_reeve_reaps_orphans_and_stops_its_jobs_on_sigterm() {
-    let have_unshare = Path::new("/usr/bin/unshare").exists();
-    if !common::require(have_unshare, "util-linux unshare makes the PID namespace") {
-        return;
-    }
     let dir = TempDir::new("supervise-pid1");
     let sub = Subtree::new();
-    let orphans = dir.join("orphans");
-    // The job forks a short-lived grandchild and exits the middle process
-    // at once, so the grandchild is reparented to PID 1 and ends there.
-    let script = format!(
-        "for i in 1 2 3; do (sleep 0.1 & ) ; done; echo started >> {o}; exec sleep 300",
-        o = orphans.display()
-    );
+    let script = "for i in 1 2 3; do (sleep 0.1 &); done; exec sleep 300";
     let cfg = jobs_config(
         &dir,
         &sub,
         json!([{"name": "init-job", "command": ["/bin/sh", "-c", script], "stop_timeout": "5s"}]),
     );
-    let log_path = dir.join("pid1.log");
-    let log = fs::File::create(&log_path).unwrap();
-    let mut unshare = common::spawn_retry(
-        Command::new("/usr/bin/unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--"])
-            .arg(common::REEVE)
-            .args(["watch", "--config"])
-            .arg(&cfg)
-            .args(["--log-format", "json", "--log-level", "debug"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log)),
+    let Some(mut reeve) = Pid1::start(&cfg, &dir) else {
+        return;
+    };
+    reeve.wait_event("job_launched", |_| true);
+    reeve.wait_event("orphans_reaped", |v| v["total"].as_u64() >= Some(3));
+    let status = reeve.sigterm_and_wait();
+    assert_eq!(status.code(), Some(0), "{}", reeve.tail());
+    let ev = reeve.events();
+    assert_eq!(
+        about_job(&ev, "job_stopping", "init-job").len(),
+        1,
+        "{}",
+        reeve.tail()
     );
-    let events = |path: &Path| common::json_lines(&fs::read(path).unwrap_or_default());
-    let wait_event = |name: &str| {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = events(&log_path)
-                .into_iter()
-                .find(|v| event_name(v) == name)
-            {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {name}\n{}",
-                common::log_tail_of(&log_path)
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let started = wait_event("started");
-    assert_eq!(started["pid"], 1, "reeve runs as PID 1 of the namespace");
-    wait_event("job_launched");
-    let reaped = wait_event("orphans_reaped");
-    assert!(reaped["count"].as_u64().unwrap() >= 1);
-    // No zombie is left among the namespace's processes: every process in
-    // the job's group is alive (the orphans ran in it too).
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let total: u64 = events(&log_path)
-            .iter()
-            .filter(|v| event_name(v) == "orphans_reaped")
-            .map(|v| v["total"].as_u64().unwrap_or(0))
-            .max()
-            .unwrap_or(0);
-        if total >= 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "3 orphans reaped\n{}",
-            common::log_tail_of(&log_path)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    // reeve's host pid: the one child of unshare.
-    let children =
-        fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
-    let reeve_pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    // SAFETY: kill(2) on reeve, the unreaped child of our own unshare child.
-    assert_eq!(unsafe { libc::kill(reeve_pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = unshare.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reeve as PID 1 did not stop\n{}",
-            common::log_tail_of(&log_path)
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0), "{}", common::log_tail_of(&log_path));
-    let ev = events(&log_path);
-    let stopping = about_job(&ev, "job_stopping", "init-job");
-    assert_eq!(stopping.len(), 1, "{}", common::log_tail_of(&log_path));
     let exited = about_job(&ev, "job_exited", "init-job");
     assert_eq!(exited.last().unwrap()["status"], "signal 15");
     assert_eq!(exited.last().unwrap()["next"], "stopped");
     assert!(about_job(&ev, "job_killed", "init-job").is_empty());
     assert!(procs_of(&sub.job("init-job")).is_empty());
+}
+
+/// As PID 1, a job that ignores the forwarded SIGTERM is killed through its
+/// pidfd after its stop_timeout, and reeve's exit status says the stop was
+/// not clean.
+#[test]
+fn as_pid_1_a_job_that_ignores_sigterm_is_killed_and_the_exit_status_says_so() {
+    let dir = TempDir::new("supervise-pid1-kill");
+    let sub = Subtree::new();
+    let script = "trap '' TERM; while :; do sleep 0.05; done";
+    let cfg = jobs_config(
+        &dir,
+        &sub,
+        json!([{"name": "stubborn", "command": ["/bin/sh", "-c", script], "stop_timeout": "300ms"}]),
+    );
+    let Some(mut reeve) = Pid1::start(&cfg, &dir) else {
+        return;
+    };
+    reeve.wait_event("job_launched", |_| true);
+    let status = reeve.sigterm_and_wait();
+    assert_eq!(status.code(), Some(1), "{}", reeve.tail());
+    let ev = reeve.events();
+    assert_eq!(
+        about_job(&ev, "job_killed", "stubborn").len(),
+        1,
+        "{}",
+        reeve.tail()
+    );
+    let exited = about_job(&ev, "job_exited", "stubborn");
+    assert_eq!(exited.last().unwrap()["status"], "signal 9");
+    assert_eq!(exited.last().unwrap()["killed"], true);
 }

@@ -497,7 +497,7 @@ mod tests {
         let rule = |body: &str| format!(r#"{{"targets":[{{"name":"a","match":{{"comm":["a"]}}}},{body}]}}"#);
         let filter = |body: &str| rule(&format!(r#"{{"name":"b","match":{{"comm":["b"]}},"filter":{body}}}"#));
         vec![
-            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit, metrics)"),
+            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit, metrics, jobs)"),
             (r#"{"metrics":{"listen":"localhost:9188"}}"#.into(), "metrics.listen", "must be an IP address and port"),
             (r#"{"metrics":{"listen":"127.0.0.1"}}"#.into(), "metrics.listen", "must be an IP address and port"),
             (r#"{"metrics":{"token_file":"token"}}"#.into(), "metrics.token_file", "not an absolute path"),
