@@ -6,9 +6,15 @@
 //! taken in a wakeup, and a PID-1 stop is a state of the loop (jobs told,
 //! their pidfds and timeouts polled) rather than a wait.
 
-use super::{Daemon, Stop, BASE_FDS};
+use std::os::fd::AsRawFd;
+
+use super::{Daemon, Stop};
 use crate::log::Val;
 use crate::sys;
+
+/// The poll set's fixed head: signalfd, netlink, stderr; supervised jobs'
+/// pidfds follow.
+pub(super) const BASE_FDS: usize = 3;
 
 /// The signals the daemon's signalfd takes: SIGCHLD too when reeve is
 /// PID 1, for the orphans the kernel reparents to it.
@@ -21,6 +27,25 @@ pub(super) fn signal_set() -> &'static [libc::c_int] {
 }
 
 impl Daemon {
+    /// Fills the poll set (in its storage reserved at start) and waits in
+    /// poll(2). stderr is polled only while log lines wait for it.
+    pub(super) fn poll_wakeup(&mut self, wait_ms: i32) -> Result<(), String> {
+        let fds = &mut self.pollfds;
+        fds.clear();
+        fds.extend([
+            sys::poll_fd(self.signals.as_raw_fd()),
+            sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd())),
+            libc::pollfd {
+                fd: self.log.stderr_backlog_fd().unwrap_or(-1),
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+        ]);
+        self.jobs.poll_fds(fds);
+        sys::poll(fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
+        Ok(())
+    }
+
     /// At the start of a wakeup: due starts, readiness, the stop's kills;
     /// the loop's end once a PID-1 stop is over.
     pub(super) fn jobs_wakeup(&mut self) -> Option<Stop> {

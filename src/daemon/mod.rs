@@ -10,7 +10,6 @@
 //! flood of process events cannot starve signals or scans. Signals are
 //! turned into readable bytes by signalfd; no work happens in a handler.
 
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,10 +61,6 @@ enum Backlog {
     /// [`RETRY_MS`], not at once (no spinning on someone else's lock).
     Blocked,
 }
-
-/// The poll set's fixed head: signalfd, netlink, stderr; supervised jobs'
-/// pidfds follow.
-const BASE_FDS: usize = 3;
 
 /// Why the loop ended.
 enum Stop {
@@ -179,7 +174,7 @@ impl Daemon {
         let obs = observe::start(&config, &mut log)?;
         let queue = config.capacity;
         let jobs = crate::supervise::Supervisor::new(&config, &mut log);
-        let pollfds = Vec::with_capacity(BASE_FDS + config.jobs.len());
+        let pollfds = Vec::with_capacity(jobs::BASE_FDS + config.jobs.len());
         Ok(Daemon {
             config,
             config_path,
@@ -356,22 +351,7 @@ impl Daemon {
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
             let wait_ms = self.jobs.wait_ms(self.obs.cap_wait(wait_ms));
-            // stderr is polled only while log lines wait for it.
-            let mut fds = std::mem::take(&mut self.pollfds);
-            fds.clear();
-            fds.extend([
-                sys::poll_fd(self.signals.as_raw_fd()),
-                sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd())),
-                libc::pollfd {
-                    fd: self.log.stderr_backlog_fd().unwrap_or(-1),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                },
-            ]);
-            self.jobs.poll_fds(&mut fds);
-            let polled = sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"));
-            self.pollfds = fds;
-            polled?;
+            self.poll_wakeup(wait_ms)?;
             let fds = &self.pollfds;
             let stderr_ready = fds[2].revents != 0;
             let (signal_ready, netlink_ready) =
