@@ -403,9 +403,10 @@ impl Supervisor {
                     Ok(()) => (false, String::new()),
                     Err(e) => (true, e.to_string()),
                 };
+                let cgroup = path.to_string_lossy();
                 let fields = [
                     ("job", Val::S(name)),
-                    ("cgroup", Val::S(&path.to_string_lossy())),
+                    ("cgroup", Val::S(&cgroup)),
                     ("error", Val::S(&reason)),
                 ];
                 if level_error {
