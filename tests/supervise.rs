@@ -25,7 +25,12 @@ use serde_json::{json, Value};
 /// A config with `jobs`, reeve's root in the subtree, and a rule nothing
 /// matches (discovery idles).
 fn jobs_config(dir: &TempDir, sub: &Subtree, jobs: Value) -> std::path::PathBuf {
-    let cfg = json!({
+    jobs_config_with(dir, sub, jobs, json!({}))
+}
+
+/// [`jobs_config`] with the top-level fields of `extra` added.
+fn jobs_config_with(dir: &TempDir, sub: &Subtree, jobs: Value, extra: Value) -> std::path::PathBuf {
+    let mut cfg = json!({
         "targets": [{
             "name": "unused",
             "match": {"exe": [format!("reeve-test-unused-{}", common::random_hex16())]},
@@ -35,7 +40,26 @@ fn jobs_config(dir: &TempDir, sub: &Subtree, jobs: Value) -> std::path::PathBuf 
         "cgroup": {"root": sub.root()},
         "jobs": jobs,
     });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
     common::write_config(dir.path(), &cfg)
+}
+
+/// The value of an unlabelled sample in `/metrics` at `addr`.
+fn scrape(addr: &str, series: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: reeve\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn about_job<'a>(events: &'a [Value], event: &str, job: &str) -> Vec<&'a Value> {
@@ -125,7 +149,7 @@ fn jobs_are_started_and_restarted_per_policy() {
 fn restart_loop_guard_stops_a_crash_looping_job_and_says_so() {
     let dir = TempDir::new("supervise-guard");
     let sub = Subtree::new();
-    let cfg = jobs_config(
+    let cfg = jobs_config_with(
         &dir,
         &sub,
         json!([{
@@ -134,9 +158,13 @@ fn restart_loop_guard_stops_a_crash_looping_job_and_says_so() {
             "backoff": {"initial": "10ms", "max": "20ms"},
             "restart_guard": {"starts": 3, "window": "1m"},
         }]),
+        json!({"metrics": {"listen": "127.0.0.1:0"}}),
     );
     let mut d = Daemon::start(&cfg, dir.path());
-    d.wait_started();
+    let listening = d.wait_for("metrics_listening", WAIT, |v| {
+        event_name(v) == "metrics_listening"
+    });
+    let addr = listening["address"].as_str().unwrap().to_string();
     let guard = d.wait_for("job_restart_loop", WAIT, |v| {
         event_name(v) == "job_restart_loop" && v["job"] == "crasher"
     });
@@ -151,6 +179,12 @@ fn restart_loop_guard_stops_a_crash_looping_job_and_says_so() {
         d.log_tail()
     );
     assert_eq!(about_job(&ev, "job_restart_loop", "crasher").len(), 1);
+    // The guard is counted, as are the starts it allowed.
+    d.wait_until("the guard's counter in /metrics", WAIT, |_| {
+        scrape(&addr, "reeve_supervised_restart_loops_total") == Some(1.0)
+    });
+    assert_eq!(scrape(&addr, "reeve_supervised_starts_total"), Some(3.0));
+    assert_eq!(scrape(&addr, "reeve_supervised_running"), Some(0.0));
     d.stop_ok();
     let left = about_job(d.events_ref(), "job_left", "crasher")[0].clone();
     assert!(left["state"]

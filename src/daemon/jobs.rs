@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 
 use super::{Daemon, Stop};
 use crate::log::Val;
+use crate::metrics::text::Exposition;
 use crate::sys;
 
 /// The poll set's fixed head: signalfd, netlink, stderr; supervised jobs'
@@ -98,5 +99,60 @@ impl Daemon {
         if !self.jobs.is_pid1() {
             self.jobs.report_left(&mut self.log);
         }
+    }
+
+    /// The supervised jobs' metric families (docs/METRICS.md), rendered
+    /// only when the config has jobs or reeve is PID 1.
+    pub(super) fn render_jobs(&self, e: &mut Exposition<'_>) {
+        if self.config.jobs.is_empty() && !self.jobs.is_pid1() {
+            return;
+        }
+        let n = self.jobs.counters;
+        let families = [
+            (
+                "reeve_supervised_starts_total",
+                "Supervised job processes started.",
+                n.starts,
+            ),
+            (
+                "reeve_supervised_start_failures_total",
+                "Supervised job starts that failed (each retried after its backoff).",
+                n.start_failures,
+            ),
+            (
+                "reeve_supervised_exits_total",
+                "Supervised job processes that ended.",
+                n.exits,
+            ),
+            (
+                "reeve_supervised_restarts_total",
+                "Restarts scheduled by a restart policy.",
+                n.restarts,
+            ),
+            (
+                "reeve_supervised_restart_loops_total",
+                "Jobs the restart-loop guard stopped.",
+                n.guard_trips,
+            ),
+            (
+                "reeve_supervised_adopted_total",
+                "Running jobs adopted at start from a previous daemon.",
+                n.adopted,
+            ),
+            (
+                "reeve_orphans_reaped_total",
+                "Orphans reaped as PID 1.",
+                n.orphans_reaped,
+            ),
+        ];
+        for (name, help, v) in families {
+            e.single(name, "counter", help, v as f64);
+        }
+        e.single(
+            "reeve_supervised_running",
+            "gauge",
+            "Supervised jobs whose process runs.",
+            self.jobs.running() as f64,
+        );
     }
 }

@@ -156,6 +156,14 @@ impl Supervisor {
         sup
     }
 
+    /// Jobs whose process runs now.
+    pub fn running(&self) -> usize {
+        self.jobs
+            .iter()
+            .filter(|j| matches!(j.state, State::Running(_)))
+            .count()
+    }
+
     /// Whether reeve runs as PID 1 (reaps orphans, stops its jobs when told
     /// to stop).
     pub fn is_pid1(&self) -> bool {
