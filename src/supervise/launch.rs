@@ -21,6 +21,16 @@ use crate::procfs::{ProcKey, ProcReader, ReadError};
 use crate::store::records::RecordError;
 use crate::sys;
 
+/// Environment variables reeve's service manager set for reeve alone,
+/// removed from a job's environment.
+const INHERITED_NOT: [&str; 5] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
+
 /// Why a start did not happen.
 enum Refusal {
     /// The records lock is held by a CLI command: try again shortly.
@@ -57,6 +67,11 @@ impl Supervisor {
             return;
         }
         let (Some((h, records)), Some(reader)) = (&self.place, self.reader.as_mut()) else {
+            // Unreachable in practice: without them every job is held at
+            // construction. Held, so the loop does not come back at once.
+            self.jobs[i].state = State::Held {
+                why: "not started: job groups could not be set up",
+            };
             return;
         };
         let job = &mut self.jobs[i];
@@ -314,6 +329,11 @@ fn spawn(
     };
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
+    // What the service manager gave reeve is reeve's: a job that inherited
+    // these would speak for reeve (sd_notify, the watchdog, sockets).
+    for var in INHERITED_NOT {
+        cmd.env_remove(var);
+    }
     sys::setsid_and_join_cgroup_before_exec(&mut cmd, procs.as_raw_fd());
     let child = cmd
         .spawn()
