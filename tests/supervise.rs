@@ -414,3 +414,46 @@ fn as_pid_1_a_job_that_ignores_sigterm_is_killed_and_the_exit_status_says_so() {
     assert_eq!(exited.last().unwrap()["status"], "signal 9");
     assert_eq!(exited.last().unwrap()["killed"], true);
 }
+
+/// A job whose limits cannot be put in force is not started (CPU 4095
+/// exists on no host this runs on, and this host's cgroup v2 has no
+/// cpuset controller either); one without limits is, and reports readiness
+/// after its delay.
+#[test]
+fn a_job_starts_only_with_its_limits_in_force_and_is_ready_after_its_delay() {
+    let dir = TempDir::new("supervise-limits");
+    let sub = Subtree::new();
+    let prog = Target::new(dir.path());
+    let cfg = jobs_config(
+        &dir,
+        &sub,
+        json!([
+            {"name": "fenced", "command": [&prog.path, "300"], "limits": {"cpuset": "4095"},
+             "backoff": {"initial": "5s", "max": "5s"}},
+            {"name": "plain", "command": [&prog.path, "300"], "ready": {"delay": "400ms"}},
+        ]),
+    );
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    let failed = d.wait_for("job_launch_failed", WAIT, |v| {
+        event_name(v) == "job_launch_failed" && v["job"] == "fenced"
+    });
+    assert!(
+        failed["reason"].as_str().unwrap().contains("in force"),
+        "{failed}"
+    );
+    let ready = d.wait_for("job_ready", WAIT, |v| {
+        event_name(v) == "job_ready" && v["job"] == "plain"
+    });
+    let ev = d.events();
+    let launched = about_job(&ev, "job_launched", "plain")[0];
+    let waited = ready["ts_ms"].as_u64().unwrap() - launched["ts_ms"].as_u64().unwrap();
+    assert!(
+        waited >= 400,
+        "ready {waited} ms after the start, before its delay"
+    );
+    assert!(about_job(&ev, "job_launched", "fenced").is_empty());
+    assert!(procs_of(&sub.job("fenced")).is_empty());
+    assert_eq!(instances(&common::comm_of(&prog.name)).len(), 1);
+    d.stop_ok();
+}

@@ -101,7 +101,9 @@ impl Supervisor {
                     key,
                     pidfd,
                     child: true,
-                    started_ns: now,
+                    // After the fork: preparing the group and writing the
+                    // record (synced) are not the job's running time.
+                    started_ns: sys::monotonic_ns(),
                     ready: false,
                     kill_at_ns: None,
                     killed: false,
