@@ -63,8 +63,13 @@ impl Daemon {
         self.jobs.polled(fds, &mut self.log);
     }
 
-    /// SIGCHLD (delivered only to PID 1): reap every ended child.
+    /// SIGCHLD: as PID 1, reap every ended child. Not PID 1, reeve's only
+    /// children are its own (jobs, reaped through their pidfds), so there
+    /// are no orphans to reap.
     pub(super) fn jobs_sigchld(&mut self) {
+        if !self.jobs.is_pid1() {
+            return;
+        }
         // Every child this daemon starts is a job; none is reaped elsewhere.
         self.jobs.reap_orphans(&mut self.log, &|_| false);
     }
