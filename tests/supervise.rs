@@ -69,8 +69,10 @@ fn about_job<'a>(events: &'a [Value], event: &str, job: &str) -> Vec<&'a Value> 
         .collect()
 }
 
-/// Live processes on the host whose comm is `comm`.
-fn instances(comm: &str) -> Vec<u32> {
+/// Live processes on the host running the executable `exe` (a unique
+/// copy per test: comm alone is cut to 15 bytes, which all the copies
+/// share).
+fn instances(exe: &Path) -> Vec<u32> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -79,11 +81,12 @@ fn instances(comm: &str) -> Vec<u32> {
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        let Some(close) = stat.rfind(')') else {
             continue;
         };
         let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
-        if &stat[open + 1..close] == comm && state != "Z" {
+        let runs = fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe);
+        if runs && state != "Z" {
             out.push(pid);
         }
     }
@@ -198,7 +201,6 @@ fn a_job_outlives_kill_9_of_the_daemon_and_is_adopted_not_started_twice() {
     let dir = TempDir::new("supervise-adopt");
     let sub = Subtree::new();
     let prog = Target::new(dir.path());
-    let comm = common::comm_of(&prog.name);
     let cfg = jobs_config(
         &dir,
         &sub,
@@ -223,7 +225,7 @@ fn a_job_outlives_kill_9_of_the_daemon_and_is_adopted_not_started_twice() {
 
     first.stop_with(libc::SIGKILL);
     thread::sleep(Duration::from_millis(200));
-    assert_eq!(instances(&comm), [pid], "the job outlives the daemon");
+    assert_eq!(instances(&prog.path), [pid], "the job outlives the daemon");
 
     let mut second = Daemon::start(&cfg, dir.path());
     second.wait_started();
@@ -240,7 +242,7 @@ fn a_job_outlives_kill_9_of_the_daemon_and_is_adopted_not_started_twice() {
         "a second daemon must not start the job again\n{}",
         second.log_tail()
     );
-    assert_eq!(instances(&comm), [pid]);
+    assert_eq!(instances(&prog.path), [pid]);
     assert_eq!(
         procs_of(&sub.job("enc")).into_iter().collect::<Vec<_>>(),
         [pid]
@@ -391,7 +393,11 @@ fn as_pid_1_reeve_reaps_orphans_and_stops_its_jobs_on_sigterm() {
 fn as_pid_1_a_job_that_ignores_sigterm_is_killed_and_the_exit_status_says_so() {
     let dir = TempDir::new("supervise-pid1-kill");
     let sub = Subtree::new();
-    let script = "trap '' TERM; while :; do sleep 0.05; done";
+    let armed = dir.join("armed");
+    let script = format!(
+        "trap '' TERM; : > {}; while :; do sleep 0.05; done",
+        armed.display()
+    );
     let cfg = jobs_config(
         &dir,
         &sub,
@@ -401,6 +407,12 @@ fn as_pid_1_a_job_that_ignores_sigterm_is_killed_and_the_exit_status_says_so() {
         return;
     };
     reeve.wait_event("job_launched", |_| true);
+    // Only once the job ignores SIGTERM does the stop have to kill it.
+    let deadline = Instant::now() + WAIT;
+    while !armed.exists() {
+        assert!(Instant::now() < deadline, "the job never set its trap");
+        thread::sleep(Duration::from_millis(20));
+    }
     let status = reeve.sigterm_and_wait();
     assert_eq!(status.code(), Some(1), "{}", reeve.tail());
     let ev = reeve.events();
@@ -454,6 +466,6 @@ fn a_job_starts_only_with_its_limits_in_force_and_is_ready_after_its_delay() {
     );
     assert!(about_job(&ev, "job_launched", "fenced").is_empty());
     assert!(procs_of(&sub.job("fenced")).is_empty());
-    assert_eq!(instances(&common::comm_of(&prog.name)).len(), 1);
+    assert_eq!(instances(&prog.path).len(), 1);
     d.stop_ok();
 }
