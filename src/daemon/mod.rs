@@ -1,11 +1,14 @@
-//! The watch loop: one thread, one poll(2) over a signalfd and the netlink
-//! socket, one computed deadline for the next scan.
+//! The watch loop: one thread, one poll(2) over a signalfd, the netlink
+//! socket and the supervised jobs' pidfds, one computed deadline (the next
+//! scan, or a job's next timed step, see `jobs.rs`).
 //!
 //! States: *running* (events are handled as they arrive, a scan runs when
 //! the deadline passes: every `scan_interval` when polling or while a
 //! process waits to be evaluated again, every `rescan_interval` while
-//! netlink reports events, at once after an overrun) and *stopping* (a terminating signal arrived; the
-//! loop logs `stopped` and returns). Each wakeup does bounded work: at most
+//! netlink reports events, at once after an overrun), *stopping jobs* (PID 1
+//! only: a terminating signal was forwarded to the jobs, and the loop runs
+//! on until they ended or their timeouts passed) and *stopping* (a
+//! terminating signal arrived; the loop logs `stopped` and returns). Each wakeup does bounded work: at most
 //! [`MAX_DATAGRAMS_PER_WAKE`] netlink datagrams, then at most one scan, so a
 //! flood of process events cannot starve signals or scans. Signals are
 //! turned into readable bytes by signalfd; no work happens in a handler.
