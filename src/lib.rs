@@ -23,6 +23,7 @@ pub mod procfs;
 pub mod spawn;
 pub mod state;
 pub mod store;
+pub mod supervise;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod table;

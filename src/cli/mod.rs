@@ -148,7 +148,7 @@ pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
         Some(other) => return Err(other.unexpected().into()),
     };
     match command.as_str() {
-        "watch" => watch(&mut p).map(|()| 0),
+        "watch" => watch(&mut p),
         "scan" => scan(&mut p).map(|()| 0),
         "run" => jobs::run(&mut p),
         "attach" => jobs::attach(&mut p),
@@ -203,7 +203,9 @@ fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
     }
 }
 
-fn watch(p: &mut lexopt::Parser) -> Result<(), CliError> {
+/// Returns the daemon's exit status: 0, or as PID 1 whether its jobs
+/// stopped cleanly (see `Supervisor::exit_status`).
+fn watch(p: &mut lexopt::Parser) -> Result<i32, CliError> {
     let mut config_path: Option<PathBuf> = None;
     let mut format: Option<LogFormat> = None;
     let mut level: Option<LogLevel> = None;
@@ -234,7 +236,7 @@ fn watch(p: &mut lexopt::Parser) -> Result<(), CliError> {
                     }
                 })
             }
-            Short('h') | Long("help") => return print(WATCH_USAGE),
+            Short('h') | Long("help") => return print(WATCH_USAGE).map(|()| 0),
             other => return Err(other.unexpected().into()),
         }
     }

@@ -8,9 +8,12 @@
 //! that it parses back to an equal `Config`. The embedded document
 //! (deploy/reeve.json) makes `reeve watch` useful with no file.
 
+mod jobs;
 mod parse;
 mod print;
 mod walk;
+
+pub use jobs::{Backoff, JobSpec, Ready, Restart, RestartGuard, MAX_JOBS};
 
 use crate::cgroup::Limits;
 use crate::users::UserDb;
@@ -73,6 +76,9 @@ pub struct Config {
     /// object) serves nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSettings>,
+    /// `jobs`: commands the daemon starts and keeps running.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobSpec>,
 }
 
 /// `metrics.listen` when the `metrics` object does not set it: loopback
@@ -397,6 +403,7 @@ impl Config {
             log: LogSettings::default(),
             audit: AuditSettings::default(),
             metrics: None,
+            jobs: Vec::new(),
         }
     }
 

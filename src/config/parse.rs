@@ -45,6 +45,7 @@ pub(super) fn document(
         "log",
         "audit",
         "metrics",
+        "jobs",
     ])?;
     let targets = top.or("targets", |n| rules(n, users), default_targets)?;
     let discovery = top.or("discovery", discovery, Discovery::default)?;
@@ -54,6 +55,7 @@ pub(super) fn document(
     let log = top.or("log", log_settings, LogSettings::default)?;
     let audit = top.or("audit", audit_settings, AuditSettings::default)?;
     let metrics = top.or("metrics", |n| metrics_settings(n).map(Some), || None)?;
+    let jobs = top.or("jobs", super::jobs::jobs, Vec::new)?;
     Ok(Config {
         targets,
         discovery,
@@ -63,6 +65,7 @@ pub(super) fn document(
         log,
         audit,
         metrics,
+        jobs,
     })
 }
 
@@ -133,7 +136,7 @@ fn rule(node: &Node, users: &UserDb) -> Result<Rule, ConfigError> {
     })
 }
 
-fn valid_rule_name(name: &str) -> bool {
+pub(super) fn valid_rule_name(name: &str) -> bool {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
     (1..=RULE_NAME_MAX).contains(&name.len())
         && name.bytes().all(allowed)
@@ -281,7 +284,7 @@ fn pid(node: &Node) -> Result<u32, ConfigError> {
 
 /// A rule's `limits`, checked by the same parser as the command line's
 /// limit flags; its errors carry the full path (`targets[0].limits.cpu`).
-fn limits(node: &Node) -> Result<Limits, ConfigError> {
+pub(super) fn limits(node: &Node) -> Result<Limits, ConfigError> {
     cgroup::limits_from_json(node.value, &node.path).map_err(|e| ConfigError {
         path: e.path,
         message: e.message,
@@ -494,7 +497,7 @@ mod tests {
         let rule = |body: &str| format!(r#"{{"targets":[{{"name":"a","match":{{"comm":["a"]}}}},{body}]}}"#);
         let filter = |body: &str| rule(&format!(r#"{{"name":"b","match":{{"comm":["b"]}},"filter":{body}}}"#));
         vec![
-            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit, metrics)"),
+            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit, metrics, jobs)"),
             (r#"{"metrics":{"listen":"localhost:9188"}}"#.into(), "metrics.listen", "must be an IP address and port"),
             (r#"{"metrics":{"listen":"127.0.0.1"}}"#.into(), "metrics.listen", "must be an IP address and port"),
             (r#"{"metrics":{"token_file":"token"}}"#.into(), "metrics.token_file", "not an absolute path"),

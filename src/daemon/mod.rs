@@ -1,20 +1,23 @@
-//! The watch loop: one thread, one poll(2) over a signalfd and the netlink
-//! socket, one computed deadline for the next scan.
+//! The watch loop: one thread, one poll(2) over a signalfd, the netlink
+//! socket and the supervised jobs' pidfds, one computed deadline (the next
+//! scan, or a job's next timed step, see `jobs.rs`).
 //!
 //! States: *running* (events are handled as they arrive, a scan runs when
 //! the deadline passes: every `scan_interval` when polling or while a
 //! process waits to be evaluated again, every `rescan_interval` while
-//! netlink reports events, at once after an overrun) and *stopping* (a terminating signal arrived; the
-//! loop logs `stopped` and returns). Each wakeup does bounded work: at most
+//! netlink reports events, at once after an overrun), *stopping jobs* (PID 1
+//! only: a terminating signal was forwarded to the jobs, and the loop runs
+//! on until they ended or their timeouts passed) and *stopping* (a
+//! terminating signal arrived; the loop logs `stopped` and returns). Each wakeup does bounded work: at most
 //! [`MAX_DATAGRAMS_PER_WAKE`] netlink datagrams, then at most one scan, so a
 //! flood of process events cannot starve signals or scans. Signals are
 //! turned into readable bytes by signalfd; no work happens in a handler.
 
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
 mod autoattach;
+mod jobs;
 mod kernelfilter;
 mod naming;
 mod observe;
@@ -91,6 +94,12 @@ pub struct Daemon {
     /// Metrics publishing and service manager notifications.
     obs: observe::Observer,
     kernel_filter: kernelfilter::KernelFilter,
+    /// Supervised jobs (`jobs` in the config), and PID-1 duties.
+    jobs: crate::supervise::Supervisor,
+    /// The poll set, rebuilt each wakeup in storage reserved at start.
+    pollfds: Vec<sys::PollFd>,
+    /// PID 1 only: the terminating signal whose job stop is under way.
+    stopping: Option<i32>,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -129,7 +138,7 @@ impl Daemon {
                 "blocking"
             }
         };
-        let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
+        let signals = sys::signalfd_for(jobs::signal_set())
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
         let persist =
             persist::Persistence::open(&config.state_dir, config.audit_options(), &mut log)?;
@@ -169,6 +178,8 @@ impl Daemon {
         // never kills the process through a worker.
         let obs = observe::start(&config, &mut log)?;
         let queue = config.capacity;
+        let jobs = crate::supervise::Supervisor::new(&config, &mut log);
+        let pollfds = Vec::with_capacity(jobs::BASE_FDS + config.jobs.len());
         Ok(Daemon {
             config,
             config_path,
@@ -187,6 +198,9 @@ impl Daemon {
             stderr_mode,
             obs,
             kernel_filter: kernelfilter::KernelFilter::new(queue),
+            jobs,
+            pollfds,
+            stopping: None,
         })
     }
 
@@ -199,8 +213,10 @@ impl Daemon {
     }
 
     /// Runs until a terminating signal. Governed processes are left as
-    /// they are.
-    pub fn run(mut self) -> Result<(), String> {
+    /// they are; so are supervised jobs, except when reeve is PID 1, which
+    /// stops them first. Returns the exit status (see
+    /// [`crate::supervise::Supervisor::exit_status`]).
+    pub fn run(mut self) -> Result<i32, String> {
         let config_name = self
             .config_path
             .as_ref()
@@ -285,8 +301,10 @@ impl Daemon {
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
+        self.jobs.start(&mut self.log);
         let result = self.event_loop();
         self.log.release_lines();
+        self.jobs_at_exit();
         self.obs.stopping(&mut self.log);
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
@@ -306,11 +324,14 @@ impl Daemon {
         // the caller's error line follows the last log lines.
         self.persist.finish(&mut self.log);
         self.log.drain_stderr(STDERR_DRAIN_AT_EXIT);
-        result.map(|_| ())
+        result.map(|_| self.jobs.exit_status())
     }
 
     fn event_loop(&mut self) -> Result<Stop, String> {
         loop {
+            if let Some(stop) = self.jobs_wakeup() {
+                return Ok(stop);
+            }
             let now = sys::monotonic_ns();
             if self.need_deep || now >= self.next_scan_ns() {
                 let queued = self.to_attach.len();
@@ -348,28 +369,23 @@ impl Daemon {
                 Backlog::Empty => to_scan_ms,
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
-            let wait_ms = self.obs.cap_wait(wait_ms);
-            // stderr is polled only while log lines wait for it.
-            let mut fds = [
-                sys::poll_fd(self.signals.as_raw_fd()),
-                sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd())),
-                libc::pollfd {
-                    fd: self.log.stderr_backlog_fd().unwrap_or(-1),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                },
-            ];
-            sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
+            let wait_ms = self.jobs.wait_ms(self.obs.cap_wait(wait_ms));
+            self.poll_wakeup(wait_ms)?;
+            let fds = &self.pollfds;
+            let stderr_ready = fds[2].revents != 0;
+            let (signal_ready, netlink_ready) =
+                (sys::is_readable(&fds[0]), sys::is_readable(&fds[1]));
             self.obs.woke();
-            if fds[2].revents != 0 {
+            if stderr_ready {
                 self.log.flush_stderr();
             }
-            if sys::is_readable(&fds[0]) {
+            self.jobs_polled();
+            if signal_ready {
                 if let Some(stop) = self.handle_signals()? {
                     return Ok(stop);
                 }
             }
-            if sys::is_readable(&fds[1]) {
+            if netlink_ready {
                 let queued = self.to_attach.len();
                 self.log.hold_lines();
                 self.drain_netlink();
@@ -524,8 +540,10 @@ impl Daemon {
         {
             if sig == libc::SIGHUP {
                 self.reload();
-            } else {
-                return Ok(Some(Stop::Signal(sig)));
+            } else if sig == libc::SIGCHLD {
+                self.jobs_sigchld();
+            } else if let Some(stop) = self.stop_requested(sig) {
+                return Ok(Some(stop));
             }
         }
         Ok(None)

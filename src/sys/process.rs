@@ -65,3 +65,90 @@ pub fn setsid_and_join_cgroup_before_exec(cmd: &mut std::process::Command, procs
         });
     }
 }
+
+/// How a child ended, from waitid(2)'s siginfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildExit {
+    /// It called exit with this code.
+    Code(i32),
+    /// A signal ended it (`core`: it dumped core).
+    Signal { signal: i32, core: bool },
+}
+
+/// Reads what waitid(2) filled in, `None` when no child was waitable
+/// (WNOHANG and nothing has ended: `si_pid` stays 0).
+fn exit_of(info: &libc::siginfo_t) -> Option<(u32, ChildExit)> {
+    // SAFETY: waitid filled `info` for a CLD_* event (or left it zeroed);
+    // si_pid and si_status read the sigchld fields of the union, which is
+    // what waitid writes.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid <= 0 {
+        return None;
+    }
+    let exit = match info.si_code {
+        libc::CLD_EXITED => ChildExit::Code(status),
+        libc::CLD_DUMPED => ChildExit::Signal {
+            signal: status,
+            core: true,
+        },
+        _ => ChildExit::Signal {
+            signal: status,
+            core: false,
+        },
+    };
+    Some((pid as u32, exit))
+}
+
+fn waitid(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    flags: libc::c_int,
+) -> io::Result<Option<(u32, ChildExit)>> {
+    // SAFETY: an all-zero siginfo_t is valid storage; waitid writes it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    retry(|| {
+        // SAFETY: `info` is valid, writable storage for one siginfo_t.
+        cvt(unsafe { libc::waitid(idtype, id, &mut info, flags) })
+    })?;
+    Ok(exit_of(&info))
+}
+
+/// Reaps the child a pidfd refers to if it has ended, without waiting.
+/// `Ok(None)`: it still runs. ECHILD: it is not reeve's child (a process
+/// adopted after a restart), so its status is not reeve's to read.
+pub fn reap_pidfd(pidfd: &OwnedFd) -> io::Result<Option<ChildExit>> {
+    let fd = pidfd.as_raw_fd() as libc::id_t;
+    Ok(waitid(libc::P_PIDFD, fd, libc::WEXITED | libc::WNOHANG)?.map(|(_, e)| e))
+}
+
+/// The pid of some ended child of reeve, left waitable (WNOWAIT), so the
+/// caller decides who reaps it. `Ok(None)`: no child has ended; ECHILD: no
+/// children at all.
+pub fn peek_ended_child() -> io::Result<Option<u32>> {
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    Ok(waitid(libc::P_ALL, 0, flags)?.map(|(pid, _)| pid))
+}
+
+/// Reaps the ended child `pid` (one [`peek_ended_child`] returned).
+pub fn reap_pid(pid: u32) -> io::Result<Option<ChildExit>> {
+    let flags = libc::WEXITED | libc::WNOHANG;
+    Ok(waitid(libc::P_PID, pid as libc::id_t, flags)?.map(|(_, e)| e))
+}
+
+/// Eight bytes from getrandom(2) (the kernel's CSPRNG, never blocking once
+/// the pool is initialised at boot; GRND_NONBLOCK makes an early-boot call
+/// an error instead of a wait).
+pub fn random_u64() -> io::Result<u64> {
+    let mut buf = [0u8; 8];
+    let n = retry(|| {
+        // SAFETY: `buf` is valid, writable storage of the length given.
+        let r = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
+        super::cvt_size(r)
+    })?;
+    if n != buf.len() {
+        return Err(io::Error::other(
+            "getrandom returned fewer bytes than asked",
+        ));
+    }
+    Ok(u64::from_ne_bytes(buf))
+}

@@ -13,6 +13,16 @@ use super::{cvt, read_fd};
 pub const DAEMON_SIGNALS: [libc::c_int; 4] =
     [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
+/// The daemon's signals when it runs as PID 1: SIGCHLD too, so orphans the
+/// kernel hands to init are reaped from the loop.
+pub const PID1_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGCHLD,
+];
+
 /// Blocks `signals` for the calling thread and returns a non-blocking
 /// signalfd that reports them.
 pub fn signalfd_for(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
