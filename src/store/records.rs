@@ -466,7 +466,8 @@ impl Records {
     }
 
     /// Every record, for status and adoption. Unreadable ones are skipped
-    /// and named in the second list.
+    /// and named in the second list, as is a directory listing that failed
+    /// (the records after it may be missing from the first).
     pub fn all(&self) -> (Vec<JobRecord>, Vec<String>) {
         let mut out = Vec::new();
         let mut bad = Vec::new();
@@ -477,7 +478,14 @@ impl Records {
                 return (out, bad);
             }
         };
-        for e in entries.flatten() {
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    bad.push(StoreError::io("list", self.dir.path(), e).to_string());
+                    continue;
+                }
+            };
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(group) = name.strip_suffix(".json") else {
                 continue;
