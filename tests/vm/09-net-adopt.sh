@@ -6,13 +6,14 @@
 # the receiver over the whole transfer); a restarted reeve watch adopts the
 # process (an `adopted` event from the group) and leaves the program as it
 # is (the same program id in BPF_PROG_QUERY, read by tests/vm/progq.c, not
-# by reeve); `reeve status` shows its counters growing.
+# by reeve); `reeve status` and the restarted daemon's metrics endpoint
+# show its counters growing.
 # shellcheck source-path=SCRIPTDIR source=lib.sh disable=SC2317 # predicates run through wait_until
 . /scenarios/lib.sh
 
 LIMIT=2097152
 PORT=9301
-SECS=8
+SECS=10
 watch=
 sender=
 sinkpid=
@@ -25,7 +26,7 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up ||
 # The sender under a name only this scenario's rule matches.
 cp /bin/netpump /tmp/adoptpump
 cat >/tmp/watch.json <<'JSON'
-{"targets":[{"name":"adoptpump","match":{"exe":["adoptpump"]},"limits":{"net_tx":"2M"}}],"discovery":{"mode":"auto","scan_interval":"200ms"}}
+{"targets":[{"name":"adoptpump","match":{"exe":["adoptpump"]},"limits":{"net_tx":"2M"}}],"discovery":{"mode":"auto","scan_interval":"200ms"},"metrics":{"listen":"127.0.0.1:9188"}}
 JSON
 
 reeve watch --config /tmp/watch.json >/tmp/watch1.log 2>&1 &
@@ -76,8 +77,8 @@ t1=$(now_ms)
 p1=$(passed_now /tmp/status1.out)
 [ -n "$p1" ] || fail_with "reeve status shows no net_tx counters after kill -9 of reeve watch" /tmp/status1.out
 
-# No daemon for 2.5 s, then a new one.
-sleep 2.5
+# No daemon for 4 s, then a new one.
+sleep 4
 t2=$(now_ms)
 p2=$(passed_now /tmp/status2.out)
 [ -n "$p2" ] || fail_with "reeve status shows no net_tx counters" /tmp/status2.out
@@ -102,6 +103,19 @@ if ! { [ -n "$p3" ] && [ "$p3" -gt "$p2" ]; }; then
     fail_with "after the restart the counters read passed=$p3, not above $p2" /tmp/status3.out
 fi
 
+# The restarted daemon exports the program's counters.
+series="reeve_job_net_passed_bytes_total{group=\"${cg##*/}\",direction=\"tx\"}"
+exported() {
+    wget -q -O /tmp/metrics.out http://127.0.0.1:9188/metrics 2>/dev/null || return 1
+    m=$(grep -F "$series " /tmp/metrics.out | sed 's/.* //')
+    [ -n "$m" ] && [ "$m" -ge "$p2" ] 2>/dev/null
+}
+wait_until 5000 exported || {
+    grep '^reeve_job_net' /tmp/metrics.out
+    fail_with "the restarted daemon's /metrics has no $series at or above $p2" /tmp/watch2.log
+}
+echo "metrics: $(grep -F "$series " /tmp/metrics.out)"
+
 finish_sink /tmp/adopt.sink 20
 wait "$sender" 2>/dev/null
 sender=
@@ -114,4 +128,4 @@ within 15 "$headless" "$LIMIT" ||
 within 15 "$sink_rate" "$LIMIT" ||
     fail "the receiver got $sink_rate B/s over the whole transfer, not within 15% of $LIMIT"
 
-pass "limit=$LIMIT headless_rate=$headless received_rate=$sink_rate prog_ids=$before/$after passed=$p1,$p2,$p3"
+pass "limit=$LIMIT headless_rate=$headless received_rate=$sink_rate prog_ids=$before/$after passed=$p1,$p2,$p3 metrics_passed=$m"
