@@ -346,7 +346,9 @@ impl Records {
 
     /// Which version of `group`'s record file is on disk (inode and
     /// modification time): every [`Records::save`] renames a new file in,
-    /// so a change of stamp means someone rewrote the record.
+    /// so a change of stamp means someone rewrote the record. `None` when
+    /// the file cannot be stat'ed: an unknown stamp never equals a known
+    /// one, so the caller prepares the pool again rather than trust it.
     pub fn stamp(&self, group: &str) -> Option<(u64, i64, i64)> {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::symlink_metadata(self.dir.path().join(format!("{group}.json"))).ok()?;
