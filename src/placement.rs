@@ -31,7 +31,7 @@ mod family;
 mod join;
 
 pub use detach::{detach, DetachReport};
-pub use error::PlaceError;
+pub use error::{Leftover, PlaceError, SetupError};
 pub use family::family;
 pub use join::{join, Protected, Ready};
 
@@ -325,15 +325,15 @@ pub fn compact(
 }
 
 /// Removes a group this attach created when nothing was moved into it.
-fn abandon(created: bool, group: &Group, records: &Records, name: &str) -> Option<String> {
+fn abandon(created: bool, group: &Group, records: &Records, name: &str) -> Option<Leftover> {
     if !created {
         return None;
     }
     // A group that cannot be removed may hold a process: its record stays.
     if let Err(e) = group.remove() {
-        return Some(format!("{e}; the group and its record stay"));
+        return Some(Leftover::GroupKept(e));
     }
-    records.remove(name).err().map(|e| e.to_string())
+    records.remove(name).err().map(Leftover::RecordKept)
 }
 
 /// Moves `key` and its descendants into `place`, each move written ahead
@@ -402,10 +402,7 @@ pub fn attach(
                     },
                     _ => PlaceError::Cgroup(e),
                 };
-                return Err(match abandon(created, &group, records, &group_name) {
-                    Some(c) => PlaceError::Incomplete(format!("{why}; cleaning up: {c}")),
-                    None => why,
-                });
+                return Err(why.leaving(abandon(created, &group, records, &group_name)));
             }
             Err(e) => failed.push((k, e.to_string())),
         }
@@ -413,10 +410,7 @@ pub fn attach(
     record.pending.extend(intents.iter().cloned());
     if let Err(e) = records.save(&record) {
         let why = PlaceError::IntentNotWritten(e);
-        return Err(match abandon(created, &group, records, &group_name) {
-            Some(c) => PlaceError::Incomplete(format!("{why}; cleaning up: {c}")),
-            None => why,
-        });
+        return Err(why.leaving(abandon(created, &group, records, &group_name)));
     }
     let mut members = Vec::new();
     let mut root_failed = None;
@@ -462,7 +456,7 @@ pub fn attach(
         let cleanup = if record.members.is_empty() && record.pending.is_empty() && created {
             abandon(created, &group, records, &group_name)
         } else {
-            records.save(&record).err().map(|e| e.to_string())
+            records.save(&record).err().map(Leftover::IntentInRecord)
         };
         return Err(match (why, cleanup) {
             (
@@ -474,15 +468,10 @@ pub fn attach(
                 Some(c),
             ) => PlaceError::ProcessGone {
                 pid,
-                detail: format!(
-                    "{detail}; the job record keeps the intent until its next write: {c}"
-                ),
+                detail: format!("{detail}; {c}"),
                 stranger,
             },
-            (why, Some(c)) => PlaceError::Incomplete(format!(
-                "{why}; the job record keeps the intent until its next write: {c}"
-            )),
-            (why, None) => why,
+            (why, c) => why.leaving(c),
         });
     }
     let unconfirmed = records.save(&record).err();

@@ -24,7 +24,9 @@ use crate::cgroup::{Group, Hierarchy};
 use crate::config::{Config, Rule};
 use crate::discovery::{Discovery, Restore, RuleId, Step};
 use crate::log::{Logger, Val};
-use crate::placement::{self, PlaceError, Placement, Protected, Ready, RecordError, Records};
+use crate::placement::{
+    self, PlaceError, Placement, Protected, Ready, RecordError, Records, SetupError,
+};
 use crate::procfs::{ProcKey, ProcReader};
 use crate::state::{GovernanceView, Governed, JobState};
 use crate::sys;
@@ -86,13 +88,13 @@ impl AutoAttach {
         if !config.targets.iter().any(governs) {
             return None;
         }
-        let mut setup = || -> Result<AutoAttach, String> {
-            let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(|e| e.to_string())?;
-            placement::ensure_root(&h).map_err(|e| e.to_string())?;
-            let records = Records::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let mut setup = || -> Result<AutoAttach, SetupError> {
+            let h = Hierarchy::detect(config.cgroup_root.as_deref()).map_err(SetupError::Cgroup)?;
+            placement::ensure_root(&h).map_err(SetupError::Cgroup)?;
+            let records = Records::open(&config.state_dir).map_err(SetupError::Records)?;
             remove_stale_temps(&records, log);
-            let mut reader = ProcReader::open().map_err(|e| format!("cannot open /proc: {e}"))?;
-            let protected = Protected::of_self(&mut reader).map_err(|e| e.to_string())?;
+            let mut reader = ProcReader::open().map_err(SetupError::Proc)?;
+            let protected = Protected::of_self(&mut reader).map_err(SetupError::Protected)?;
             Ok(AutoAttach {
                 h,
                 records,
@@ -116,7 +118,8 @@ impl AutoAttach {
                 );
                 Some(g)
             }
-            Err(why) => {
+            Err(e) => {
+                let why = e.to_string();
                 log.error(
                     "governance_unavailable",
                     &[

@@ -37,6 +37,10 @@ pub(super) struct JobSample {
     pub(super) memory_peak: Option<u64>,
     pub(super) oom_kills: Option<u64>,
     pub(super) pids_current: Option<u64>,
+    /// Bytes passed and dropped by the job's network programs, per
+    /// direction ([`crate::cgroup::net::Direction::BOTH`] order); read
+    /// only for a job with network limits.
+    pub(super) net: [Option<(u64, u64)>; 2],
 }
 
 /// Counters only the observer keeps, and the outside's handles.
@@ -151,7 +155,7 @@ impl Observer {
         }
         let take = JOBS_PER_PUBLISH.min(jobs.len());
         for (name, job) in jobs.iter().cycle().skip(self.job_cursor).take(take) {
-            let s = sample_job(&job.cgroup, &mut self.file);
+            let s = sample_job(job, &mut self.file);
             match self.jobs.get_mut(name) {
                 Some(slot) => *slot = s,
                 None => {
@@ -178,10 +182,22 @@ fn read_small(path: &Path, buf: &mut String) -> Option<()> {
     Some(())
 }
 
-fn sample_job(dir: &Path, buf: &mut String) -> JobSample {
+fn sample_job(job: &crate::state::JobState, buf: &mut String) -> JobSample {
+    let dir = job.cgroup.as_path();
     let cpu = crate::cgroup::cpu_stat(dir).ok();
     let mem = crate::cgroup::memory_events(dir).ok();
+    // bpf(2) queries, no file: only for a job whose limits name the
+    // network, so a host without network limits makes none.
+    let mut net = [None; 2];
+    if job.limits.net_tx.is_some() || job.limits.net_rx.is_some() {
+        // An unreadable bucket leaves the series out, as an unreadable
+        // cgroup file does; `reeve status` says why.
+        if let Ok(found) = crate::cgroup::net::buckets(dir) {
+            net = found.map(|b| b.map(|b| (b.passed, b.dropped)));
+        }
+    }
     JobSample {
+        net,
         cpu_usage_us: cpu.map(|c| c.usage_usec),
         cpu_throttled_us: cpu.map(|c| c.throttled_usec),
         memory_current: read_u64(dir, "memory.current", buf),

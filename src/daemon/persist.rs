@@ -93,18 +93,35 @@ fn not_restored(outcome: &Restore, key: ProcKey, rule: &str, log: &mut Logger) -
 }
 
 /// A daemon killed mid-save leaves its temp file behind; the lock is ours,
-/// so nobody else is writing one now.
+/// so nobody else is writing one now. A file that cannot be listed or
+/// removed is a `temp_remove_failed` warning: it stays, and is tried again
+/// at the next start.
 fn remove_stale_temp_files(dir: &std::path::Path, log: &mut Logger) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let failed = |log: &mut Logger, what: &std::path::Path, e: &std::io::Error| {
+        let why = format!("{}: {e}", what.display());
+        log.warn("temp_remove_failed", &[("reason", Val::S(&why))]);
     };
-    for e in entries.flatten() {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return failed(log, dir, &e),
+    };
+    let prefix = format!(".{}.tmp.", state::STATE_FILE);
+    for e in entries {
+        let e = match e {
+            Ok(e) => e,
+            Err(e) => {
+                failed(log, dir, &e);
+                continue;
+            }
+        };
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(&format!(".{}.tmp.", state::STATE_FILE))
-            && std::fs::remove_file(e.path()).is_ok()
-        {
-            log.debug("temp_removed", &[("file", Val::S(&name))]);
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        match std::fs::remove_file(e.path()) {
+            Ok(()) => log.debug("temp_removed", &[("file", Val::S(&name))]),
+            Err(err) => failed(log, &e.path(), &err),
         }
     }
 }
@@ -510,5 +527,44 @@ impl Persistence {
                 ],
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LogFormat, LogLevel};
+    use crate::store::FsyncPolicy;
+    use crate::tempdir::TempDir;
+
+    #[test]
+    fn a_stale_temp_file_that_cannot_be_removed_is_a_warning() {
+        let t = TempDir::new("persist-temps");
+        let dir = StateDir::open(&t.path().join("state")).unwrap();
+        let stale = dir.path().join(format!(".{}.tmp.7.1", state::STATE_FILE));
+        std::fs::write(&stale, b"{").unwrap();
+        // A directory that holds a file under a temp name: remove_file
+        // fails on it.
+        let stuck = dir.path().join(format!(".{}.tmp.7.2", state::STATE_FILE));
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("x"), b"").unwrap();
+        let mut log = Logger::new(LogFormat::Text, LogLevel::Error);
+        let opts = LogOptions {
+            fsync: FsyncPolicy::Never,
+            ..LogOptions::default()
+        };
+        log.set_audit(EventLog::open(&dir, opts).unwrap());
+
+        remove_stale_temp_files(dir.path(), &mut log);
+
+        assert!(!stale.exists(), "the stale temp file is removed");
+        assert!(stuck.exists());
+        let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        let warned: Vec<&str> = events
+            .lines()
+            .filter(|l| l.contains("\"temp_remove_failed\""))
+            .collect();
+        assert_eq!(warned.len(), 1, "{events}");
+        assert!(warned[0].contains(".tmp.7.2"), "{events}");
     }
 }

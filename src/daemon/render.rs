@@ -308,6 +308,35 @@ impl Daemon {
             }
         }
 
+        // Network limits: per direction, what the job's programs passed
+        // and dropped.
+        let net = [
+            (
+                "reeve_job_net_passed_bytes_total",
+                "Bytes the job's network limit passed (IP packets, headers included).",
+            ),
+            (
+                "reeve_job_net_dropped_bytes_total",
+                "Bytes the job's network limit dropped for being over budget.",
+            ),
+        ];
+        for (i, (name, help)) in net.into_iter().enumerate() {
+            e.family(name, "counter", help);
+            for (job, s) in &o.jobs {
+                for (dir, v) in crate::cgroup::net::Direction::BOTH.iter().zip(s.net) {
+                    if let Some((passed, dropped)) = v {
+                        let direction = dir.key().trim_start_matches("net_");
+                        let bytes = [passed, dropped][i];
+                        e.sample(
+                            name,
+                            &[("group", job), ("direction", direction)],
+                            bytes as f64,
+                        );
+                    }
+                }
+            }
+        }
+
         // The store.
         let per = &self.persist;
         c(

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use super::{family, AttachReport, Member, PlaceError, RecordsLock};
+use super::{family, AttachReport, Leftover, Member, PlaceError, RecordsLock};
 use crate::cgroup::{self, Group, Hierarchy, Limits, MoveOutcome};
 use crate::procfs::{ProcKey, ProcReader};
 use crate::store::records::{Entry, JournalFile, Pending};
@@ -186,12 +186,7 @@ pub fn join(
         }
     };
     if let Some(why) = root_failed {
-        return Err(match unconfirmed {
-            Some(c) => PlaceError::Incomplete(format!(
-                "{why}; the journal keeps the intent until the record is next written: {c}"
-            )),
-            None => why,
-        });
+        return Err(why.leaving(unconfirmed.map(Leftover::IntentInJournal)));
     }
     Ok((
         AttachReport {

@@ -346,7 +346,9 @@ impl Records {
 
     /// Which version of `group`'s record file is on disk (inode and
     /// modification time): every [`Records::save`] renames a new file in,
-    /// so a change of stamp means someone rewrote the record.
+    /// so a change of stamp means someone rewrote the record. `None` when
+    /// the file cannot be stat'ed: an unknown stamp never equals a known
+    /// one, so the caller prepares the pool again rather than trust it.
     pub fn stamp(&self, group: &str) -> Option<(u64, i64, i64)> {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::symlink_metadata(self.dir.path().join(format!("{group}.json"))).ok()?;
@@ -466,7 +468,8 @@ impl Records {
     }
 
     /// Every record, for status and adoption. Unreadable ones are skipped
-    /// and named in the second list.
+    /// and named in the second list, as is a directory listing that failed
+    /// (the records after it may be missing from the first).
     pub fn all(&self) -> (Vec<JobRecord>, Vec<String>) {
         let mut out = Vec::new();
         let mut bad = Vec::new();
@@ -477,7 +480,14 @@ impl Records {
                 return (out, bad);
             }
         };
-        for e in entries.flatten() {
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    bad.push(StoreError::io("list", self.dir.path(), e).to_string());
+                    continue;
+                }
+            };
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(group) = name.strip_suffix(".json") else {
                 continue;

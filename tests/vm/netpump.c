@@ -5,7 +5,12 @@
  *                          first byte to the end, R = N * 1000 / T bytes per
  *                          second, F and L those moments in CLOCK_MONOTONIC
  *                          ms, comparable across processes)
- *   netpump send PORT SECS connect, write for SECS seconds, close
+ *   netpump send PORT SECS [GOFILE]
+ *                          connect, write for SECS seconds, close; with
+ *                          GOFILE, first wait (up to 20 s) until that file
+ *                          exists, so a supervisor can place the process
+ *                          before its socket is opened (a socket is
+ *                          charged to the group it was opened in)
  *
  * The sink measures at the receiving end, so bytes waiting in socket
  * buffers are not counted as moved. */
@@ -85,14 +90,23 @@ static int sink(int port)
 	return 0;
 }
 
-static int send_for(int port, int secs)
+static int send_for(int port, int secs, const char *gofile)
 {
 	static char buf[1 << 16];
 	struct sockaddr_in a = loopback(port);
-	long long end = now_ms() + secs * 1000LL, bytes = 0;
-	int s = socket(AF_INET, SOCK_STREAM, 0);
+	long long end, bytes = 0, give_up = now_ms() + 20000;
 	ssize_t n;
+	int s;
 
+	while (gofile && access(gofile, F_OK) != 0) {
+		if (now_ms() > give_up) {
+			fprintf(stderr, "netpump send: %s did not appear within 20 s\n", gofile);
+			return 1;
+		}
+		usleep(10000);
+	}
+	end = now_ms() + secs * 1000LL;
+	s = socket(AF_INET, SOCK_STREAM, 0);
 	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		perror("netpump send: connect");
 		return 1;
@@ -120,8 +134,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc == 3 && !strcmp(argv[1], "sink"))
 		return sink(atoi(argv[2]));
-	if (argc == 4 && !strcmp(argv[1], "send") && atoi(argv[3]) > 0)
-		return send_for(atoi(argv[2]), atoi(argv[3]));
-	fprintf(stderr, "usage: netpump sink PORT | netpump send PORT SECS\n");
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "send") && atoi(argv[3]) > 0)
+		return send_for(atoi(argv[2]), atoi(argv[3]), argc == 5 ? argv[4] : NULL);
+	fprintf(stderr, "usage: netpump sink PORT | netpump send PORT SECS [GOFILE]\n");
 	return 2;
 }

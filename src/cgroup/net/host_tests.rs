@@ -112,3 +112,34 @@ fn load_attach_adopt_replace_and_detach_on_the_host() {
     assert_eq!(buckets(&g.0).unwrap(), [None, None]);
     assert!(crate::cgroup::held(&g.0).0.is_empty());
 }
+
+#[test]
+fn a_program_the_kernel_refuses_fails_closed_with_the_verifier_log() {
+    let Some(g) = test_group() else {
+        return;
+    };
+    // `exit` alone: R0 is never set, which every verifier refuses.
+    fn refused(_map_fd: i32, _dir: Direction) -> Vec<u64> {
+        vec![0x0000_0000_0000_0095]
+    }
+    let want = NetRate::with_default_burst(2 << 20);
+    let err = apply_program(&g.0, Direction::Tx, want, refused).unwrap_err();
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains("net_tx: loading the cgroup_skb program (verifier: ")
+            && line.contains("R0 !read_ok")
+            && line.contains("; the kernel refused the program"),
+        "{line}"
+    );
+    // Nothing attached: not reeve's program, nor any other.
+    let cg = open_group(&g.0).unwrap();
+    let mut all = [0u32; MAX_PROGS];
+    let n = sys::bpf_prog_query(&cg, Direction::Tx.attach_type(), &mut all).unwrap();
+    assert_eq!(n, 0, "{:?}", &all[..n.min(MAX_PROGS)]);
+    assert_eq!(buckets(&g.0).unwrap(), [None, None]);
+
+    // The same group still takes the real program afterwards.
+    apply_one(&g.0, Direction::Tx, want).unwrap();
+    assert_eq!(ids(&g.0, Direction::Tx).len(), 1);
+}

@@ -15,6 +15,7 @@
 
 mod asm;
 pub mod bucket;
+pub mod query;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -26,6 +27,7 @@ use std::path::Path;
 use super::{Applied, CgroupError, CgroupErrorKind, Controller, Limits, NetRate};
 use crate::sys;
 pub use bucket::Bucket;
+use query::{bucket_map_of, check_bucket_map, invalid, listed};
 
 /// `BPF_PROG_TYPE_CGROUP_SKB`.
 const PROG_TYPE_CGROUP_SKB: u32 = 8;
@@ -68,7 +70,7 @@ impl Direction {
     }
 
     /// The program's and the map's name: how reeve knows its own.
-    fn name(self) -> &'static [u8] {
+    pub fn name(self) -> &'static [u8] {
         match self {
             Direction::Tx => b"reeve_net_tx",
             Direction::Rx => b"reeve_net_rx",
@@ -112,15 +114,19 @@ struct Attached {
 /// What to do about a failed bpf(2) call, by errno.
 fn hint(errno: Option<i32>, during: &str) -> String {
     match errno {
+        // The verifier refuses a program with EACCES (or EINVAL); a
+        // missing capability is EPERM, checked before the verifier runs.
+        Some(libc::EACCES) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) if during == "load" => {
+            "the kernel refused the program (its verifier's log is quoted in this line): \
+             network limits need cgroup_skb programs (CONFIG_CGROUP_BPF) and BPF atomic \
+             compare-and-exchange (kernel 5.12 or later)"
+                .to_string()
+        }
         Some(libc::EPERM) | Some(libc::EACCES) => "reeve needs CAP_BPF and CAP_NET_ADMIN (or \
              CAP_SYS_ADMIN) for network limits: run it as root, or drop net_tx/net_rx"
             .to_string(),
         Some(libc::ENOSYS) => "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL); network limits \
              need a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF, 5.12 or later"
-            .to_string(),
-        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) if during == "load" => "the kernel refused \
-             the program: it needs cgroup_skb programs (CONFIG_CGROUP_BPF) and BPF atomic \
-             compare-and-exchange (kernel 5.12 or later); the verifier's log is above"
             .to_string(),
         Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::EBADF) => "this kernel cannot \
              attach cgroup_skb programs to cgroup v2 groups (CONFIG_CGROUP_BPF)"
@@ -172,19 +178,19 @@ fn attached(cg: &OwnedFd, dir: Direction) -> io::Result<Vec<Attached>> {
     let mut ids = [0u32; MAX_PROGS];
     // Without BPF_F_QUERY_EFFECTIVE the query lists the group's own
     // programs, at most MAX_PROGS.
-    let n = sys::bpf_prog_query(cg, dir.attach_type(), &mut ids)?.min(MAX_PROGS);
+    let count = sys::bpf_prog_query(cg, dir.attach_type(), &mut ids)?;
     let mut out = Vec::new();
-    for &id in &ids[..n] {
+    for &id in listed(count, &ids) {
         let prog = match sys::bpf_prog_get_fd_by_id(id) {
             Ok(p) => p,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e),
         };
         let info = sys::bpf_prog_info(&prog)?;
-        if info.name != dir.name() {
+        let Some(map_id) = bucket_map_of(dir, &info) else {
             continue;
-        }
-        let bucket = read_bucket(&info.map_ids, dir)?;
+        };
+        let bucket = read_bucket(map_id.map_err(invalid)?, dir)?;
         out.push(Attached {
             prog,
             prog_id: info.id,
@@ -196,24 +202,10 @@ fn attached(cg: &OwnedFd, dir: Direction) -> io::Result<Vec<Attached>> {
 
 /// The bucket of a program of reeve's: its one map, checked by name and
 /// size before it is read.
-fn read_bucket(map_ids: &[u32], dir: Direction) -> io::Result<Bucket> {
-    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-    let [id] = map_ids else {
-        return Err(bad(format!(
-            "program {} uses {} maps, not one",
-            String::from_utf8_lossy(dir.name()),
-            map_ids.len()
-        )));
-    };
-    let map = sys::bpf_map_get_fd_by_id(*id)?;
+fn read_bucket(id: u32, dir: Direction) -> io::Result<Bucket> {
+    let map = sys::bpf_map_get_fd_by_id(id)?;
     let info = sys::bpf_map_info(&map)?;
-    if info.name != dir.name() || info.value_size as usize != bucket::VALUE_SIZE {
-        return Err(bad(format!(
-            "map {id} is not a bucket of reeve's ({} bytes, name {:?})",
-            info.value_size,
-            String::from_utf8_lossy(&info.name)
-        )));
-    }
+    check_bucket_map(dir, id, &info).map_err(invalid)?;
     let mut value = [0u8; bucket::VALUE_SIZE];
     sys::bpf_map_lookup(&map, &0u32.to_ne_bytes(), &mut value)?;
     Ok(Bucket::from_bytes(&value))
@@ -239,6 +231,22 @@ fn nothing_visible(e: &io::Error) -> bool {
 /// of reeve's that holds other figures, keeping (adopting) one that holds
 /// these.
 fn apply_one(group: &Path, dir: Direction, want: NetRate) -> Result<(), CgroupError> {
+    apply_program(group, dir, want, policer)
+}
+
+/// The token-bucket program for `dir` with the bucket map open as `map_fd`.
+fn policer(map_fd: i32, dir: Direction) -> Vec<u64> {
+    asm::encode(&asm::program(map_fd, dir.over_budget()))
+}
+
+/// [`apply_one`] with the program `program` assembles (tests load one the
+/// kernel refuses).
+fn apply_program(
+    group: &Path,
+    dir: Direction,
+    want: NetRate,
+    program: fn(i32, Direction) -> Vec<u64>,
+) -> Result<(), CgroupError> {
     if !is_v2(group)? {
         return Err(CgroupError::new(
             CgroupErrorKind::Hierarchy,
@@ -261,7 +269,7 @@ fn apply_one(group: &Path, dir: Direction, want: NetRate) -> Result<(), CgroupEr
     let full = Bucket::full(want.bytes_per_sec, want.burst).to_bytes();
     sys::bpf_map_update(&map, &0u32.to_ne_bytes(), &full)
         .map_err(|e| bpf_error(group, dir, "filling the bucket", &e, "map"))?;
-    let prog = load(group, dir, &map)?;
+    let prog = load(group, dir, &map, program)?;
     sys::bpf_prog_attach(&cg, &prog, dir.attach_type(), F_ALLOW_MULTI)
         .map_err(|e| bpf_error(group, dir, "attaching the program", &e, "attach"))?;
     for o in &old {
@@ -314,9 +322,14 @@ fn describe(progs: &[Attached]) -> String {
 
 /// Loads the program for `dir` with `map`; a refusal carries the tail of
 /// the verifier's log.
-fn load(group: &Path, dir: Direction, map: &OwnedFd) -> Result<OwnedFd, CgroupError> {
+fn load(
+    group: &Path,
+    dir: Direction,
+    map: &OwnedFd,
+    program: fn(i32, Direction) -> Vec<u64>,
+) -> Result<OwnedFd, CgroupError> {
     use std::os::fd::AsRawFd;
-    let insns = asm::encode(&asm::program(map.as_raw_fd(), dir.over_budget()));
+    let insns = program(map.as_raw_fd(), dir);
     let mut log = vec![0u8; LOG_SIZE];
     let expected = dir.attach_type();
     sys::bpf_prog_load(

@@ -89,32 +89,45 @@ impl AutoAttach {
     /// cleaned up, leaves such groups; nothing else makes them. Pools and
     /// the jobs of `reeve run`/`reeve attach` are never touched.
     pub fn sweep_empty_jobs(&mut self, rules: &[Rule], log: &mut Logger) {
+        let root = self.h.root.display().to_string();
+        let failed = |log: &mut Logger, why: &str| {
+            log.error(
+                "job_sweep_failed",
+                &[
+                    ("root", Val::S(&root)),
+                    ("reason", Val::S(why)),
+                    (
+                        "effect",
+                        Val::S("empty job groups left by an earlier daemon stay"),
+                    ),
+                ],
+            );
+        };
         let entries = match std::fs::read_dir(&self.h.root) {
             Ok(e) => e,
-            Err(e) => {
-                log.error(
-                    "job_sweep_failed",
-                    &[
-                        ("root", Val::S(&self.h.root.display().to_string())),
-                        ("reason", Val::S(&e.to_string())),
-                        (
-                            "effect",
-                            Val::S("empty job groups left by an earlier daemon stay"),
-                        ),
-                    ],
-                );
-                return;
-            }
+            Err(e) => return failed(log, &e.to_string()),
         };
         let mut empty = Vec::new();
-        for e in entries.flatten() {
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    failed(log, &format!("listing: {e}"));
+                    continue;
+                }
+            };
             let name = e.file_name().to_string_lossy().into_owned();
             let per_process = name.starts_with("job.")
                 && rule_of_group(rules, &name)
                     .and_then(|i| rules.get(i))
                     .is_some_and(|r| r.pool.is_none());
-            if per_process && matches!(Group::new(e.path()).populated(), Ok(false)) {
-                empty.push(name);
+            if !per_process {
+                continue;
+            }
+            match Group::new(e.path()).populated() {
+                Ok(false) => empty.push(name),
+                Ok(true) => {}
+                Err(err) => failed(log, &err.to_string()),
             }
         }
         if empty.is_empty() {
@@ -140,8 +153,17 @@ impl AutoAttach {
         for name in empty {
             let group = Group::new(self.h.root.join(&name));
             // Re-checked under the lock: a command may have used it since.
-            if !matches!(group.populated(), Ok(false)) {
-                continue;
+            match group.populated() {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    let why = e.to_string();
+                    log.warn(
+                        "job_remove_failed",
+                        &[("job", Val::S(&name)), ("reason", Val::S(&why))],
+                    );
+                    continue;
+                }
             }
             let removed = group
                 .remove()
