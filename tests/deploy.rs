@@ -325,3 +325,67 @@ fn daemonset_mounts_what_its_config_names() {
         "resources.limits"
     );
 }
+
+/// Every warning and error event in src/ (outside unit tests), by the same
+/// scan as tests/cli.rs `readme_lists_every_event`.
+fn warn_and_error_events() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo().join("src"), &mut files);
+    let mut names = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "tests.rs" || name.ends_with("_tests.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let flat: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        for marker in [
+            "log.warn(\"",
+            "log.error(\"",
+            "LogLevel::Warn,\"",
+            "LogLevel::Error,\"",
+        ] {
+            for (at, _) in flat.match_indices(marker) {
+                let rest = &flat[at + marker.len()..];
+                let end = rest.find('"').unwrap();
+                // `"warn" => LogLevel::Warn,` in the argument parser is a
+                // level's name, not an event.
+                if !rest[end..].starts_with("\"=>") {
+                    names.push(rest[..end].to_string());
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn operations_guide_lists_every_warning_and_error() {
+    let names = warn_and_error_events();
+    assert!(
+        names.len() > 30 && names.iter().any(|n| n == "limit_failed"),
+        "the scan of src/ finds the events: {names:?}"
+    );
+    let guide = read("docs/OPERATIONS.md");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !guide.contains(&format!("| `{n}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/OPERATIONS.md's troubleshooting tables do not list: {missing:?}"
+    );
+}
