@@ -16,11 +16,12 @@ use std::collections::HashMap;
 
 mod cleanup;
 mod pools;
+mod relimit;
 
 use cleanup::remove_stale_temps;
 
 use super::naming::{job_name, rule_of_group};
-use crate::cgroup::{Group, Hierarchy};
+use crate::cgroup::{Group, Hierarchy, Limits};
 use crate::config::{Config, Rule};
 use crate::discovery::{Discovery, Restore, RuleId, Step};
 use crate::log::{Logger, Val};
@@ -78,6 +79,9 @@ pub struct AutoAttach {
     /// Pools whose journal passed [`JOURNAL_BOUND`], or that a restart
     /// found with a journal: folded into their record by [`AutoAttach::compact_one`].
     to_compact: Vec<String>,
+    /// Groups whose rule a reload gave new limits, with those limits
+    /// ([`AutoAttach::relimit_some`]).
+    to_relimit: Vec<(String, Limits)>,
 }
 
 impl AutoAttach {
@@ -105,6 +109,7 @@ impl AutoAttach {
                 ready: HashMap::new(),
                 protected,
                 to_compact: Vec::new(),
+                to_relimit: Vec::new(),
             })
         };
         match setup() {

@@ -456,9 +456,10 @@ impl Daemon {
         self.ended.drain(kept_ended..n);
         // After this wakeup's moves, so no placement waits for it.
         gov.compact_one(&mut self.log);
-        if kept_attach + kept_ended > 0 {
+        let relimit = gov.relimit_some(&mut self.log);
+        if kept_attach + kept_ended > 0 || relimit == autoattach::Outcome::Retry {
             Backlog::Blocked
-        } else if self.to_attach.is_empty() && self.ended.is_empty() {
+        } else if self.to_attach.is_empty() && self.ended.is_empty() && !gov.relimit_pending() {
             Backlog::Empty
         } else {
             Backlog::More

@@ -1,6 +1,9 @@
 //! SIGHUP: re-reading the config file. A file that does not load changes
 //! nothing; settings sized or opened once at start are named when they
-//! differ and keep their running values until a restart.
+//! differ and keep their running values until a restart. New rules apply
+//! to new discoveries; a rule's changed limits are queued for the groups it
+//! already governs (`autoattach/relimit.rs`), which are otherwise left
+//! alone.
 
 use super::{autoattach, Daemon};
 use crate::config::Config;
@@ -101,6 +104,12 @@ impl Daemon {
             self.overrides.level.unwrap_or(new.log.level),
         );
         let rules = new.targets.len();
+        // Existing jobs whose rule now asks for other limits get them
+        // (written, read back, recorded) from the next wakeup on.
+        let relimit = match self.auto.as_mut() {
+            Some(gov) => gov.queue_relimit(&self.config.targets, &new.targets),
+            None => 0,
+        };
         let old = &self.config;
         self.config = Config {
             capacity: old.capacity,
@@ -126,6 +135,7 @@ impl Daemon {
             &[
                 ("path", Val::S(&path.display().to_string())),
                 ("rules", Val::U(rules as u64)),
+                ("jobs_relimited", Val::U(relimit as u64)),
             ],
         );
     }

@@ -1,0 +1,455 @@
+//! What an operator pays for one `reeve watch` on a node, measured on a real
+//! daemon: resident memory with 1,000 and 4,096 tracked processes, idle
+//! wakeups per second in netlink mode, and `/metrics` latency under 16
+//! concurrent clients while exec-to-discovered latency is measured.
+//!
+//!   cargo build --release --target x86_64-unknown-linux-musl   # the daemon measured, when present
+//!   cargo bench --bench ops                                    # REEVE_BENCH_QUICK=1: small sizes, short windows
+//!
+//! Every process the bench starts is a copy of /bin/sleep under a name
+//! unique to the run, killed by its pid at the end (also on a failure);
+//! the daemon's one rule matches only that name and only tracks (no limits,
+//! no pool), so nothing on the host is moved or written to. The daemon runs
+//! as a child with a private state directory and serves metrics on a free
+//! loopback port.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+type Res<T> = Result<T, String>;
+
+const MUSL_ENV: &str = "REEVE_BENCH_MUSL";
+/// The resident memory goal the scan bench holds reeve to.
+const GOAL_RSS_KIB: u64 = 4096;
+/// Idle wakeups per second in netlink mode (issue: at most one).
+const GOAL_WAKEUPS: f64 = 1.0;
+/// exec -> discovered, the foundation issue's goal.
+const GOAL_DISCOVERED_US: u64 = 2000;
+const CLIENTS: usize = 16;
+/// The daemon's table size: 4,096 sleepers plus phase 3's probes.
+const CAPACITY: usize = 8192;
+
+fn quick() -> bool {
+    std::env::var_os("REEVE_BENCH_QUICK").is_some()
+}
+
+/// Children killed (by the pid we spawned them with) and reaped on drop.
+struct Kids(Vec<Child>);
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for k in &mut self.0 {
+            let _ = k.kill();
+        }
+        for k in &mut self.0 {
+            let _ = k.wait();
+        }
+    }
+}
+
+/// A private directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn random_hex() -> Res<String> {
+    let mut b = [0u8; 8];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn spawn_sleepers(kids: &mut Kids, exe: &Path, n: usize) -> Res<()> {
+    for _ in 0..n {
+        let child = Command::new(exe)
+            .arg("3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
+        kids.0.push(child);
+    }
+    Ok(())
+}
+
+fn status_field(pid: u32, field: &str) -> Res<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("{path}: no {field}"))
+}
+
+/// Events named `event` in the daemon's JSON log so far.
+fn count_events(log: &Path, event: &str) -> usize {
+    let needle = format!("\"event\":\"{event}\"");
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .count()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> Res<bool>) -> Res<()> {
+    let deadline = Instant::now() + timeout;
+    while !cond()? {
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// One `GET path` on a fresh connection; the whole answer's bytes.
+fn get(addr: SocketAddr, path: &str) -> Res<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("read: {e}"))?;
+    if !out.starts_with(b"HTTP/1.1 200") {
+        return Err(format!(
+            "GET {path}: {}",
+            String::from_utf8_lossy(&out[..out.len().min(80)])
+        ));
+    }
+    Ok(out)
+}
+
+/// The sum of a metric family's samples in an exposition.
+fn metric_sum(body: &[u8], family: &str) -> f64 {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| l.starts_with(family) && !l.starts_with('#'))
+        .filter(|l| l[family.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "MET"
+    } else {
+        "NOT MET"
+    }
+}
+
+/// Voluntary context switches of the loop thread (the process's main
+/// thread; the HTTP workers sleep in accept): each is one sleep in poll(2),
+/// so one wakeup. Involuntary switches (preemption on a busy host) are not
+/// wakeups and are left out.
+fn loop_switches(pid: u32) -> Res<u64> {
+    let path = format!("/proc/{pid}/task/{pid}/status");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(format!("{path}: no voluntary_ctxt_switches"))
+}
+
+/// Starts `execs` targets evenly over `window`, each timed from just before
+/// its spawn to the moment its `discovered` line is in the daemon's log
+/// (read as it grows, polled every 100 us): an upper bound of the daemon's
+/// exec -> discovered latency. The targets join `probes`.
+fn time_discovery(
+    exe: &Path,
+    log: &Path,
+    execs: usize,
+    window: Duration,
+    probes: &mut Kids,
+) -> Res<Vec<u64>> {
+    let mut discovered_us = Vec::new();
+    // The log is read from where it ends now, only what is appended.
+    let mut tail = File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    std::io::copy(&mut tail, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    let mut pending = String::new();
+    let per_exec = window / execs as u32;
+    for _ in 0..execs {
+        let t = Instant::now();
+        let child = Command::new(exe)
+            .arg("3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn probe: {e}"))?;
+        let want = format!("\"pid\":{},", child.id());
+        probes.0.push(child);
+        let deadline = t + Duration::from_secs(30);
+        loop {
+            tail.read_to_string(&mut pending)
+                .map_err(|e| e.to_string())?;
+            let found = pending
+                .lines()
+                .any(|l| l.contains("\"event\":\"discovered\"") && l.contains(&want));
+            if found {
+                discovered_us.push(t.elapsed().as_micros() as u64);
+                pending.clear();
+                break;
+            }
+            if Instant::now() >= deadline {
+                let text = fs::read_to_string(log).unwrap_or_default();
+                let about: Vec<&str> = text.lines().filter(|l| l.contains(&want)).collect();
+                let last: Vec<&str> = text.lines().rev().take(5).collect();
+                return Err(format!(
+                    "probe {want} was not discovered within 30 s; its lines: {about:?}; the log's last lines: {last:?}"
+                ));
+            }
+            thread::sleep(Duration::from_micros(100));
+        }
+        if let Some(rest) = per_exec.checked_sub(t.elapsed()) {
+            thread::sleep(rest);
+        }
+    }
+    discovered_us.sort_unstable();
+    Ok(discovered_us)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("ops bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Res<()> {
+    let started = Instant::now();
+    let (small, large) = if quick() { (100, 300) } else { (1000, 4096) };
+    let idle_secs = if quick() { 3 } else { 60 };
+    let scrape_secs = if quick() { 3 } else { 20 };
+    let execs = if quick() { 50 } else { 500 };
+
+    let musl = std::env::var_os(MUSL_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-musl/release/reeve")
+        });
+    let (bin, flavour) = if musl.is_file() {
+        (musl, "musl")
+    } else {
+        (PathBuf::from(env!("CARGO_BIN_EXE_reeve")), "glibc")
+    };
+
+    let dir = Scratch(std::env::temp_dir().join(format!("reeve-bench-ops-{}", random_hex()?)));
+    fs::create_dir(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
+    let name = format!("ffmpeg-reeve-bench-{}", random_hex()?);
+    let exe = dir.0.join(&name);
+    fs::copy("/bin/sleep", &exe).map_err(|e| format!("copy /bin/sleep: {e}"))?;
+    let state = dir.0.join("state");
+    fs::create_dir(&state).map_err(|e| e.to_string())?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("a free port: {e}"))?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = serde_json::json!({
+        "targets": [{"name": "bench", "match": {"exe": [name]}}],
+        "discovery": {"mode": "netlink", "scan_interval": "1s", "rescan_interval": "60s"},
+        // Room for the probes of phase 3 beside the sleepers.
+        "capacity": CAPACITY,
+        "state_dir": state,
+        "audit": {"fsync": "never"},
+        "log": {"format": "json", "level": "info"},
+        "metrics": {"listen": addr.to_string()},
+    });
+    let cfg_path = dir.0.join("reeve.json");
+    fs::write(&cfg_path, config.to_string()).map_err(|e| e.to_string())?;
+    let log = dir.0.join("reeve.log");
+
+    let mut sleepers = Kids(Vec::new());
+    spawn_sleepers(&mut sleepers, &exe, small)?;
+    let log_file = File::create(&log).map_err(|e| e.to_string())?;
+    let mut daemon = Kids(vec![Command::new(&bin)
+        .args(["watch", "--config"])
+        .arg(&cfg_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", bin.display()))?]);
+    let pid = daemon.0[0].id();
+
+    // 1. Resident memory, once every sleeper is tracked.
+    let mut rss = Vec::new();
+    for (i, n) in [small, large].into_iter().enumerate() {
+        if i == 1 {
+            spawn_sleepers(&mut sleepers, &exe, large - small)?;
+        }
+        wait_for(&format!("{n} discovered"), Duration::from_secs(120), || {
+            Ok(count_events(&log, "discovered") >= n)
+        })?;
+        // Let a publish and a snapshot settle.
+        thread::sleep(Duration::from_millis(1500));
+        rss.push((
+            n,
+            status_field(pid, "VmRSS:")?,
+            status_field(pid, "VmHWM:")?,
+        ));
+    }
+
+    // 2. Idle wakeups: nothing of ours happens; the host's own proc events
+    //    (other work on the machine) still wake every connector listener,
+    //    so they are counted beside.
+    let events_before = metric_sum(&get(addr, "/metrics")?, "reeve_netlink_events_total");
+    let sw0 = loop_switches(pid)?;
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_secs(idle_secs));
+    let sw1 = loop_switches(pid)?;
+    let window = t0.elapsed().as_secs_f64();
+    let events_after = metric_sum(&get(addr, "/metrics")?, "reeve_netlink_events_total");
+    let wakeups = (sw1 - sw0) as f64 / window;
+    let host_events = (events_after - events_before) / window;
+
+    // 3. exec -> discovered alone, then the same during scrapes from 16
+    //    clients (closed loop, as wrk runs: each sends its next request as
+    //    soon as the last is answered).
+    let mut probes = Kids(Vec::new());
+    let quiet_us = time_discovery(
+        &exe,
+        &log,
+        execs,
+        Duration::from_secs(scrape_secs),
+        &mut probes,
+    )?;
+    // Scrapes from 16 clients while new targets are exec'd and their
+    //    discovery is timed from the daemon's log.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let stop = stop.clone();
+        clients.push(thread::spawn(move || {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match get(addr, "/metrics") {
+                    Ok(_) => lat.push(t.elapsed().as_micros() as u64),
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let scrape_start = Instant::now();
+    let discovered_us = time_discovery(
+        &exe,
+        &log,
+        execs,
+        Duration::from_secs(scrape_secs),
+        &mut probes,
+    )?;
+    stop.store(true, Ordering::Relaxed);
+    let mut scrape_us = Vec::new();
+    let mut scrape_errors = 0;
+    for c in clients {
+        let (lat, err) = c.join().map_err(|_| "a client thread panicked")?;
+        scrape_us.extend(lat);
+        scrape_errors += err;
+    }
+    let scrape_window = scrape_start.elapsed().as_secs_f64();
+    scrape_us.sort_unstable();
+
+    // Stop the daemon: a clean exit proves the figures are of a healthy one.
+    // SAFETY: kill(2) of our own child, not yet reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = daemon.0[0].try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            return Err("reeve watch did not stop within 10 s of SIGTERM".into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    if !status.success() {
+        return Err(format!("reeve watch ended with {status}"));
+    }
+    let mode = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("\"event\":\"started\""))
+        .map(|l| l.contains("\"mode\":\"netlink\""))
+        .unwrap_or(false);
+    if !mode {
+        return Err("reeve watch did not run in netlink mode (needs root)".into());
+    }
+    drop(probes);
+    drop(sleepers);
+
+    println!(
+        "reeve ops benchmark ({flavour} daemon {}; netlink mode; one tracking rule; capacity {CAPACITY})",
+        bin.display()
+    );
+    for (n, rss_kib, hwm_kib) in &rss {
+        println!(
+            "ops: reeve watch RSS {rss_kib} KiB with {n} tracked (VmHWM {hwm_kib} KiB, {flavour})   goal <= {GOAL_RSS_KIB} KiB   {}",
+            verdict(*rss_kib <= GOAL_RSS_KIB)
+        );
+    }
+    println!(
+        "ops: idle wakeups {wakeups:.2}/s of the loop thread over {window:.0} s with {large} tracked (the host sent {host_events:.1} proc events/s)   goal <= {GOAL_WAKEUPS}/s   {}",
+        verdict(wakeups <= GOAL_WAKEUPS)
+    );
+    println!(
+        "ops: scrape /metrics, {CLIENTS} clients: p50 {}us p99 {}us max {}us ({} scrapes in {scrape_window:.1} s, {scrape_errors} errors)   goal: reported",
+        percentile(&scrape_us, 0.5),
+        percentile(&scrape_us, 0.99),
+        scrape_us.last().copied().unwrap_or(0),
+        scrape_us.len(),
+    );
+    println!(
+        "ops: exec->discovered without scrapes: p50 {}us p99 {}us max {}us ({} execs)",
+        percentile(&quiet_us, 0.5),
+        percentile(&quiet_us, 0.99),
+        quiet_us.last().copied().unwrap_or(0),
+        quiet_us.len(),
+    );
+    let p99 = percentile(&discovered_us, 0.99);
+    println!(
+        "ops: exec->discovered during the scrapes (seen in reeve's log, polled every 100us): p50 {}us p99 {p99}us max {}us ({} execs)   goal p99 <= {GOAL_DISCOVERED_US}us   {}",
+        percentile(&discovered_us, 0.5),
+        discovered_us.last().copied().unwrap_or(0),
+        discovered_us.len(),
+        verdict(p99 <= GOAL_DISCOVERED_US)
+    );
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    println!("details: load average at the end {}", load.join(" "));
+    println!(
+        "details: total bench time {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
