@@ -651,3 +651,33 @@ fn health_follows_the_netlink_rescan_pace() {
     assert_eq!(code, 200, "{body}\n{}", d.log_tail());
     d.stop();
 }
+
+/// The endpoint's workers run at the lowest priority, the watch loop at
+/// the one reeve was started with: a scrape flood takes only the CPU the
+/// loop leaves.
+#[test]
+fn endpoint_workers_yield_the_cpu_to_the_loop() {
+    let dir = TempDir::new("metrics-nice");
+    let target = Target::new(dir.path());
+    let cfg = metrics_config(&dir, &target, json!({"listen": "127.0.0.1:0"}));
+    let (mut d, _addr) = start(&dir, &cfg);
+    // Field 19 of a thread's stat (after the comm's closing parenthesis,
+    // field 3 is the first): its nice value.
+    let nice = |tid: &str| -> i64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", d.pid)).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let mut workers = 0;
+    for entry in std::fs::read_dir(format!("/proc/{}/task", d.pid)).unwrap() {
+        let tid = entry.unwrap().file_name().into_string().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", d.pid)).unwrap();
+        if comm.trim().starts_with("reeve-http") {
+            workers += 1;
+            assert_eq!(nice(&tid), 19, "worker {tid} ({})", comm.trim());
+        }
+    }
+    assert_eq!(workers, 4, "the endpoint's workers");
+    assert_eq!(nice(&d.pid.to_string()), 0, "the watch loop's thread");
+    d.stop_ok();
+}

@@ -226,13 +226,36 @@ impl Publisher {
             accept_failures: AtomicU64::new(0),
         });
         let token = Arc::new(token);
+        // Each worker lowers its own priority before it serves anyone, so a
+        // scrape flood takes only the CPU the watch loop leaves; a worker
+        // that could not is a start-up error, not a silent competitor.
+        let (lowered, results) = std::sync::mpsc::channel();
         for i in 0..http::WORKERS {
             let listener = listener.try_clone().map_err(EndpointError::Thread)?;
             let (shared, token) = (Arc::clone(&shared), Arc::clone(&token));
+            let lowered = lowered.clone();
             std::thread::Builder::new()
                 .name(format!("reeve-http-{i}"))
-                .spawn(move || http::serve(listener, shared, token))
+                .spawn(move || {
+                    let result = crate::sys::lower_thread_priority();
+                    let ok = result.is_ok();
+                    if lowered.send(result).is_ok() && ok {
+                        http::serve(listener, shared, token);
+                    }
+                })
                 .map_err(EndpointError::Thread)?;
+        }
+        drop(lowered);
+        for _ in 0..http::WORKERS {
+            match results.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(EndpointError::Thread(e)),
+                Err(_) => {
+                    return Err(EndpointError::Thread(std::io::Error::other(
+                        "an endpoint worker ended before it started serving",
+                    )))
+                }
+            }
         }
         Ok(Publisher {
             shared,

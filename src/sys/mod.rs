@@ -92,6 +92,18 @@ pub fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
+/// Gives the calling thread the lowest scheduling priority (nice 19): on a
+/// busy host it runs only when nothing of normal priority, the watch loop
+/// included, wants the CPU. Lowering needs no privilege.
+pub fn lower_thread_priority() -> io::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    // SAFETY: setpriority reads only its arguments; with PRIO_PROCESS and a
+    // thread id it changes that one thread (Linux).
+    cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) })?;
+    Ok(())
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
