@@ -8,9 +8,12 @@
 //! that it parses back to an equal `Config`. The embedded document
 //! (deploy/reeve.json) makes `reeve watch` useful with no file.
 
+mod liveness;
 mod parse;
 mod print;
 mod walk;
+
+pub use liveness::{substitute, Action, Guard, Liveness, Signal};
 
 use crate::cgroup::Limits;
 use crate::users::UserDb;
@@ -175,6 +178,9 @@ pub struct Rule {
     /// pool's. `None` puts each process in a job group of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// `stall_after`, `on_stall`, `on_exit`, `guard` (`liveness.rs`).
+    #[serde(flatten)]
+    pub liveness: Liveness,
 }
 
 /// What a process must look like; a process matches if any entry of any list
