@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod notify;
 pub mod placement;
 pub mod procfs;
+pub mod recovery;
 pub mod spawn;
 pub mod state;
 pub mod store;

@@ -13,7 +13,7 @@ mod parse;
 mod print;
 mod walk;
 
-pub use liveness::{substitute, Action, Guard, Liveness, Signal};
+pub use liveness::{substitute, Action, Guard, Liveness, Signal, MAX_ACTIONS};
 
 use crate::cgroup::Limits;
 use crate::users::UserDb;
