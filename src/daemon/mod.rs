@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod autoattach;
+mod liveness;
 mod naming;
 mod observe;
 mod persist;
@@ -89,6 +90,8 @@ pub struct Daemon {
     stderr_mode: &'static str,
     /// Metrics publishing and service manager notifications.
     obs: observe::Observer,
+    /// The progress watchdog and the rules' recovery actions.
+    live: liveness::Liveness,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -167,6 +170,7 @@ impl Daemon {
         // never kills the process through a worker.
         let obs = observe::start(&config, &mut log)?;
         let queue = config.capacity;
+        let live = liveness::Liveness::new(config.capacity);
         Ok(Daemon {
             config,
             config_path,
@@ -184,6 +188,7 @@ impl Daemon {
             overrides,
             stderr_mode,
             obs,
+            live,
         })
     }
 
@@ -237,6 +242,12 @@ impl Daemon {
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);
+        self.live.watch_new(
+            &restored.running,
+            &self.config,
+            &self.discovery,
+            &mut self.log,
+        );
         let queued_at_start = self.to_attach.len();
         if let Some(gov) = self.auto.as_mut() {
             gov.adopt_existing(&mut self.discovery, &self.config.targets, &mut self.log);
@@ -283,6 +294,7 @@ impl Daemon {
         self.persist
             .maybe_save(&self.discovery, view, &mut self.log, true);
         let result = self.event_loop();
+        self.live.shutdown(&mut self.log);
         self.obs.stopping(&mut self.log);
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
@@ -310,8 +322,10 @@ impl Daemon {
             let now = sys::monotonic_ns();
             if self.need_deep || now >= self.next_scan_ns() {
                 let queued = self.to_attach.len();
+                let ended = self.ended.len();
                 self.scan_now()?;
                 self.mark_queued(queued);
+                self.liveness_news(queued, ended);
             }
             self.discovery.evict_expired(sys::realtime_ms());
             let backlog = self.govern_some();
@@ -320,9 +334,16 @@ impl Daemon {
                 .maybe_save(&self.discovery, view, &mut self.log, false);
             self.persist.tick(&mut self.log);
             self.observe_wakeup();
+            let view = self.auto.as_ref().map(|g| &g.view);
+            self.live
+                .wakeup(&self.config, &mut self.discovery, view, &mut self.log);
 
             let now = sys::monotonic_ns();
-            let to_scan_ms = self.next_scan_ns().saturating_sub(now).div_ceil(1_000_000);
+            let next = match self.live.deadline_ns(now) {
+                Some(live) => live.min(self.next_scan_ns()),
+                None => self.next_scan_ns(),
+            };
+            let to_scan_ms = next.saturating_sub(now).div_ceil(1_000_000);
             let audit_waits = self.log.audit_mut().is_some_and(|a| a.pending() > 0);
             let wait_ms = match backlog {
                 Backlog::More => 0,
@@ -333,16 +354,17 @@ impl Daemon {
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
             let wait_ms = self.obs.cap_wait(wait_ms);
-            // stderr is polled only while log lines wait for it.
-            let mut fds = [
-                sys::poll_fd(self.signals.as_raw_fd()),
-                sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd())),
-                libc::pollfd {
-                    fd: self.log.stderr_backlog_fd().unwrap_or(-1),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                },
-            ];
+            // stderr is polled only while log lines wait for it; after the
+            // three fixed fds come those of running exec hooks (or -1).
+            let mut fds = [sys::poll_fd(-1); 3 + liveness::POLL_FDS];
+            fds[0] = sys::poll_fd(self.signals.as_raw_fd());
+            fds[1] = sys::poll_fd(self.connector.as_ref().map_or(-1, |c| c.fd()));
+            fds[2] = libc::pollfd {
+                fd: self.log.stderr_backlog_fd().unwrap_or(-1),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            self.live.poll_fds(&mut fds[3..]);
             sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
             self.obs.woke();
             if fds[2].revents != 0 {
@@ -355,8 +377,10 @@ impl Daemon {
             }
             if sys::is_readable(&fds[1]) {
                 let queued = self.to_attach.len();
+                let ended = self.ended.len();
                 self.drain_netlink();
                 self.mark_queued(queued);
+                self.liveness_news(queued, ended);
             }
         }
     }
@@ -430,6 +454,19 @@ impl Daemon {
         } else {
             Backlog::More
         }
+    }
+
+    /// What discovery queued since `queued` and `ended` (new and ended
+    /// identities) goes to liveness: new ones are watched, ended ones get
+    /// their rule's `on_exit` (while their job is still known).
+    fn liveness_news(&mut self, queued: usize, ended: usize) {
+        let new = self.to_attach.get(queued..).unwrap_or(&[]);
+        self.live
+            .watch_new(new, &self.config, &self.discovery, &mut self.log);
+        let view = self.auto.as_ref().map(|g| &g.view);
+        let gone = self.ended.get(ended..).unwrap_or(&[]);
+        self.live
+            .exits(gone, &self.config, &mut self.discovery, view, &mut self.log);
     }
 
     /// Identities queued for attach since `from` are *pending* in their

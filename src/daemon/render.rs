@@ -416,5 +416,6 @@ impl Daemon {
             "Service manager notifications that could not be sent.",
             self.obs.notify.failures,
         );
+        self.live.render(e);
     }
 }
