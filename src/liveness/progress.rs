@@ -24,7 +24,7 @@ use crate::procfs::{ProcKey, ProcReader, ReadError};
 /// How often the watchdog samples.
 pub const TICK: Duration = Duration::from_millis(250);
 /// The most processes sampled per tick (two small /proc reads each).
-pub const SAMPLES_PER_TICK: usize = 512;
+pub const SAMPLES_PER_TICK: usize = 256;
 
 /// Where a watched process stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,9 @@ struct Watch {
     stall_after_ns: u64,
     cpu_ticks: u64,
     io_bytes: u64,
+    /// Whether `io_bytes` is from the last sample (it is not read when the
+    /// CPU time moved: that alone is progress).
+    io_fresh: bool,
     /// When the counters last moved (or the process was last stopped).
     moved_ns: u64,
     phase: Phase,
@@ -133,6 +136,7 @@ impl Watchdog {
             stall_after_ns: u64::try_from(stall_after.as_nanos()).unwrap_or(u64::MAX),
             cpu_ticks: 0,
             io_bytes: 0,
+            io_fresh: false,
             moved_ns: now_ns,
             phase: Phase::New,
         });
@@ -214,19 +218,30 @@ impl Watchdog {
                 return Some(None);
             }
         };
-        let io = match r.io(w.key.pid) {
-            Ok(io) => Some(io.rchar.wrapping_add(io.wchar)),
-            Err(ReadError::Gone) => return None,
-            Err(_) => {
-                self.stats.read_errors += 1;
-                None
+        let cpu = stat.utime.wrapping_add(stat.stime);
+        // CPU time that moved is progress; only a process whose CPU time
+        // stood still costs the second read. An I/O count that was not
+        // read last time is a new baseline, not progress.
+        let moved = if cpu != w.cpu_ticks || w.phase == Phase::New {
+            w.io_fresh = false;
+            true
+        } else {
+            match r.io(w.key.pid) {
+                Ok(io) => {
+                    let io = io.rchar.wrapping_add(io.wchar);
+                    let moved = w.io_fresh && io != w.io_bytes;
+                    w.io_bytes = io;
+                    w.io_fresh = true;
+                    moved
+                }
+                Err(ReadError::Gone) => return None,
+                Err(_) => {
+                    self.stats.read_errors += 1;
+                    false
+                }
             }
         };
-        let cpu = stat.utime.wrapping_add(stat.stime);
-        let io = io.unwrap_or(w.io_bytes);
-        let moved = cpu != w.cpu_ticks || io != w.io_bytes;
         w.cpu_ticks = cpu;
-        w.io_bytes = io;
         let stopped = matches!(stat.state, b'T' | b't');
         match w.phase {
             Phase::New => {
