@@ -294,3 +294,44 @@ fn the_restart_loop_guard_stops_acting_on_a_job_that_keeps_ending() {
     assert_eq!(read(&marks).lines().count(), 2, "{}", reeve.log_tail());
     reeve.stop_ok();
 }
+
+#[test]
+fn check_config_shows_the_liveness_settings_and_names_a_bad_field() {
+    let dir = TempDir::new("recovery-check");
+    let mut config = config_for(&dir, "enc", "ffmpeg", None, "auto", "1s");
+    config["targets"][0]["limits"] = json!({"pids": 64});
+    config["targets"][0]["stall_after"] = json!("30s");
+    config["targets"][0]["on_stall"] = json!({"signal": "TERM", "then": "KILL"});
+    config["targets"][0]["on_exit"] = json!(["kill_job", {"exec": ["/bin/logger", "{job}"]}]);
+    let cfg = write_config(dir.path(), &config);
+    let out = reeve(&["check-config", cfg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("check-config prints JSON");
+    let rule = &printed["targets"][0];
+    assert_eq!(rule["stall_after"], "30s");
+    assert_eq!(
+        rule["on_stall"],
+        json!([{"signal": "TERM", "then": "KILL", "grace": "10s"}])
+    );
+    assert_eq!(
+        rule["on_exit"],
+        json!(["kill_job", {"exec": ["/bin/logger", "{job}"], "timeout": "10s"}])
+    );
+    assert_eq!(
+        rule["guard"],
+        json!({"max_actions": 5, "window": "10m", "debounce": "30s"})
+    );
+    config["targets"][0]["on_stall"] = json!({"signal": "TERM", "after": "1s"});
+    let bad = write_config(dir.path(), &config);
+    let out = reeve(&["check-config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("targets[0].on_stall.after: unknown field"),
+        "{err}"
+    );
+}

@@ -284,8 +284,8 @@ impl Hooks {
         }
     }
 
-    /// When the loop must come back: the earliest timeout, soon while a
-    /// hook has no pidfd (its end is then found by polling try_wait), at
+    /// When the loop must come back: the earliest timeout, every 100 ms
+    /// while a hook has no pidfd (its end is then found by try_wait), at
     /// once when a queued hook can start.
     pub fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
         if !self.queue.is_empty() && self.running.len() < MAX_RUNNING {
@@ -293,9 +293,12 @@ impl Hooks {
         }
         self.running
             .iter()
-            .map(|h| match h.pidfd {
-                Some(_) if !h.timed_out => h.deadline_ns,
-                _ => h.deadline_ns.min(now_ns + 100_000_000),
+            .filter_map(|h| match (&h.pidfd, h.timed_out) {
+                (Some(_), false) => Some(h.deadline_ns),
+                // Killed: its pidfd, in the poll set, says when it is gone
+                // (a hook stuck in D state must not make the loop spin).
+                (Some(_), true) => None,
+                (None, _) => Some(h.deadline_ns.min(now_ns + 100_000_000)),
             })
             .min()
     }
