@@ -200,22 +200,39 @@ impl Liveness {
                         ("stall_after_ms", Val::U(stall_after.as_millis() as u64)),
                     ],
                 );
-                let Some(r) = rule_of(config, d, rule) else {
-                    return;
-                };
-                let (job, group) = job_of(gov, &key, &r.name);
-                let inc = Incident {
-                    key,
-                    rule: &r.name,
-                    job,
-                    group,
-                    event: "stalled",
-                };
-                let (actions, guard) = (&r.liveness.on_stall, &r.liveness.guard);
-                self.recovery
-                    .act(&inc, actions, guard, now, d.reader(), log);
+                self.on_stall(key, rule, config, d, gov, now, log);
             }
         }
+    }
+
+    /// Runs the rule's `on_stall` actions for a stall of any cause (the
+    /// watchdog here; heartbeats call it too). The caller has logged the
+    /// `stalled` event with its cause.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_stall(
+        &mut self,
+        key: ProcKey,
+        rule: crate::discovery::RuleId,
+        config: &Config,
+        d: &mut Discovery,
+        gov: Option<&GovernanceView>,
+        now: u64,
+        log: &mut Logger,
+    ) {
+        let Some(r) = rule_of(config, d, rule) else {
+            return;
+        };
+        let (job, group) = job_of(gov, &key, &r.name);
+        let inc = Incident {
+            key,
+            rule: &r.name,
+            job,
+            group,
+            event: "stalled",
+        };
+        let (actions, guard) = (&r.liveness.on_stall, &r.liveness.guard);
+        self.recovery
+            .act(&inc, actions, guard, now, d.reader(), log);
     }
 
     /// When the loop must wake for liveness next (monotonic ns).

@@ -174,6 +174,11 @@ impl Hooks {
     }
 
     fn start(&mut self, req: Request, now_ns: u64, log: &mut Logger) {
+        if req.argv.is_empty() {
+            self.stats.spawn_failed += 1;
+            failed(log, &req, "a hook needs a program (its argv is empty)");
+            return;
+        }
         let l = &req.label;
         let mut cmd = Command::new(&req.argv[0]);
         cmd.args(&req.argv[1..])
@@ -494,7 +499,10 @@ fn refused(log: &mut Logger, req: &Request, reason: &str) {
             ("rule", Val::S(&l.rule)),
             ("job", Val::S(&l.job)),
             ("trigger", Val::S(&l.event)),
-            ("program", Val::S(&req.argv[0])),
+            (
+                "program",
+                Val::S(req.argv.first().map_or("", |p| p.as_str())),
+            ),
             ("reason", Val::S(reason)),
         ],
     );
