@@ -5,6 +5,9 @@
 //! that took a recycled pid; the restart-loop guard stops acting on a job
 //! that keeps ending, and says so.
 //!
+//! `kill_job` is driven through the library on a group of the test's own
+//! cgroup v2 subtree.
+//!
 //! Every daemon matches only this test's own processes (copies of ffmpeg
 //! and sleep under unique names). The recycling test runs reeve and its
 //! processes in a new pid namespace (`unshare --pid --fork --mount-proc`)
@@ -334,4 +337,56 @@ fn check_config_shows_the_liveness_settings_and_names_a_bad_field() {
         err.contains("targets[0].on_stall.after: unknown field"),
         "{err}"
     );
+}
+
+#[test]
+fn kill_job_kills_every_process_of_the_job_group_and_nothing_else() {
+    use reeve::config::{Action, Guard, LogFormat, LogLevel};
+    use reeve::recovery::{Incident, Recovery};
+    let sub = common::cgroup::Subtree::new();
+    let group = sub.make_group("job.enc-kill");
+    let outside = sub.make_group("elsewhere");
+    let mut procs = ProcGuard::new();
+    let dir = TempDir::new("recovery-killjob");
+    let target = Target::new(dir.path());
+    let members = [
+        target.spawn(&mut procs, "300"),
+        target.spawn(&mut procs, "300"),
+    ];
+    let bystander = target.spawn(&mut procs, "300");
+    for m in &members {
+        sub.move_into(&group, m.pid);
+    }
+    sub.move_into(&outside, bystander.pid);
+    let mut reader = reeve::procfs::ProcReader::open().expect("open /proc");
+    let mut log = reeve::log::Logger::new(LogFormat::Json, LogLevel::Error);
+    let mut r = Recovery::new();
+    let inc = Incident {
+        key: reeve::procfs::ProcKey {
+            pid: members[0].pid,
+            start_ticks: members[0].start_ticks,
+        },
+        rule: "enc",
+        job: "job.enc-kill",
+        group: Some(&group),
+        event: "stalled",
+    };
+    r.act(
+        &inc,
+        &[Action::KillJob],
+        &Guard::default(),
+        1,
+        &mut reader,
+        &mut log,
+    );
+    assert_eq!(r.stats().actions[2], [1, 0, 0, 0], "kill_job done once");
+    use std::os::unix::process::ExitStatusExt;
+    for m in &members {
+        let status = procs
+            .wait_exit(m.pid, Duration::from_secs(10))
+            .expect("a member of the job survived cgroup.kill");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+    thread::sleep(Duration::from_millis(100));
+    assert!(procs.reap_exited().is_empty(), "the bystander was killed");
 }
