@@ -119,6 +119,7 @@ impl Liveness {
     ) {
         let now = crate::sys::monotonic_ns();
         for &(key, rule) in items {
+            // A rule a reload removed has no actions any more.
             let Some(r) = rule_of(config, d, rule) else {
                 continue;
             };
@@ -219,6 +220,7 @@ impl Liveness {
         now: u64,
         log: &mut Logger,
     ) {
+        // A rule a reload removed has no actions any more.
         let Some(r) = rule_of(config, d, rule) else {
             return;
         };

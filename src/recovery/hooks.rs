@@ -232,6 +232,9 @@ impl Hooks {
             }
         }
         // The child is not reaped before we do, so its pid is still its own.
+        // Without a pidfd (a kernel before 5.3) nothing is lost: the end is
+        // found by try_wait every 100 ms, and only the clean-up of what the
+        // hook left in its group is skipped (see `service`).
         let pidfd = sys::pidfd_open(child.id()).ok();
         self.stats.started += 1;
         let hook_pid = child.id();

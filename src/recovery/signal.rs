@@ -98,7 +98,10 @@ impl Target {
         match self {
             Target::Pidfd(fd) => {
                 let mut p = [sys::poll_fd(fd.as_raw_fd())];
-                // A zero timeout: a readiness check, never a wait.
+                // A zero timeout: a readiness check, never a wait. A poll
+                // error counts as "not ended": the send that follows goes
+                // through the pidfd, so it still reaches this process or
+                // nobody.
                 matches!(sys::poll(&mut p, 0), Ok(n) if n > 0)
             }
             Target::Checked(key) => verify(*key, reader).is_err(),
