@@ -9,11 +9,13 @@
 //! (deploy/reeve.json) makes `reeve watch` useful with no file.
 
 mod jobs;
+mod liveness;
 mod parse;
 mod print;
 mod walk;
 
 pub use jobs::{Backoff, JobSpec, Ready, Restart, RestartGuard, MAX_JOBS};
+pub use liveness::{substitute, Action, Guard, Liveness, Signal, MAX_ACTIONS};
 
 use crate::cgroup::Limits;
 use crate::users::UserDb;
@@ -181,6 +183,9 @@ pub struct Rule {
     /// pool's. `None` puts each process in a job group of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// `stall_after`, `on_stall`, `on_exit`, `guard` (`liveness.rs`).
+    #[serde(flatten)]
+    pub liveness: Liveness,
 }
 
 /// What a process must look like; a process matches if any entry of any list

@@ -113,7 +113,9 @@ fn rules(node: &Node, users: &UserDb) -> Result<Vec<Rule>, ConfigError> {
 }
 
 fn rule(node: &Node, users: &UserDb) -> Result<Rule, ConfigError> {
-    let obj = node.object(&["name", "match", "filter", "limits", "pool"])?;
+    let mut fields = vec!["name", "match", "filter", "limits", "pool"];
+    fields.extend(super::liveness::FIELDS);
+    let obj = node.object(&fields)?;
     let name_node = obj.require("name")?;
     let name = name_node.string()?;
     if !valid_rule_name(name) {
@@ -127,12 +129,15 @@ fn rule(node: &Node, users: &UserDb) -> Result<Rule, ConfigError> {
     let filter = obj.or("filter", |n| filter(n, users), Filter::default)?;
     let limits = obj.or("limits", limits, Limits::default)?;
     let pool = obj.or("pool", |n| pool(n).map(Some), || None)?;
+    let own_job = pool.is_none() && !limits.is_empty();
+    let liveness = super::liveness::parse(&obj, own_job, pool.as_deref())?;
     Ok(Rule {
         name: name.to_string(),
         matcher,
         filter,
         limits,
         pool,
+        liveness,
     })
 }
 
@@ -503,7 +508,7 @@ mod tests {
             (r#"{"metrics":{"token_file":"token"}}"#.into(), "metrics.token_file", "not an absolute path"),
             (r#"{"metrics":{"port":9188}}"#.into(), "metrics.port", "unknown field (expected one of: listen, token_file)"),
             (filter(r#"{"usres":[]}"#), "targets[1].filter.usres", "unknown field (expected one of: users,"),
-            (rule(r#"{"name":"b","match":{"comm":["b"]},"extra":1}"#), "targets[1].extra", "unknown field (expected one of: name, match, filter, limits, pool)"),
+            (rule(r#"{"name":"b","match":{"comm":["b"]},"extra":1}"#), "targets[1].extra", "unknown field (expected one of: name, match, filter, limits, pool, stall_after, on_stall, on_exit, guard)"),
             ("[]".into(), "", "expected an object"),
             (r#"{"targets":{}}"#.into(), "targets", "expected a list of target rules"),
             (r#"{"targets":[]}"#.into(), "targets", "at least one target rule is needed"),

@@ -13,9 +13,11 @@ use crate::log::Val;
 use crate::metrics::text::Exposition;
 use crate::sys;
 
-/// The poll set's fixed head: signalfd, netlink, stderr; supervised jobs'
-/// pidfds follow.
+/// The poll set's fixed head: signalfd, netlink, stderr; then the places
+/// of the running exec hooks' fds; supervised jobs' pidfds follow from
+/// [`JOB_FDS_AT`].
 pub(super) const BASE_FDS: usize = 3;
+pub(super) const JOB_FDS_AT: usize = BASE_FDS + super::liveness::POLL_FDS;
 
 /// The signals the daemon's signalfd takes: SIGCHLD too when reeve is
 /// PID 1, for the orphans the kernel reparents to it.
@@ -42,6 +44,10 @@ impl Daemon {
                 revents: 0,
             },
         ]);
+        // The running exec hooks' fds (or -1) in their fixed places, then
+        // the jobs' pidfds.
+        fds.resize(JOB_FDS_AT, sys::poll_fd(-1));
+        self.live.poll_fds(&mut fds[BASE_FDS..JOB_FDS_AT]);
         self.jobs.poll_fds(fds);
         sys::poll(fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
         Ok(())
@@ -59,7 +65,7 @@ impl Daemon {
 
     /// After poll: the jobs whose pidfd is readable have ended.
     pub(super) fn jobs_polled(&mut self) {
-        let fds = self.pollfds.get(BASE_FDS..).unwrap_or(&[]);
+        let fds = self.pollfds.get(JOB_FDS_AT..).unwrap_or(&[]);
         self.jobs.polled(fds, &mut self.log);
     }
 
@@ -70,8 +76,12 @@ impl Daemon {
         if !self.jobs.is_pid1() {
             return;
         }
-        // Every child this daemon starts is a job; none is reaped elsewhere.
-        self.jobs.reap_orphans(&mut self.log, &|_| false);
+        // A running exec hook is reaped by liveness, which waits for it
+        // through its pidfd; every other ended child is a job's or an
+        // orphan's.
+        let live = &self.live;
+        self.jobs
+            .reap_orphans(&mut self.log, &|pid| live.owns_child(pid));
     }
 
     /// A terminating signal. As PID 1 with jobs running, the signal is

@@ -19,6 +19,7 @@ use std::time::Duration;
 mod autoattach;
 mod jobs;
 mod kernelfilter;
+mod liveness;
 mod naming;
 mod observe;
 mod persist;
@@ -100,6 +101,8 @@ pub struct Daemon {
     pollfds: Vec<sys::PollFd>,
     /// PID 1 only: the terminating signal whose job stop is under way.
     stopping: Option<i32>,
+    /// The progress watchdog and the rules' recovery actions.
+    live: liveness::Liveness,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -179,7 +182,8 @@ impl Daemon {
         let obs = observe::start(&config, &mut log)?;
         let queue = config.capacity;
         let jobs = crate::supervise::Supervisor::new(&config, &mut log);
-        let pollfds = Vec::with_capacity(jobs::BASE_FDS + config.jobs.len());
+        let pollfds = Vec::with_capacity(jobs::JOB_FDS_AT + config.jobs.len());
+        let live = liveness::Liveness::new(config.capacity);
         Ok(Daemon {
             config,
             config_path,
@@ -201,6 +205,7 @@ impl Daemon {
             jobs,
             pollfds,
             stopping: None,
+            live,
         })
     }
 
@@ -256,6 +261,12 @@ impl Daemon {
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);
+        self.live.watch_new(
+            &restored.running,
+            &self.config,
+            &self.discovery,
+            &mut self.log,
+        );
         let queued_at_start = self.to_attach.len();
         if let Some(gov) = self.auto.as_mut() {
             gov.adopt_existing(&mut self.discovery, &self.config.targets, &mut self.log);
@@ -305,6 +316,7 @@ impl Daemon {
         let result = self.event_loop();
         self.log.release_lines();
         self.jobs_at_exit();
+        self.live.shutdown(&mut self.log);
         self.obs.stopping(&mut self.log);
         let view = self.auto.as_ref().map(|g| &g.view);
         self.persist
@@ -335,8 +347,10 @@ impl Daemon {
             let now = sys::monotonic_ns();
             if self.need_deep || now >= self.next_scan_ns() {
                 let queued = self.to_attach.len();
+                let ended = self.ended.len();
                 self.scan_now()?;
                 self.mark_queued(queued);
+                self.liveness_news(queued, ended);
             }
             self.discovery.evict_expired(sys::realtime_ms());
             let backlog = self.govern_some();
@@ -346,6 +360,7 @@ impl Daemon {
             let queued = (self.to_attach.len(), self.ended.len());
             self.refresh_kernel_filter();
             self.mark_queued(queued.0);
+            self.liveness_news(queued.0, queued.1);
             let backlog = match backlog {
                 Backlog::Empty if (self.to_attach.len(), self.ended.len()) != queued => {
                     Backlog::More
@@ -357,9 +372,16 @@ impl Daemon {
                 .maybe_save(&self.discovery, view, &mut self.log, false);
             self.persist.tick(&mut self.log);
             self.observe_wakeup();
+            let view = self.auto.as_ref().map(|g| &g.view);
+            self.live
+                .wakeup(&self.config, &mut self.discovery, view, &mut self.log);
 
             let now = sys::monotonic_ns();
-            let to_scan_ms = self.next_scan_ns().saturating_sub(now).div_ceil(1_000_000);
+            let next = match self.live.deadline_ns(now) {
+                Some(live) => live.min(self.next_scan_ns()),
+                None => self.next_scan_ns(),
+            };
+            let to_scan_ms = next.saturating_sub(now).div_ceil(1_000_000);
             let audit_waits = self.log.audit_mut().is_some_and(|a| a.pending() > 0);
             let wait_ms = match backlog {
                 Backlog::More => 0,
@@ -387,9 +409,11 @@ impl Daemon {
             }
             if netlink_ready {
                 let queued = self.to_attach.len();
+                let ended = self.ended.len();
                 self.log.hold_lines();
                 self.drain_netlink();
                 self.mark_queued(queued);
+                self.liveness_news(queued, ended);
             }
         }
     }
@@ -464,6 +488,19 @@ impl Daemon {
         } else {
             Backlog::More
         }
+    }
+
+    /// What discovery queued since `queued` and `ended` (new and ended
+    /// identities) goes to liveness: new ones are watched, ended ones get
+    /// their rule's `on_exit` (while their job is still known).
+    fn liveness_news(&mut self, queued: usize, ended: usize) {
+        let new = self.to_attach.get(queued..).unwrap_or(&[]);
+        self.live
+            .watch_new(new, &self.config, &self.discovery, &mut self.log);
+        let view = self.auto.as_ref().map(|g| &g.view);
+        let gone = self.ended.get(ended..).unwrap_or(&[]);
+        self.live
+            .exits(gone, &self.config, &mut self.discovery, view, &mut self.log);
     }
 
     /// Identities queued for attach since `from` are *pending* in their

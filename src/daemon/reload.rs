@@ -126,6 +126,8 @@ impl Daemon {
             ..new
         };
         self.need_deep = true;
+        self.live
+            .reloaded(&self.config, &self.discovery, &mut self.log);
         if self.auto.is_none() {
             // Rules that govern may be new in this config.
             self.auto = autoattach::AutoAttach::new(&self.config, &mut self.log);

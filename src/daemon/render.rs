@@ -446,5 +446,6 @@ impl Daemon {
             self.obs.notify.failures,
         );
         self.render_jobs(e);
+        self.live.render(e);
     }
 }

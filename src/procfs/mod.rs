@@ -16,8 +16,8 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 pub use parse::{
-    argv0, basename, parse_cmdline, parse_ns_link, parse_stat, parse_status_ids, strip_deleted,
-    StatusIds,
+    argv0, basename, parse_cmdline, parse_io, parse_ns_link, parse_stat, parse_status_ids,
+    strip_deleted, IoCounters, StatusIds,
 };
 pub use read::{ProcInfo, ProcReader, CMDLINE_BUF, INIT_PID_NS_INO, INIT_USER_NS_INO, PID_BATCH};
 
@@ -127,6 +127,8 @@ pub enum ParseError {
     BadField(u8),
     /// A /proc/<pid>/status file without Uid: and Gid: lines.
     NoIds,
+    /// A /proc/<pid>/io file without readable rchar: and wchar: lines.
+    NoCounters,
 }
 
 impl fmt::Display for ParseError {
@@ -137,6 +139,7 @@ impl fmt::Display for ParseError {
             ParseError::Truncated(n) => write!(f, "truncated before field {n}"),
             ParseError::BadField(n) => write!(f, "field {n} is not a number"),
             ParseError::NoIds => write!(f, "no Uid:/Gid: lines"),
+            ParseError::NoCounters => write!(f, "no rchar:/wchar: lines"),
         }
     }
 }

@@ -111,6 +111,38 @@ pub fn parse_status_ids(buf: &[u8]) -> Result<StatusIds, ParseError> {
     }
 }
 
+/// The byte counters of /proc/<pid>/io the progress watchdog compares:
+/// bytes the process asked to read and write (any fd: pipes, sockets,
+/// files), so a stuck input and a stuck output both stop them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoCounters {
+    pub rchar: u64,
+    pub wchar: u64,
+}
+
+/// Parses the `rchar:` and `wchar:` lines of /proc/<pid>/io (`name: value`,
+/// one per line); both are required, other lines are ignored.
+pub fn parse_io(buf: &[u8]) -> Result<IoCounters, ParseError> {
+    let mut rchar = None;
+    let mut wchar = None;
+    for line in buf.split(|&b| b == b'\n') {
+        let (slot, rest) = if let Some(r) = line.strip_prefix(b"rchar:") {
+            (&mut rchar, r)
+        } else if let Some(r) = line.strip_prefix(b"wchar:") {
+            (&mut wchar, r)
+        } else {
+            continue;
+        };
+        let start = rest.iter().position(|&b| b != b' ' && b != b'\t');
+        let value = start.map_or(&rest[..0], |i| &rest[i..]);
+        *slot = Some(parse_u64(value).ok_or(ParseError::NoCounters)?);
+    }
+    match (rchar, wchar) {
+        (Some(rchar), Some(wchar)) => Ok(IoCounters { rchar, wchar }),
+        _ => Err(ParseError::NoCounters),
+    }
+}
+
 /// Splits /proc/<pid>/cmdline into arguments, showing bytes that are not
 /// UTF-8 lossily. A process that rewrote its title may have no NULs at all;
 /// then the whole text is one argument.
@@ -280,6 +312,34 @@ mod tests {
             parse_status_ids(b"Uid:\tx\nGid:\t1\t1\n"),
             Err(ParseError::NoIds)
         );
+    }
+
+    #[test]
+    fn io_counters() {
+        let io = b"rchar: 2012\nwchar: 323\nsyscr: 5\nsyscw: 3\nread_bytes: 0\n";
+        assert_eq!(
+            parse_io(io),
+            Ok(IoCounters {
+                rchar: 2012,
+                wchar: 323
+            })
+        );
+        assert_eq!(
+            parse_io(b"wchar:\t7\nrchar: 18446744073709551615"),
+            Ok(IoCounters {
+                rchar: u64::MAX,
+                wchar: 7
+            })
+        );
+        for bad in [
+            &b""[..],
+            b"rchar: 1\n",
+            b"rchar: x\nwchar: 1\n",
+            b"rchar: 1 \nwchar: 1",
+            b"rchar: -1\nwchar: 1",
+        ] {
+            assert_eq!(parse_io(bad), Err(ParseError::NoCounters), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::os::fd::OwnedFd;
 use serde::Serialize;
 
 use super::{
-    parse_cmdline, parse_ns_link, parse_stat, parse_status_ids, strip_deleted, ReadError, Stat,
-    StatusIds,
+    parse_cmdline, parse_io, parse_ns_link, parse_stat, parse_status_ids, strip_deleted,
+    IoCounters, ReadError, Stat, StatusIds,
 };
 use crate::digits::parse_u32;
 use crate::sys;
@@ -160,6 +160,15 @@ impl ProcReader {
         let path = proc_path(&mut p, pid, b"status");
         let n = sys::read_file_at(&self.dir, path, &mut self.status_buf)?;
         parse_status_ids(&self.status_buf[..n]).map_err(ReadError::Parse)
+    }
+
+    /// The rchar and wchar counters of /proc/<pid>/io (read into the
+    /// status buffer: the file is a few hundred bytes).
+    pub fn io(&mut self, pid: u32) -> Result<IoCounters, ReadError> {
+        let mut p = [0u8; PATH_BUF];
+        let path = proc_path(&mut p, pid, b"io");
+        let n = sys::read_file_at(&self.dir, path, &mut self.status_buf)?;
+        parse_io(&self.status_buf[..n]).map_err(ReadError::Parse)
     }
 
     /// The raw cmdline, cut at [`CMDLINE_BUF`] bytes.

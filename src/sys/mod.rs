@@ -14,12 +14,14 @@ mod bpf;
 mod fs;
 mod netlink;
 mod process;
+mod recovery;
 mod signals;
 
 pub use bpf::*;
 pub use fs::*;
 pub use netlink::*;
 pub use process::*;
+pub use recovery::*;
 pub use signals::*;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {

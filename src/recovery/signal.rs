@@ -1,0 +1,197 @@
+//! Signals that can only reach the identity they were meant for.
+//!
+//! A pidfd is opened first and the identity (pid + start ticks, not dead)
+//! checked after: if the check passes, the pidfd refers to that very
+//! process, and every signal sent through it, now or at an escalation
+//! later, reaches it or nobody. Without pidfd_open (ENOSYS: a kernel before
+//! 5.3) the identity is checked immediately before each kill(2), which
+//! leaves only the window between the check and the call; each such send is
+//! counted as a fallback.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::procfs::{ProcKey, ProcReader, ReadError};
+use crate::sys;
+
+/// A process proven to be `key`.
+pub enum Target {
+    /// Signals go through this pidfd.
+    Pidfd(OwnedFd),
+    /// No pidfd on this kernel: each send re-checks the identity first.
+    Checked(ProcKey),
+}
+
+/// Why no signal was sent.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The process ended, or its pid now names another process.
+    Gone,
+    /// Its identity could not be read or the kernel refused: the error.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Gone => {
+                f.write_str("the process ended or its pid was reused; nothing was sent")
+            }
+            Refusal::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Opens `key` for signalling: a pidfd opened before the identity check.
+pub fn open(key: ProcKey, reader: &mut ProcReader) -> Result<Target, Refusal> {
+    let target = match sys::pidfd_open(key.pid) {
+        Ok(fd) => Target::Pidfd(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(Refusal::Gone),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Target::Checked(key),
+        Err(e) => {
+            return Err(Refusal::Failed(format!(
+                "process {key}: opening a pidfd: {e}"
+            )))
+        }
+    };
+    verify(key, reader)?;
+    Ok(target)
+}
+
+/// Whether `key` is still the live process at its pid.
+fn verify(key: ProcKey, reader: &mut ProcReader) -> Result<(), Refusal> {
+    match reader.stat(key.pid) {
+        Ok(st) if st.start_ticks == key.start_ticks && !st.is_dead() => Ok(()),
+        Ok(_) | Err(ReadError::Gone) => Err(Refusal::Gone),
+        Err(e) => Err(Refusal::Failed(format!(
+            "/proc/{}/stat: cannot check the identity: {e}; nothing was sent",
+            key.pid
+        ))),
+    }
+}
+
+impl Target {
+    /// Whether sends to this target skip the pidfd (counted by the caller).
+    pub fn is_fallback(&self) -> bool {
+        matches!(self, Target::Checked(_))
+    }
+
+    /// Sends `sig`. `Gone` when the process ended meanwhile (the pidfd then
+    /// refers to nothing, so no other process can receive it).
+    pub fn send(&self, sig: i32, reader: &mut ProcReader) -> Result<(), Refusal> {
+        let sent = match self {
+            Target::Pidfd(fd) => sys::pidfd_send_signal(fd, sig),
+            Target::Checked(key) => {
+                verify(*key, reader)?;
+                sys::kill_pid(key.pid, sig)
+            }
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(Refusal::Gone),
+            Err(e) => Err(Refusal::Failed(format!("sending signal {sig}: {e}"))),
+        }
+    }
+
+    /// True when the process has ended (its pidfd is readable). Without a
+    /// pidfd, when its identity no longer checks out.
+    pub fn ended(&self, reader: &mut ProcReader) -> bool {
+        match self {
+            Target::Pidfd(fd) => {
+                let mut p = [sys::poll_fd(fd.as_raw_fd())];
+                // A zero timeout: a readiness check, never a wait. A poll
+                // error counts as "not ended": the send that follows goes
+                // through the pidfd, so it still reaches this process or
+                // nobody.
+                matches!(sys::poll(&mut p, 0), Ok(n) if n > 0)
+            }
+            Target::Checked(key) => verify(*key, reader).is_err(),
+        }
+    }
+}
+
+/// Hooks that only test builds compile: hold a signal between the identity
+/// check and the send so a test can recycle the pid there.
+#[cfg(feature = "test-hooks")]
+pub fn pause_before_signal(key: ProcKey) {
+    use std::time::{Duration, Instant};
+    // `REEVE_TEST_PAUSE_BEFORE_SIGNAL=<path>`: create `<path>.paused`
+    // holding the pid, then wait (at most 60 s) for `<path>.go`.
+    let Some(path) = std::env::var_os("REEVE_TEST_PAUSE_BEFORE_SIGNAL") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    if let Err(e) = std::fs::write(format!("{path}.paused"), key.pid.to_string()) {
+        eprintln!("reeve: test hook: cannot create {path}.paused: {e}");
+        return;
+    }
+    let go = std::path::PathBuf::from(format!("{path}.go"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !go.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn pause_before_signal(_: ProcKey) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn a_stale_identity_is_refused_and_a_live_one_signalled_through_its_pidfd() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut r = ProcReader::open().unwrap();
+        let key = r.stat(child.id()).unwrap().key();
+        let stale = ProcKey {
+            start_ticks: key.start_ticks + 1,
+            ..key
+        };
+        assert!(matches!(open(stale, &mut r), Err(Refusal::Gone)));
+        let t = open(key, &mut r).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!t.is_fallback());
+        assert!(!t.ended(&mut r));
+        t.send(libc::SIGTERM, &mut r).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        // Reaped: the pidfd refers to nothing; a send goes nowhere.
+        assert!(t.ended(&mut r));
+        assert!(matches!(t.send(libc::SIGKILL, &mut r), Err(Refusal::Gone)));
+        assert!(matches!(open(key, &mut r), Err(Refusal::Gone)));
+    }
+
+    #[test]
+    fn the_fallback_checks_the_identity_before_each_kill() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut r = ProcReader::open().unwrap();
+        let key = r.stat(child.id()).unwrap().key();
+        let stale = Target::Checked(ProcKey {
+            start_ticks: key.start_ticks + 1,
+            ..key
+        });
+        assert!(stale.is_fallback());
+        assert!(matches!(
+            stale.send(libc::SIGKILL, &mut r),
+            Err(Refusal::Gone)
+        ));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a stale key was signalled"
+        );
+        let live = Target::Checked(key);
+        live.send(libc::SIGKILL, &mut r).unwrap();
+        child.wait().unwrap();
+        assert!(live.ended(&mut r));
+    }
+}
