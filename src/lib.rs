@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod digits;
 pub mod discovery;
+pub mod liveness;
 pub mod log;
 pub mod metrics;
 pub mod notify;

@@ -8,9 +8,12 @@
 //! that it parses back to an equal `Config`. The embedded document
 //! (deploy/reeve.json) makes `reeve watch` useful with no file.
 
+mod heartbeat;
 mod parse;
 mod print;
 mod walk;
+
+pub use heartbeat::{GroupRef, HeartbeatSettings};
 
 use crate::cgroup::Limits;
 use crate::users::UserDb;
@@ -73,6 +76,9 @@ pub struct Config {
     /// object) serves nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSettings>,
+    /// `heartbeat`: the heartbeat listener; `None` opens no socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatSettings>,
 }
 
 /// `metrics.listen` when the `metrics` object does not set it: loopback
@@ -175,6 +181,10 @@ pub struct Rule {
     /// pool's. `None` puts each process in a job group of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// Silence longer than this from a process of the rule that beats is a
+    /// stall; `None`: the rule expects no beats.
+    #[serde(serialize_with = "print::age", skip_serializing_if = "Option::is_none")]
+    pub beat_timeout: Option<Duration>,
 }
 
 /// What a process must look like; a process matches if any entry of any list
@@ -397,6 +407,7 @@ impl Config {
             log: LogSettings::default(),
             audit: AuditSettings::default(),
             metrics: None,
+            heartbeat: None,
         }
     }
 

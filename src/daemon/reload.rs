@@ -31,6 +31,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     if running.metrics != new.metrics {
         out.push("metrics");
     }
+    if running.heartbeat != new.heartbeat {
+        out.push("heartbeat");
+    }
     out
 }
 
@@ -110,6 +113,7 @@ impl Daemon {
             cgroup_root: old.cgroup_root.clone(),
             audit: old.audit.clone(),
             metrics: old.metrics.clone(),
+            heartbeat: old.heartbeat.clone(),
             ..new
         };
         self.need_deep = true;

@@ -15,12 +15,14 @@ mod fs;
 mod netlink;
 mod process;
 mod signals;
+mod unix;
 
 pub use bpf::*;
 pub use fs::*;
 pub use netlink::*;
 pub use process::*;
 pub use signals::*;
+pub use unix::*;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
