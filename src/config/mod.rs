@@ -13,7 +13,7 @@ mod parse;
 mod print;
 mod walk;
 
-pub use heartbeat::{GroupRef, HeartbeatSettings};
+pub use heartbeat::{GroupRef, HeartbeatSettings, DEFAULT_SOCKET as HEARTBEAT_SOCKET};
 
 use crate::cgroup::Limits;
 use crate::users::UserDb;

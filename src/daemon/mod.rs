@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod autoattach;
+pub mod beats;
 mod naming;
 mod observe;
 mod persist;
@@ -89,6 +90,10 @@ pub struct Daemon {
     stderr_mode: &'static str,
     /// Metrics publishing and service manager notifications.
     obs: observe::Observer,
+    /// The heartbeat listener and its senders (a `heartbeat` section).
+    heart: Option<beats::Heart>,
+    /// This daemon life's random id (16 hex digits).
+    instance: String,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -166,6 +171,12 @@ impl Daemon {
         // signal mask, so a terminating signal reaches the signalfd and
         // never kills the process through a worker.
         let obs = observe::start(&config, &mut log)?;
+        let heart = beats::open(&config, &mut log)?;
+        let mut id = [0u8; 8];
+        sys::getrandom(&mut id).map_err(|e| format!("getrandom: {e}"))?;
+        let instance = format!("{:016x}", u64::from_le_bytes(id));
+        let mut persist = persist;
+        persist.instance.clone_from(&instance);
         let queue = config.capacity;
         Ok(Daemon {
             config,
@@ -184,6 +195,8 @@ impl Daemon {
             overrides,
             stderr_mode,
             obs,
+            heart,
+            instance,
         })
     }
 
@@ -214,6 +227,7 @@ impl Daemon {
             "started",
             &[
                 ("version", Val::S(env!("CARGO_PKG_VERSION"))),
+                ("instance", Val::S(&self.instance)),
                 ("pid", Val::U(sys::getpid().into())),
                 ("mode", Val::S(self.mode_name())),
                 ("capacity", Val::U(self.config.capacity as u64)),
@@ -292,6 +306,7 @@ impl Daemon {
                 "stopped",
                 &[
                     ("reason", Val::S("signal")),
+                    ("instance", Val::S(&self.instance)),
                     ("signal", Val::I(sig.into())),
                     ("tracked", Val::U(self.discovery.live().into())),
                     ("note", Val::S("tracked processes keep running")),
@@ -333,6 +348,7 @@ impl Daemon {
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
             let wait_ms = self.obs.cap_wait(wait_ms);
+            let wait_ms = self.beats_cap_wait(wait_ms);
             // stderr is polled only while log lines wait for it.
             let mut fds = [
                 sys::poll_fd(self.signals.as_raw_fd()),
@@ -342,6 +358,7 @@ impl Daemon {
                     events: libc::POLLOUT,
                     revents: 0,
                 },
+                sys::poll_fd(self.heart.as_ref().map_or(-1, |h| h.fd())),
             ];
             sys::poll(&mut fds, wait_ms).map_err(|e| format!("poll failed: {e}"))?;
             self.obs.woke();
@@ -358,6 +375,7 @@ impl Daemon {
                 self.drain_netlink();
                 self.mark_queued(queued);
             }
+            self.beats_wakeup(sys::is_readable(&fds[3]));
         }
     }
 
