@@ -2,11 +2,9 @@
 //! drain per wakeup, the identity of every sender, the stall check at its
 //! deadline, and the events, counters and metrics.
 //!
-//! Per datagram, in order, cheapest first: the kernel's credentials, the
-//! frame, frame pid = credentials pid, the global rate (before any /proc
-//! read, so a flood costs one recvmsg each), the sender's identity (its
-//! stat's start time: a recycled pid is a new sender) and pid namespace,
-//! then the senders' table (admission, nonce, per-sender rate). Stalls are
+//! Each datagram goes through [`crate::liveness::intake`] (credentials,
+//! frame, spoof, global rate, identity, namespace, table); a newcomer is
+//! admitted when a rule tracks it or its uid is allowed. Stalls are
 //! checked only when the earliest deadline passed, and a stall candidate
 //! is read once more from /proc so a process that ended is not reported as
 //! stalled. What the wakeup found stalled is kept in [`Heart::stalls`] for
@@ -19,7 +17,7 @@ use crate::config::{Config, GroupRef};
 use crate::discovery::RuleId;
 use crate::liveness::beats::{Admission, Beats, Origin, Rates, Reject, Stall};
 use crate::liveness::frame::{self, FRAME_LEN};
-use crate::liveness::{Listener, DATAGRAMS_PER_WAKE};
+use crate::liveness::{identify_with, intake, Listener, Senders, DATAGRAMS_PER_WAKE};
 use crate::log::{Logger, Val};
 use crate::metrics::text::Exposition;
 use crate::procfs::ProcKey;
@@ -128,6 +126,47 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// What the daemon knows of senders: /proc through discovery's reader,
+/// the tracked table, the rules and the allowed uids.
+struct Known<'a> {
+    discovery: &'a mut crate::discovery::Discovery,
+    config: &'a Config,
+    allow_uids: &'a [u32],
+}
+
+impl Senders for Known<'_> {
+    fn identify(&mut self, pid: u32) -> Option<(ProcKey, u64)> {
+        identify_with(self.discovery.reader(), pid)
+    }
+
+    /// A process a rule tracks (with the rule's `beat_timeout`), or one of
+    /// an allowed uid.
+    fn admit(&mut self, origin: Origin) -> Option<Admission> {
+        let tracked = self
+            .discovery
+            .tracked()
+            .get(&origin.key)
+            .filter(|t| t.alive());
+        if let Some(t) = tracked {
+            let timeout = self
+                .discovery
+                .rule_index(t.rule)
+                .and_then(|i| self.config.targets.get(i))
+                .and_then(|r| r.beat_timeout);
+            return Some(Admission {
+                rule: Some(t.rule),
+                timeout_ns: timeout.map_or(0, duration_ns),
+                by_uid: false,
+            });
+        }
+        self.allow_uids.contains(&origin.uid).then_some(Admission {
+            rule: None,
+            timeout_ns: 0,
+            by_uid: true,
+        })
+    }
+}
+
 impl Daemon {
     /// The poll timeout shortened so a stall is reported on time.
     pub(super) fn beats_cap_wait(&self, wait_ms: i32) -> i32 {
@@ -178,104 +217,33 @@ impl Daemon {
                 }
             };
             let now = sys::monotonic_ns();
-            let creds = d.creds;
-            let parsed = if d.len != FRAME_LEN {
-                Err(Reject::Size)
-            } else {
-                frame::decode(d.bytes).map_err(Reject::of_frame)
+            let mut senders = Known {
+                discovery: &mut self.discovery,
+                config: &self.config,
+                allow_uids: &heart.allow_uids,
             };
-            let verdict = match (creds, parsed) {
-                (Err(_), _) => Err(Reject::NoCredentials),
-                (_, Err(r)) => Err(r),
-                (Ok(c), Ok(f)) if c.pid != f.pid => Err(Reject::Spoof),
-                (Ok(c), Ok(f)) => Ok((c, f)),
-            };
-            let (creds, frame) = match verdict {
-                Ok(v) => v,
-                Err(r) => {
-                    heart.beats.reject(r);
-                    heart.last_reject = Some((r, creds.map_or(0, |c| c.pid)));
-                    continue;
-                }
-            };
-            if let Err(r) = heart.beats.take_global(now) {
-                heart.last_reject = Some((r, creds.pid));
-                continue;
-            }
-            let origin = match self.identify(creds.pid, creds.uid) {
-                Some(o) => o,
-                None => {
-                    heart.beats.reject(Reject::Gone);
-                    heart.last_reject = Some((Reject::Gone, creds.pid));
-                    continue;
-                }
-            };
-            let admit = if heart.beats.knows(&origin.key) {
-                None
-            } else {
-                self.admission(origin, &heart.allow_uids)
-            };
-            match heart.beats.beat(origin, &frame, admit, now) {
-                Ok(a) => {
+            match intake(&mut heart.beats, &d, &mut senders, now) {
+                Ok(t) => {
+                    let (key, a) = (t.origin.key, t.accepted);
                     if let Some(silent) = a.resumed_after_ns {
-                        self.beat_event("resumed", origin.key, a.rule, silent, frame.status);
+                        self.beat_event("resumed", key, a.rule, silent, t.frame.status);
                     } else if let Some(was) = a.status_was {
                         let rule = a.rule.map_or("", |r| self.discovery.rule_name(r));
                         self.log.info(
                             "beat_status",
                             &[
-                                ("pid", Val::U(origin.key.pid.into())),
-                                ("start_ticks", Val::U(origin.key.start_ticks)),
+                                ("pid", Val::U(key.pid.into())),
+                                ("start_ticks", Val::U(key.start_ticks)),
                                 ("rule", Val::S(rule)),
-                                ("status", Val::S(frame.status.as_str())),
+                                ("status", Val::S(t.frame.status.as_str())),
                                 ("was", Val::S(was.as_str())),
                             ],
                         );
                     }
                 }
-                Err(r) => heart.last_reject = Some((r, creds.pid)),
+                Err(r) => heart.last_reject = Some((r.reason, r.pid)),
             }
         }
-    }
-
-    /// The sender's identity and pid namespace, read from /proc now; `None`
-    /// when it already ended (or is a zombie).
-    fn identify(&mut self, pid: u32, uid: u32) -> Option<Origin> {
-        let reader = self.discovery.reader();
-        let stat = reader.stat(pid).ok().filter(|s| !s.is_dead())?;
-        let ns = reader.pid_ns(pid).ok().flatten()?;
-        Some(Origin {
-            key: stat.key(),
-            uid,
-            ns,
-        })
-    }
-
-    /// Whether a sender reeve has no entry for may beat: a process a rule
-    /// tracks (with the rule's `beat_timeout`), or one of an allowed uid.
-    fn admission(&self, origin: Origin, allow_uids: &[u32]) -> Option<Admission> {
-        let tracked = self
-            .discovery
-            .tracked()
-            .get(&origin.key)
-            .filter(|t| t.alive());
-        if let Some(t) = tracked {
-            let timeout = self
-                .discovery
-                .rule_index(t.rule)
-                .and_then(|i| self.config.targets.get(i))
-                .and_then(|r| r.beat_timeout);
-            return Some(Admission {
-                rule: Some(t.rule),
-                timeout_ns: timeout.map_or(0, duration_ns),
-                by_uid: false,
-            });
-        }
-        allow_uids.contains(&origin.uid).then_some(Admission {
-            rule: None,
-            timeout_ns: 0,
-            by_uid: true,
-        })
     }
 
     fn check_stalls(&mut self, heart: &mut Heart) {

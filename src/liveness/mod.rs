@@ -26,8 +26,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::procfs::ProcReader;
 use crate::sys::{self, Ucred, CMSG_SPACE};
-use frame::FRAME_LEN;
+use beats::{Accepted, Admission, Beats, Origin, Reject};
+use frame::{Frame, FRAME_LEN};
 
 /// Datagrams read per wakeup before the loop looks at signals and timers.
 pub const DATAGRAMS_PER_WAKE: usize = 1024;
@@ -204,6 +206,99 @@ impl Listener {
             creds,
         }))
     }
+}
+
+/// A datagram taken as a beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub origin: Origin,
+    pub frame: Frame,
+    pub accepted: Accepted,
+}
+
+/// A datagram refused, and the pid the kernel named (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Reject,
+    pub pid: u32,
+}
+
+/// What [`intake`] asks of the host: who a pid is now, and whether a
+/// sender the table does not hold may beat.
+pub trait Senders {
+    /// The identity (pid + start ticks) and pid namespace inode of `pid`
+    /// as /proc shows them now; `None` when it ended or is a zombie.
+    fn identify(&mut self, pid: u32) -> Option<(crate::procfs::ProcKey, u64)>;
+    /// Whether a newcomer may beat, and with which rule and timeout.
+    fn admit(&mut self, origin: Origin) -> Option<Admission>;
+}
+
+/// [`Senders::identify`] through a [`ProcReader`].
+pub fn identify_with(reader: &mut ProcReader, pid: u32) -> Option<(crate::procfs::ProcKey, u64)> {
+    let stat = reader.stat(pid).ok().filter(|s| !s.is_dead())?;
+    let ns = reader.pid_ns(pid).ok().flatten()?;
+    Some((stat.key(), ns))
+}
+
+/// Checks one datagram, cheapest first: the kernel's credentials, the
+/// frame, frame pid = credentials pid, the global rate (before any /proc
+/// read, so a flood costs one recvmsg each), the sender's identity (its
+/// stat's start time: a recycled pid is a new sender) and pid namespace,
+/// then the senders' table (admission, nonce, per-sender rate). Admission
+/// is asked only for a sender the table does not hold. Every refusal is
+/// counted in `beats`.
+pub fn intake(
+    beats: &mut Beats,
+    d: &Datagram<'_>,
+    senders: &mut impl Senders,
+    now_ns: u64,
+) -> Result<Taken, Refused> {
+    let creds = d.creds;
+    let kernel_pid = creds.map_or(0, |c| c.pid);
+    let refuse = |beats: &mut Beats, r| {
+        beats.reject(r);
+        Refused {
+            reason: r,
+            pid: kernel_pid,
+        }
+    };
+    let parsed = if d.len != FRAME_LEN {
+        Err(Reject::Size)
+    } else {
+        frame::decode(d.bytes).map_err(Reject::of_frame)
+    };
+    let (creds, frame) = match (creds, parsed) {
+        (Err(_), _) => return Err(refuse(beats, Reject::NoCredentials)),
+        (_, Err(r)) => return Err(refuse(beats, r)),
+        (Ok(c), Ok(f)) if c.pid != f.pid => return Err(refuse(beats, Reject::Spoof)),
+        (Ok(c), Ok(f)) => (c, f),
+    };
+    let refused = |reason| Refused {
+        reason,
+        pid: creds.pid,
+    };
+    beats.take_global(now_ns).map_err(refused)?;
+    let Some((key, ns)) = senders.identify(creds.pid) else {
+        return Err(refuse(beats, Reject::Gone));
+    };
+    let origin = Origin {
+        key,
+        uid: creds.uid,
+        ns,
+    };
+    let admission = if beats.knows(&origin.key) {
+        None
+    } else {
+        senders.admit(origin)
+    };
+    let accepted = beats
+        .beat(origin, &frame, admission, now_ns)
+        .map_err(refused)?;
+    Ok(Taken {
+        origin,
+        frame,
+        accepted,
+    })
 }
 
 impl Drop for Listener {
