@@ -15,15 +15,18 @@ use std::time::{Duration, Instant};
 use common::{event_name, Ident, ProcGuard, TempDir};
 use reeve::liveness::beats::{Admission, Beats, Origin, Rates, Reject};
 use reeve::liveness::frame::{encode, Frame, Status, PAYLOAD_LEN};
-use reeve::liveness::{identify_with, intake, Listener, Refused, Senders, Taken};
+use reeve::liveness::{identify_with, intake, Listener, ProcDir, Refused, Senders, Taken};
 use reeve::procfs::{ProcKey, ProcReader};
 use reeve::sys;
 use serde_json::json;
 
 /// Every sender may beat; identities are read from /proc.
-struct Open(ProcReader);
+struct Open(ProcReader, ProcDir);
 
 impl Senders for Open {
+    fn proc_inode(&mut self, pid: u32) -> Option<u64> {
+        self.1.inode(pid)
+    }
     fn identify(&mut self, pid: u32) -> Option<(ProcKey, u64)> {
         identify_with(&mut self.0, pid)
     }
@@ -58,7 +61,7 @@ impl Bench {
             path,
             listener,
             beats: Beats::new(64, rates, sys::monotonic_ns()),
-            senders: Open(ProcReader::open().unwrap()),
+            senders: Open(ProcReader::open().unwrap(), ProcDir::open().unwrap()),
             tx: sys::unix_dgram_client().unwrap(),
             _dir: dir,
         }

@@ -17,7 +17,7 @@ use crate::config::{Config, GroupRef};
 use crate::discovery::RuleId;
 use crate::liveness::beats::{Admission, Beats, Origin, Rates, Reject, Stall};
 use crate::liveness::frame::{self, FRAME_LEN};
-use crate::liveness::{identify_with, intake, Listener, Senders, DATAGRAMS_PER_WAKE};
+use crate::liveness::{identify_with, intake, Listener, ProcDir, Senders, DATAGRAMS_PER_WAKE};
 use crate::log::{Logger, Val};
 use crate::metrics::text::Exposition;
 use crate::procfs::ProcKey;
@@ -44,6 +44,7 @@ pub struct Heart {
     listener: Listener,
     beats: Beats,
     allow_uids: Vec<u32>,
+    proc_dir: ProcDir,
     buf: [u8; FRAME_LEN],
     control: [u8; CMSG_SPACE],
     found: Vec<Stall>,
@@ -111,6 +112,7 @@ pub(super) fn open(config: &Config, log: &mut Logger) -> Result<Option<Heart>, S
         listener,
         beats: Beats::new(h.capacity, rates, sys::monotonic_ns()),
         allow_uids: h.allow_uids.iter().map(|u| u.uid).collect(),
+        proc_dir: ProcDir::open().map_err(|e| format!("/proc: cannot open: {e}"))?,
         buf: [0; FRAME_LEN],
         control: [0; CMSG_SPACE],
         found: Vec::with_capacity(h.capacity),
@@ -129,12 +131,17 @@ fn duration_ns(d: Duration) -> u64 {
 /// What the daemon knows of senders: /proc through discovery's reader,
 /// the tracked table, the rules and the allowed uids.
 struct Known<'a> {
+    proc_dir: &'a ProcDir,
     discovery: &'a mut crate::discovery::Discovery,
     config: &'a Config,
     allow_uids: &'a [u32],
 }
 
 impl Senders for Known<'_> {
+    fn proc_inode(&mut self, pid: u32) -> Option<u64> {
+        self.proc_dir.inode(pid)
+    }
+
     fn identify(&mut self, pid: u32) -> Option<(ProcKey, u64)> {
         identify_with(self.discovery.reader(), pid)
     }
@@ -218,6 +225,7 @@ impl Daemon {
             };
             let now = sys::monotonic_ns();
             let mut senders = Known {
+                proc_dir: &heart.proc_dir,
                 discovery: &mut self.discovery,
                 config: &self.config,
                 allow_uids: &heart.allow_uids,

@@ -172,6 +172,8 @@ pub struct Sender {
     pub uid: u32,
     /// The pid namespace inode pinned at first sight.
     pub ns: u64,
+    /// The /proc/<pid> directory inode the last accepted beat resolved to.
+    pub proc_ino: u64,
     pub last_nonce: u64,
     pub last_beat_ns: u64,
     pub status: Status,
@@ -192,13 +194,15 @@ pub struct Admission {
 }
 
 /// Who sent a frame, as the caller established it: the identity read
-/// from /proc for the kernel's pid, the kernel's uid, and the pid
-/// namespace inode.
+/// from /proc for the kernel's pid, the kernel's uid, the pid namespace
+/// inode, and the inode of the /proc/<pid> directory (procfs gives a
+/// reused pid a new one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
     pub key: ProcKey,
     pub uid: u32,
     pub ns: u64,
+    pub proc_ino: u64,
 }
 
 /// What an accepted beat changed.
@@ -302,6 +306,22 @@ impl Beats {
         }
     }
 
+    /// The sender whose last beat resolved to this /proc/<pid> inode: the
+    /// same process still (a reused pid has a new inode), so its identity
+    /// and pinned namespace need no new read.
+    pub fn known_by_inode(&self, pid: u32, proc_ino: u64) -> Option<Origin> {
+        let key = self
+            .table
+            .find_pid(pid, |_, s| s.proc_ino == proc_ino && !s.ended)?;
+        let s = self.table.get(&key)?;
+        Some(Origin {
+            key,
+            uid: s.uid,
+            ns: s.ns,
+            proc_ino,
+        })
+    }
+
     /// Whether an entry for this identity exists (admission is only asked
     /// for a newcomer).
     pub fn knows(&self, key: &ProcKey) -> bool {
@@ -318,7 +338,12 @@ impl Beats {
         admit: Option<Admission>,
         now_ns: u64,
     ) -> Result<Accepted, Reject> {
-        let Origin { key, uid, ns } = from;
+        let Origin {
+            key,
+            uid,
+            ns,
+            proc_ino,
+        } = from;
         let rate = self.rates.per_pid;
         let (new, sender) = match self.table.get_mut(&key) {
             Some(s) => (false, s),
@@ -332,6 +357,7 @@ impl Beats {
                     timeout_ns: a.timeout_ns,
                     uid,
                     ns,
+                    proc_ino,
                     last_nonce: frame.nonce.wrapping_sub(1),
                     last_beat_ns: now_ns,
                     status: frame.status,
@@ -370,6 +396,7 @@ impl Beats {
             (sender.latch == Latch::Stalled).then(|| now_ns.saturating_sub(sender.last_beat_ns));
         let status_was = (!new && sender.status != frame.status).then_some(sender.status);
         sender.latch = Latch::Beating;
+        sender.proc_ino = proc_ino;
         sender.last_nonce = frame.nonce;
         sender.last_beat_ns = now_ns;
         sender.status = frame.status;
@@ -524,7 +551,12 @@ mod tests {
     }
 
     fn o(key: ProcKey, ns: u64) -> Origin {
-        Origin { key, uid: 0, ns }
+        Origin {
+            key,
+            uid: 0,
+            ns,
+            proc_ino: 1000 + u64::from(key.pid),
+        }
     }
 
     fn beats(cap: usize) -> Beats {

@@ -226,11 +226,39 @@ pub struct Refused {
 /// What [`intake`] asks of the host: who a pid is now, and whether a
 /// sender the table does not hold may beat.
 pub trait Senders {
+    /// The inode of the /proc/<pid> directory; `None` when it is gone.
+    fn proc_inode(&mut self, pid: u32) -> Option<u64>;
     /// The identity (pid + start ticks) and pid namespace inode of `pid`
     /// as /proc shows them now; `None` when it ended or is a zombie.
     fn identify(&mut self, pid: u32) -> Option<(crate::procfs::ProcKey, u64)>;
     /// Whether a newcomer may beat, and with which rule and timeout.
     fn admit(&mut self, origin: Origin) -> Option<Admission>;
+}
+
+/// The /proc directory, for [`Senders::proc_inode`]: one fstatat per beat.
+pub struct ProcDir(OwnedFd);
+
+impl ProcDir {
+    pub fn open() -> io::Result<ProcDir> {
+        sys::open_dir(c"/proc").map(ProcDir)
+    }
+
+    /// The inode of /proc/<pid>.
+    pub fn inode(&self, pid: u32) -> Option<u64> {
+        let mut name = [0u8; 12];
+        let mut at = name.len() - 1;
+        let mut n = pid;
+        loop {
+            at -= 1;
+            name[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let path = std::ffi::CStr::from_bytes_with_nul(&name[at..]).ok()?;
+        sys::inode_at(&self.0, path).ok()
+    }
 }
 
 /// [`Senders::identify`] through a [`ProcReader`].
@@ -242,11 +270,14 @@ pub fn identify_with(reader: &mut ProcReader, pid: u32) -> Option<(crate::procfs
 
 /// Checks one datagram, cheapest first: the kernel's credentials, the
 /// frame, frame pid = credentials pid, the global rate (before any /proc
-/// read, so a flood costs one recvmsg each), the sender's identity (its
-/// stat's start time: a recycled pid is a new sender) and pid namespace,
-/// then the senders' table (admission, nonce, per-sender rate). Admission
-/// is asked only for a sender the table does not hold. Every refusal is
-/// counted in `beats`.
+/// read, so a flood costs one recvmsg each), the sender's identity, then
+/// the senders' table (admission, nonce, per-sender rate). The identity
+/// costs one fstatat of /proc/<pid> for a sender already known under that
+/// directory inode (procfs gives a reused pid a new inode, so the same
+/// inode is the same process, in the namespace pinned at first sight);
+/// a new inode is read in full (stat's start time, so a recycled pid is a
+/// new sender, and the pid namespace). Admission is asked only for a
+/// sender the table does not hold. Every refusal is counted in `beats`.
 pub fn intake(
     beats: &mut Beats,
     d: &Datagram<'_>,
@@ -278,13 +309,22 @@ pub fn intake(
         pid: creds.pid,
     };
     beats.take_global(now_ns).map_err(refused)?;
-    let Some((key, ns)) = senders.identify(creds.pid) else {
+    let Some(proc_ino) = senders.proc_inode(creds.pid) else {
         return Err(refuse(beats, Reject::Gone));
     };
-    let origin = Origin {
-        key,
-        uid: creds.uid,
-        ns,
+    let origin = match beats.known_by_inode(creds.pid, proc_ino) {
+        Some(known) => known,
+        None => {
+            let Some((key, ns)) = senders.identify(creds.pid) else {
+                return Err(refuse(beats, Reject::Gone));
+            };
+            Origin {
+                key,
+                uid: creds.uid,
+                ns,
+                proc_ino,
+            }
+        }
     };
     let admission = if beats.knows(&origin.key) {
         None
@@ -348,6 +388,16 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("create its directory first"), "{e}");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn proc_inode_is_the_directory_inode() {
+        let dir = ProcDir::open().unwrap();
+        for pid in [1, sys::getpid()] {
+            let want = std::fs::metadata(format!("/proc/{pid}")).unwrap().ino();
+            assert_eq!(dir.inode(pid), Some(want));
+        }
+        assert_eq!(dir.inode(u32::MAX), None);
     }
 
     #[test]
