@@ -30,8 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reeve::liveness::beats::{Admission, Beats, Origin, Rates};
-use reeve::liveness::client::Client;
-use reeve::liveness::frame::{Status, PAYLOAD_LEN};
+use reeve::liveness::frame::{encode, Frame, Status, PAYLOAD_LEN};
 use reeve::liveness::{identify_with, intake, Listener, ProcDir, Senders};
 use reeve::procfs::{ProcKey, ProcReader};
 use reeve::sys;
@@ -54,8 +53,10 @@ fn main() {
     }
 }
 
-/// Sender mode: `SOCKET,COUNT`. Sends COUNT beats, waiting briefly when the
-/// socket is full, then waits to be killed; exits 1 on a failure.
+/// Sender mode: `SOCKET,COUNT`. Sends COUNT beats on a connected, blocking
+/// socket (a full listener queue puts the sender to sleep until there is
+/// room, rather than spinning), then waits to be killed; exits 1 on a
+/// failure.
 fn sender(spec: &str) -> i32 {
     let Some((path, count)) = spec.rsplit_once(',') else {
         return 2;
@@ -63,32 +64,37 @@ fn sender(spec: &str) -> i32 {
     let Ok(count) = count.parse::<u64>() else {
         return 2;
     };
-    let Ok(mut c) = Client::new(Path::new(path)) else {
-        return 1;
-    };
-    let mut sent = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while sent < count {
-        match c.beat(Status::Ok, [0; PAYLOAD_LEN]) {
-            Ok(()) => sent += 1,
-            Err(e) if e.error.raw_os_error() == Some(libc::EAGAIN) => {
-                // The nonce was used up by the failed send: the next one is
-                // still in order, as the listener requires.
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(e) => {
-                eprintln!("beat bench sender: {e}");
-                return 1;
-            }
+    let sock = match std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect(path).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("beat bench sender: {path}: {e}");
+            return 1;
         }
-        if Instant::now() > deadline {
-            eprintln!("beat bench sender: {sent} of {count} beats sent in 120 s");
+    };
+    let mut r = [0u8; 8];
+    if sys::getrandom(&mut r).is_err() {
+        return 1;
+    }
+    let first = u64::from_le_bytes(r) >> 2;
+    let pid = std::process::id();
+    for nonce in first + 1..=first + count {
+        let f = Frame {
+            status: Status::Ok,
+            pid,
+            nonce,
+            timestamp_ns: 0,
+            payload: [0; PAYLOAD_LEN],
+        };
+        if let Err(e) = sock.send(&encode(&f)) {
+            eprintln!("beat bench sender: {path}: {e}");
             return 1;
         }
     }
     // Alive until the bench has read every beat: the listener reads the
     // sender's identity from /proc, and a sender that ended is refused.
-    std::thread::sleep(Duration::from_secs(300));
+    std::thread::sleep(Duration::from_secs(600));
     0
 }
 
