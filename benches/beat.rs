@@ -170,7 +170,11 @@ fn verdict(ok: bool) -> &'static str {
 fn run() -> Res<()> {
     let quick = std::env::var_os("REEVE_BENCH_QUICK").is_some();
     throughput(if quick { 100 } else { 1_000 })?;
-    stall_latency(if quick { 20 } else { 100 })
+    stall_latency(if quick { 20 } else { 100 })?;
+    // Figures from a loaded machine are upper bounds: say how loaded.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("beat: load average {}", load.trim());
+    Ok(())
 }
 
 fn throughput(per_sender: u64) -> Res<()> {
