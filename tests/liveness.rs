@@ -335,3 +335,45 @@ fn watch_refuses_a_socket_path_that_is_not_a_socket() {
     assert!(err.contains("exists and is not a socket"), "{err}");
     assert_eq!(std::fs::read(&socket).unwrap(), b"data");
 }
+
+#[test]
+fn reeve_beat_says_what_is_wrong_in_one_line() {
+    let dir = TempDir::new("beat-cli");
+    let missing = dir.join("none.sock");
+    let out = common::reeve(&["beat", "--socket", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot send a beat"), "{err}");
+    assert!(err.contains("is `reeve watch` running"), "{err}");
+    let out = common::reeve(&["beat", "--status", "sleepy"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown status 'sleepy'"));
+    let out = common::reeve(&["beat", "--every", "1ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A one-shot beat to a listening socket is sent and exits 0.
+    let path = dir.join("hb.sock");
+    let listener = Listener::open(&path, 0o600, None).unwrap();
+    let out = common::reeve(&[
+        "beat",
+        "--status",
+        "degraded",
+        "--note",
+        "frame=42",
+        "--socket",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 64];
+    let mut control = [0u8; sys::CMSG_SPACE];
+    let d = listener.recv(&mut buf, &mut control).unwrap().unwrap();
+    let f = reeve::liveness::frame::decode(d.bytes).unwrap();
+    assert_eq!(f.status, Status::Degraded);
+    assert_eq!(&f.payload[..8], b"frame=42");
+    assert_eq!(d.creds.unwrap().pid, f.pid);
+}
