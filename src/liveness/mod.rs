@@ -75,6 +75,9 @@ pub struct Listener {
 pub struct Datagram<'a> {
     pub bytes: &'a [u8],
     pub len: usize,
+    /// Descriptors the sender passed (closed on receipt); such a datagram
+    /// is refused as malformed.
+    pub fds_closed: usize,
     pub creds: Result<Ucred, sys::CredsError>,
 }
 
@@ -203,6 +206,7 @@ impl Listener {
         Ok(Some(Datagram {
             bytes: &buf[..n],
             len: got.len,
+            fds_closed: got.fds_closed,
             creds,
         }))
     }
@@ -295,6 +299,8 @@ pub fn intake(
     };
     let parsed = if d.len != FRAME_LEN {
         Err(Reject::Size)
+    } else if d.fds_closed > 0 {
+        Err(Reject::Malformed)
     } else {
         frame::decode(d.bytes).map_err(Reject::of_frame)
     };

@@ -245,6 +245,37 @@ pub struct Received {
     pub truncated: bool,
     /// The control data did not fit (MSG_CTRUNC).
     pub control_truncated: bool,
+    /// File descriptors the sender passed (SCM_RIGHTS), closed at once.
+    pub fds_closed: usize,
+}
+
+/// The file descriptors in the SCM_RIGHTS messages of a control part, in
+/// the same bounds-checked walk as [`parse_creds`].
+pub fn passed_fds(control: &[u8]) -> impl Iterator<Item = libc::c_int> + '_ {
+    let mut at = 0usize;
+    let mut data: &[u8] = &[];
+    std::iter::from_fn(move || loop {
+        if data.len() >= 4 {
+            let fd = ne_u32(data) as libc::c_int;
+            data = &data[4..];
+            return Some(fd);
+        }
+        if control.len().saturating_sub(at) < HDR {
+            return None;
+        }
+        let len = ne_usize(&control[at..]);
+        if len < HDR || len > control.len() - at {
+            return None;
+        }
+        let level = ne_u32(&control[at + ALIGN..]) as libc::c_int;
+        let kind = ne_u32(&control[at + ALIGN + 4..]) as libc::c_int;
+        data = if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            &control[at + HDR..at + len]
+        } else {
+            &[]
+        };
+        at = at.saturating_add(len.div_ceil(ALIGN).saturating_mul(ALIGN));
+    })
 }
 
 /// Reads one datagram without blocking; `Ok(None)` when none waits.
@@ -276,12 +307,27 @@ pub fn recv_with_creds(
         })
     });
     match r {
-        Ok(len) => Ok(Some(Received {
-            len,
-            control_len: (msg.msg_controllen as usize).min(CMSG_SPACE),
-            truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-            control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
-        })),
+        Ok(len) => {
+            let control_len = (msg.msg_controllen as usize).min(CMSG_SPACE);
+            // A sender can pass descriptors; the kernel has installed them
+            // in this process. They are never used: close each, so a
+            // hostile sender cannot exhaust reeve's descriptors.
+            let mut fds_closed = 0;
+            for fd in passed_fds(&control[..control_len]) {
+                // SAFETY: the kernel just installed `fd` for this process
+                // from this datagram; nothing else knows or owns it. The
+                // result is not needed: the fd is gone either way.
+                unsafe { libc::close(fd) };
+                fds_closed += 1;
+            }
+            Ok(Some(Received {
+                len,
+                control_len,
+                truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+                control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+                fds_closed,
+            }))
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
     }
@@ -359,6 +405,65 @@ mod tests {
         assert_eq!(recv_with_creds(&rx, &mut buf, &mut control).unwrap(), None);
         drop(rx);
         assert!(!unix_dgram_listening(&cpath).unwrap());
+    }
+
+    /// Sends `data` with `fds` attached (SCM_RIGHTS) to the socket at `path`.
+    fn send_with_fds(path: &CStr, data: &[u8], fds: &[libc::c_int]) {
+        let tx = unix_dgram_client().unwrap();
+        let (addr, alen) = sockaddr(path).unwrap();
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let mut control = vec![0u8; HDR + 4 * fds.len() + ALIGN];
+        control[..ALIGN].copy_from_slice(&(HDR + 4 * fds.len()).to_ne_bytes());
+        control[ALIGN..ALIGN + 4].copy_from_slice(&(libc::SOL_SOCKET as u32).to_ne_bytes());
+        control[ALIGN + 4..HDR].copy_from_slice(&(libc::SCM_RIGHTS as u32).to_ne_bytes());
+        for (i, fd) in fds.iter().enumerate() {
+            control[HDR + 4 * i..HDR + 4 * i + 4].copy_from_slice(&fd.to_ne_bytes());
+        }
+        // SAFETY: an all-zero msghdr is valid; every pointer set below
+        // points at live buffers of the given lengths.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = &addr as *const libc::sockaddr_un as *mut libc::c_void;
+        msg.msg_namelen = alen;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = (HDR + 4 * fds.len()).div_ceil(ALIGN) * ALIGN;
+        // SAFETY: as above.
+        let r = unsafe { libc::sendmsg(tx.as_raw_fd(), &msg, 0) };
+        assert_eq!(r, data.len() as isize, "{}", io::Error::last_os_error());
+    }
+
+    #[test]
+    fn passed_descriptors_are_closed_on_receipt() {
+        let dir = crate::tempdir::TempDir::new("unixfds");
+        let path = dir.path().join("s");
+        let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let rx = unix_dgram_bind(&cpath, 1 << 16).unwrap();
+        let files: Vec<std::fs::File> = (0..3)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let fds: Vec<libc::c_int> = files.iter().map(|f| f.as_raw_fd()).collect();
+        send_with_fds(&cpath, b"x", &fds);
+        let mut buf = [0u8; 8];
+        let mut control = [0u8; CMSG_SPACE];
+        let got = recv_with_creds(&rx, &mut buf, &mut control)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.fds_closed, 3);
+        let installed: Vec<libc::c_int> = passed_fds(&control[..got.control_len]).collect();
+        assert_eq!(installed.len(), 3);
+        for fd in installed {
+            assert!(!fds.contains(&fd), "the kernel installs new descriptors");
+            // SAFETY: F_GETFD only asks whether `fd` is open.
+            let r = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert_eq!(r, -1, "fd {fd} was left open");
+        }
+        // The credentials are still found next to them.
+        let c = parse_creds(&control[..got.control_len]).unwrap();
+        assert_eq!(c.pid, super::super::getpid());
     }
 
     #[test]
