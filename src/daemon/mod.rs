@@ -134,7 +134,7 @@ impl Daemon {
         };
         let signals = sys::signalfd_for(&sys::DAEMON_SIGNALS)
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
-        let persist =
+        let mut persist =
             persist::Persistence::open(&config.state_dir, config.audit_options(), &mut log)?;
         let discovery = Discovery::new(&config.targets, config.capacity)
             .map_err(|e| format!("cannot open /proc: {e}"))?;
@@ -175,7 +175,6 @@ impl Daemon {
         let mut id = [0u8; 8];
         sys::getrandom(&mut id).map_err(|e| format!("getrandom: {e}"))?;
         let instance = format!("{:016x}", u64::from_le_bytes(id));
-        let mut persist = persist;
         persist.instance.clone_from(&instance);
         let queue = config.capacity;
         Ok(Daemon {
