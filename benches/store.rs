@@ -479,6 +479,7 @@ fn tracked_state(now: u64) -> State {
             .collect(),
         counters: Counters::default(),
         audit_seq: 0,
+        instance: String::new(),
     }
 }
 

@@ -119,6 +119,10 @@ pub struct State {
     /// events after it are what the snapshot does not yet know.
     #[serde(default)]
     pub audit_seq: u64,
+    /// The daemon life that wrote it (a random id, also in its `started`
+    /// and `stopped` events).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 /// A timestamp from elsewhere, in milliseconds: a value that can only be
@@ -172,6 +176,7 @@ impl State {
             jobs: gov.jobs.values().cloned().collect(),
             counters: counters.clone(),
             audit_seq,
+            instance: String::new(),
         }
     }
 

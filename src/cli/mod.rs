@@ -18,6 +18,7 @@ use crate::procfs::ProcKey;
 use crate::table::Refusal;
 use crate::users::UserDb;
 
+mod beat;
 mod jobs;
 mod records;
 
@@ -34,6 +35,7 @@ commands:
   detach         move a job's processes back where they came from
   status         show the daemon, jobs, limits and tracked processes
   events         print the audit event log
+  beat           send a heartbeat for this process to the daemon
   check-config   validate a config file and print the effective config
   help           show help for a command
 
@@ -155,6 +157,7 @@ pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
         "detach" => jobs::detach(&mut p),
         "status" => records::status(&mut p).map(|()| 0),
         "events" => records::events(&mut p).map(|()| 0),
+        "beat" => beat::beat(&mut p),
         "check-config" => check_config(&mut p).map(|()| 0),
         "help" => help(&mut p).map(|()| 0),
         other => Err(CliError::Usage(format!("unknown command '{other}'"))),
@@ -179,6 +182,7 @@ fn help(p: &mut lexopt::Parser) -> Result<(), CliError> {
         "detach" => print(jobs::DETACH_USAGE),
         "status" => print(records::STATUS_USAGE),
         "events" => print(records::EVENTS_USAGE),
+        "beat" => print(beat::BEAT_USAGE),
         "help" => print(USAGE),
         other => Err(CliError::Usage(format!(
             "no help for unknown command '{other}'"

@@ -125,6 +125,9 @@ pub fn status(p: &mut lexopt::Parser) -> Result<(), CliError> {
     match &state {
         Ok(Some(s)) => {
             let _ = writeln!(out, "state: saved {} ago", age(now, s.saved_at_ms));
+            if !s.instance.is_empty() {
+                let _ = writeln!(out, "instance: {}", s.instance);
+            }
             if s.counters.seen_overflow > 0 {
                 let _ = writeln!(
                     out,

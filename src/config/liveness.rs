@@ -146,21 +146,23 @@ pub(super) const FIELDS: [&str; 4] = ["stall_after", "on_stall", "on_exit", "gua
 
 /// Reads a rule's liveness fields. `own_job` says whether each process of
 /// the rule gets a job group of its own (limits and no pool), which
-/// `kill_job` needs.
+/// `kill_job` needs; `beats` whether the rule sets a `beat_timeout` (a
+/// heartbeat silence is a stall too).
 pub(super) fn parse(
     obj: &super::walk::Object,
     own_job: bool,
     pool: Option<&str>,
+    beats: bool,
 ) -> Result<Liveness, ConfigError> {
     let stall_after = obj.or("stall_after", |n| stall_after(n).map(Some), || None)?;
     let kill_job = KillJobWhere { own_job, pool };
     let on_stall = obj.or("on_stall", |n| actions(n, kill_job, false), Vec::new)?;
     let on_exit = obj.or("on_exit", |n| actions(n, kill_job, true), Vec::new)?;
     let guard = obj.or("guard", guard, Guard::default)?;
-    if let (Some(node), None) = (obj.get("on_stall"), stall_after) {
+    if let (Some(node), None, false) = (obj.get("on_stall"), stall_after, beats) {
         if !on_stall.is_empty() {
             return Err(node.error(
-                "needs stall_after: without it no stall is ever seen, so these actions never run",
+                "needs stall_after or beat_timeout: without one no stall is ever seen, so these actions never run",
             ));
         }
     }

@@ -8,12 +8,14 @@
 //! that it parses back to an equal `Config`. The embedded document
 //! (deploy/reeve.json) makes `reeve watch` useful with no file.
 
+mod heartbeat;
 mod jobs;
 mod liveness;
 mod parse;
 mod print;
 mod walk;
 
+pub use heartbeat::{GroupRef, HeartbeatSettings, DEFAULT_SOCKET as HEARTBEAT_SOCKET};
 pub use jobs::{Backoff, JobSpec, Ready, Restart, RestartGuard, MAX_JOBS};
 pub use liveness::{substitute, Action, Guard, Liveness, Signal, MAX_ACTIONS};
 
@@ -81,6 +83,9 @@ pub struct Config {
     /// `jobs`: commands the daemon starts and keeps running.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobSpec>,
+    /// `heartbeat`: the heartbeat listener; `None` opens no socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatSettings>,
 }
 
 /// `metrics.listen` when the `metrics` object does not set it: loopback
@@ -186,6 +191,10 @@ pub struct Rule {
     /// `stall_after`, `on_stall`, `on_exit`, `guard` (`liveness.rs`).
     #[serde(flatten)]
     pub liveness: Liveness,
+    /// Silence longer than this from a process of the rule that beats is a
+    /// stall; `None`: the rule expects no beats.
+    #[serde(serialize_with = "print::age", skip_serializing_if = "Option::is_none")]
+    pub beat_timeout: Option<Duration>,
 }
 
 /// What a process must look like; a process matches if any entry of any list
@@ -409,6 +418,7 @@ impl Config {
             audit: AuditSettings::default(),
             metrics: None,
             jobs: Vec::new(),
+            heartbeat: None,
         }
     }
 

@@ -46,6 +46,7 @@ pub(super) fn document(
         "audit",
         "metrics",
         "jobs",
+        "heartbeat",
     ])?;
     let targets = top.or("targets", |n| rules(n, users), default_targets)?;
     let discovery = top.or("discovery", discovery, Discovery::default)?;
@@ -56,6 +57,19 @@ pub(super) fn document(
     let audit = top.or("audit", audit_settings, AuditSettings::default)?;
     let metrics = top.or("metrics", |n| metrics_settings(n).map(Some), || None)?;
     let jobs = top.or("jobs", super::jobs::jobs, Vec::new)?;
+    let heartbeat = top.or(
+        "heartbeat",
+        |n| super::heartbeat::settings(n, users).map(Some),
+        || None,
+    )?;
+    if heartbeat.is_none() {
+        if let Some(i) = targets.iter().position(|r| r.beat_timeout.is_some()) {
+            return Err(ConfigError::new(
+                format!("targets[{i}].beat_timeout"),
+                "needs a heartbeat section, which opens the socket beats arrive on",
+            ));
+        }
+    }
     Ok(Config {
         targets,
         discovery,
@@ -66,6 +80,7 @@ pub(super) fn document(
         audit,
         metrics,
         jobs,
+        heartbeat,
     })
 }
 
@@ -113,7 +128,7 @@ fn rules(node: &Node, users: &UserDb) -> Result<Vec<Rule>, ConfigError> {
 }
 
 fn rule(node: &Node, users: &UserDb) -> Result<Rule, ConfigError> {
-    let mut fields = vec!["name", "match", "filter", "limits", "pool"];
+    let mut fields = vec!["name", "match", "filter", "limits", "pool", "beat_timeout"];
     fields.extend(super::liveness::FIELDS);
     let obj = node.object(&fields)?;
     let name_node = obj.require("name")?;
@@ -129,8 +144,13 @@ fn rule(node: &Node, users: &UserDb) -> Result<Rule, ConfigError> {
     let filter = obj.or("filter", |n| filter(n, users), Filter::default)?;
     let limits = obj.or("limits", limits, Limits::default)?;
     let pool = obj.or("pool", |n| pool(n).map(Some), || None)?;
+    let beat_timeout = obj.or(
+        "beat_timeout",
+        |n| super::heartbeat::beat_timeout(n).map(Some),
+        || None,
+    )?;
     let own_job = pool.is_none() && !limits.is_empty();
-    let liveness = super::liveness::parse(&obj, own_job, pool.as_deref())?;
+    let liveness = super::liveness::parse(&obj, own_job, pool.as_deref(), beat_timeout.is_some())?;
     Ok(Rule {
         name: name.to_string(),
         matcher,
@@ -138,6 +158,7 @@ fn rule(node: &Node, users: &UserDb) -> Result<Rule, ConfigError> {
         limits,
         pool,
         liveness,
+        beat_timeout,
     })
 }
 
@@ -257,7 +278,7 @@ fn check_ages(f: &Filter, obj: &super::walk::Object) -> Result<(), ConfigError> 
     Ok(())
 }
 
-fn user_ref(node: &Node, users: &UserDb) -> Result<UserRef, ConfigError> {
+pub(super) fn user_ref(node: &Node, users: &UserDb) -> Result<UserRef, ConfigError> {
     match node.value {
         Value::String(name) => match users.uid_of(name) {
             Some(uid) => Ok(UserRef {
@@ -502,13 +523,13 @@ mod tests {
         let rule = |body: &str| format!(r#"{{"targets":[{{"name":"a","match":{{"comm":["a"]}}}},{body}]}}"#);
         let filter = |body: &str| rule(&format!(r#"{{"name":"b","match":{{"comm":["b"]}},"filter":{body}}}"#));
         vec![
-            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit, metrics, jobs)"),
+            ("{\"tragets\": []}".into(), "tragets", "unknown field (expected one of: targets, discovery, capacity, state_dir, cgroup, log, audit, metrics, jobs, heartbeat)"),
             (r#"{"metrics":{"listen":"localhost:9188"}}"#.into(), "metrics.listen", "must be an IP address and port"),
             (r#"{"metrics":{"listen":"127.0.0.1"}}"#.into(), "metrics.listen", "must be an IP address and port"),
             (r#"{"metrics":{"token_file":"token"}}"#.into(), "metrics.token_file", "not an absolute path"),
             (r#"{"metrics":{"port":9188}}"#.into(), "metrics.port", "unknown field (expected one of: listen, token_file)"),
             (filter(r#"{"usres":[]}"#), "targets[1].filter.usres", "unknown field (expected one of: users,"),
-            (rule(r#"{"name":"b","match":{"comm":["b"]},"extra":1}"#), "targets[1].extra", "unknown field (expected one of: name, match, filter, limits, pool, stall_after, on_stall, on_exit, guard)"),
+            (rule(r#"{"name":"b","match":{"comm":["b"]},"extra":1}"#), "targets[1].extra", "unknown field (expected one of: name, match, filter, limits, pool, beat_timeout, stall_after, on_stall, on_exit, guard)"),
             ("[]".into(), "", "expected an object"),
             (r#"{"targets":{}}"#.into(), "targets", "expected a list of target rules"),
             (r#"{"targets":[]}"#.into(), "targets", "at least one target rule is needed"),

@@ -13,10 +13,10 @@ use crate::log::Val;
 use crate::metrics::text::Exposition;
 use crate::sys;
 
-/// The poll set's fixed head: signalfd, netlink, stderr; then the places
-/// of the running exec hooks' fds; supervised jobs' pidfds follow from
-/// [`JOB_FDS_AT`].
-pub(super) const BASE_FDS: usize = 3;
+/// The poll set's fixed head: signalfd, netlink, stderr, the heartbeat
+/// socket; then the places of the running exec hooks' fds; supervised
+/// jobs' pidfds follow from [`JOB_FDS_AT`].
+pub(super) const BASE_FDS: usize = 4;
 pub(super) const JOB_FDS_AT: usize = BASE_FDS + super::liveness::POLL_FDS;
 
 /// The signals the daemon's signalfd takes: SIGCHLD too when reeve is
@@ -43,6 +43,7 @@ impl Daemon {
                 events: libc::POLLOUT,
                 revents: 0,
             },
+            sys::poll_fd(self.heart.as_ref().map_or(-1, |h| h.fd())),
         ]);
         // The running exec hooks' fds (or -1) in their fixed places, then
         // the jobs' pidfds.

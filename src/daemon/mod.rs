@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod autoattach;
+pub mod beats;
 mod jobs;
 mod kernelfilter;
 mod liveness;
@@ -103,6 +104,10 @@ pub struct Daemon {
     stopping: Option<i32>,
     /// The progress watchdog and the rules' recovery actions.
     live: liveness::Liveness,
+    /// The heartbeat listener and its senders (a `heartbeat` section).
+    heart: Option<beats::Heart>,
+    /// This daemon life's random id (16 hex digits).
+    instance: String,
 }
 
 /// Log settings given on the command line; they win over the config file,
@@ -143,7 +148,7 @@ impl Daemon {
         };
         let signals = sys::signalfd_for(jobs::signal_set())
             .map_err(|e| format!("cannot set up signal handling: {e}"))?;
-        let persist =
+        let mut persist =
             persist::Persistence::open(&config.state_dir, config.audit_options(), &mut log)?;
         let discovery = Discovery::new(&config.targets, config.capacity)
             .map_err(|e| format!("cannot open /proc: {e}"))?;
@@ -180,6 +185,11 @@ impl Daemon {
         // signal mask, so a terminating signal reaches the signalfd and
         // never kills the process through a worker.
         let obs = observe::start(&config, &mut log)?;
+        let heart = beats::open(&config, &mut log)?;
+        let mut id = [0u8; 8];
+        sys::getrandom(&mut id).map_err(|e| format!("getrandom: {e}"))?;
+        let instance = format!("{:016x}", u64::from_le_bytes(id));
+        persist.instance.clone_from(&instance);
         let queue = config.capacity;
         let jobs = crate::supervise::Supervisor::new(&config, &mut log);
         let pollfds = Vec::with_capacity(jobs::JOB_FDS_AT + config.jobs.len());
@@ -206,6 +216,8 @@ impl Daemon {
             pollfds,
             stopping: None,
             live,
+            heart,
+            instance,
         })
     }
 
@@ -238,6 +250,7 @@ impl Daemon {
             "started",
             &[
                 ("version", Val::S(env!("CARGO_PKG_VERSION"))),
+                ("instance", Val::S(&self.instance)),
                 ("pid", Val::U(sys::getpid().into())),
                 ("mode", Val::S(self.mode_name())),
                 ("capacity", Val::U(self.config.capacity as u64)),
@@ -326,6 +339,7 @@ impl Daemon {
                 "stopped",
                 &[
                     ("reason", Val::S("signal")),
+                    ("instance", Val::S(&self.instance)),
                     ("signal", Val::I(sig.into())),
                     ("tracked", Val::U(self.discovery.live().into())),
                     ("note", Val::S("tracked processes keep running")),
@@ -391,12 +405,16 @@ impl Daemon {
                 Backlog::Empty => to_scan_ms,
             };
             let wait_ms = wait_ms.min(i32::MAX as u64) as i32;
-            let wait_ms = self.jobs.wait_ms(self.obs.cap_wait(wait_ms));
+            let wait_ms = self.beats_cap_wait(self.obs.cap_wait(wait_ms));
+            let wait_ms = self.jobs.wait_ms(wait_ms);
             self.poll_wakeup(wait_ms)?;
             let fds = &self.pollfds;
             let stderr_ready = fds[2].revents != 0;
-            let (signal_ready, netlink_ready) =
-                (sys::is_readable(&fds[0]), sys::is_readable(&fds[1]));
+            let (signal_ready, netlink_ready, beat_ready) = (
+                sys::is_readable(&fds[0]),
+                sys::is_readable(&fds[1]),
+                sys::is_readable(&fds[3]),
+            );
             self.obs.woke();
             if stderr_ready {
                 self.log.flush_stderr();
@@ -415,6 +433,8 @@ impl Daemon {
                 self.mark_queued(queued);
                 self.liveness_news(queued, ended);
             }
+            self.beats_wakeup(beat_ready);
+            self.heartbeat_stalls();
         }
     }
 

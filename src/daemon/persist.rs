@@ -127,6 +127,8 @@ fn remove_stale_temp_files(dir: &std::path::Path, log: &mut Logger) {
 }
 
 pub struct Persistence {
+    /// The daemon's instance id, written in every snapshot.
+    pub instance: String,
     dir: StateDir,
     _lock: DaemonLock,
     started_ms: u64,
@@ -204,6 +206,7 @@ impl Persistence {
             );
         }
         Ok(Persistence {
+            instance: String::new(),
             dir,
             _lock: lock,
             started_ms: sys::realtime_ms(),
@@ -386,7 +389,7 @@ impl Persistence {
         }
         let counters = state::add_counters(&self.base, &stats);
         let empty = GovernanceView::default();
-        let snapshot = State::capture(
+        let mut snapshot = State::capture(
             d,
             gov.unwrap_or(&empty),
             log.last_audit_seq(),
@@ -395,6 +398,7 @@ impl Persistence {
             &counters,
             now,
         );
+        snapshot.instance.clone_from(&self.instance);
         let began = sys::monotonic_ns();
         let saved = snapshot.save(&self.dir);
         self.save_seconds

@@ -37,6 +37,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     if running.jobs != new.jobs {
         out.push("jobs");
     }
+    if running.heartbeat != new.heartbeat {
+        out.push("heartbeat");
+    }
     out
 }
 
@@ -123,6 +126,7 @@ impl Daemon {
             audit: old.audit.clone(),
             metrics: old.metrics.clone(),
             jobs: old.jobs.clone(),
+            heartbeat: old.heartbeat.clone(),
             ..new
         };
         self.need_deep = true;

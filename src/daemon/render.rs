@@ -56,6 +56,9 @@ impl Daemon {
             &o.loop_seconds,
         );
 
+        self.render_beats(e);
+        let o = &mut self.obs;
+
         // Discovery.
         let st = self.discovery.stats();
         e.family("reeve_scans_total", "counter", "Completed /proc scans by kind (deep reads every process; a deep scan after the first is a rescan).");

@@ -16,6 +16,7 @@ mod netlink;
 mod process;
 mod recovery;
 mod signals;
+mod unix;
 
 pub use bpf::*;
 pub use fs::*;
@@ -23,6 +24,7 @@ pub use netlink::*;
 pub use process::*;
 pub use recovery::*;
 pub use signals::*;
+pub use unix::*;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {

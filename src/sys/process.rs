@@ -135,20 +135,9 @@ pub fn reap_pid(pid: u32) -> io::Result<Option<ChildExit>> {
     Ok(waitid(libc::P_PID, pid as libc::id_t, flags)?.map(|(_, e)| e))
 }
 
-/// Eight bytes from getrandom(2) (the kernel's CSPRNG, never blocking once
-/// the pool is initialised at boot; GRND_NONBLOCK makes an early-boot call
-/// an error instead of a wait).
+/// Eight bytes from [`super::getrandom`].
 pub fn random_u64() -> io::Result<u64> {
     let mut buf = [0u8; 8];
-    let n = retry(|| {
-        // SAFETY: `buf` is valid, writable storage of the length given.
-        let r = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
-        super::cvt_size(r)
-    })?;
-    if n != buf.len() {
-        return Err(io::Error::other(
-            "getrandom returned fewer bytes than asked",
-        ));
-    }
+    super::getrandom(&mut buf)?;
     Ok(u64::from_ne_bytes(buf))
 }
