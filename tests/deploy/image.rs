@@ -32,8 +32,9 @@ use super::{read, repo};
 ///   kernel's ptrace read check), which rules match on;
 /// - NET_ADMIN: subscribing to the netlink proc connector; net limits'
 ///   cgroup BPF attach;
-/// - BPF: loading the net limits' programs and maps.
-pub const CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "SYS_PTRACE"];
+/// - BPF: loading the net limits' programs and maps;
+/// - KILL: on_stall/on_exit signals to other users' processes.
+pub const CAPABILITIES: [&str; 4] = ["BPF", "KILL", "NET_ADMIN", "SYS_PTRACE"];
 
 /// The exec-form ENTRYPOINT and CMD of the Dockerfile's last stage.
 pub fn entrypoint_and_cmd(dockerfile: &str) -> (Vec<String>, Vec<String>) {
