@@ -469,3 +469,44 @@ fn a_job_starts_only_with_its_limits_in_force_and_is_ready_after_its_delay() {
     assert_eq!(instances(&prog.path).len(), 1);
     d.stop_ok();
 }
+
+/// `ready.heartbeat`: a job is ready at its first verified beat, and only
+/// then. The beating job is reeve's own `beat --every` (a beat vouches for
+/// the process that sends it, which is the job's); a job that never beats
+/// is never ready.
+#[test]
+fn a_job_ready_by_heartbeat_is_ready_at_its_first_beat_only() {
+    let dir = TempDir::new("supervise-ready-beat");
+    let sub = Subtree::new();
+    let silent = Target::new(dir.path());
+    let socket = dir.path().join("beat.sock");
+    let sock = socket.to_str().unwrap();
+    let cfg = jobs_config_with(
+        &dir,
+        &sub,
+        json!([
+            {"name": "beating", "command": [common::REEVE, "beat", "--every", "100ms", "--socket", sock],
+             "ready": {"heartbeat": true}},
+            {"name": "silent", "command": [&silent.path, "300"], "ready": {"heartbeat": true}},
+        ]),
+        json!({"heartbeat": {"socket": sock, "mode": "0600", "capacity": 64}}),
+    );
+    let mut d = Daemon::start(&cfg, dir.path());
+    d.wait_started();
+    let ready = d.wait_for("job_ready of beating", WAIT, |v| {
+        event_name(v) == "job_ready" && v["job"] == "beating"
+    });
+    assert_eq!(ready["by"], "heartbeat", "{ready}");
+    let ev = d.events();
+    let launched = about_job(&ev, "job_launched", "beating")[0];
+    assert_eq!(launched["pid"], ready["pid"], "the job's own process beat");
+    // Well past the beating job's readiness, the silent one is not ready.
+    thread::sleep(Duration::from_millis(500));
+    let ev = d.events();
+    assert!(about_job(&ev, "job_launched", "silent").len() == 1);
+    assert!(
+        about_job(&ev, "job_ready", "silent").is_empty(),
+        "a job that never beat is ready"
+    );
+    d.stop_ok();
+}

@@ -104,12 +104,15 @@ impl Default for RestartGuard {
     }
 }
 
-/// When a started job counts as up: after `delay` alive (zero: at once).
-/// A job that was up resets its backoff.
+/// When a started job counts as up: after `delay` alive (zero: at once),
+/// or, with `heartbeat`, at its first verified heartbeat. A job that was
+/// up resets its backoff.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Ready {
     #[serde(serialize_with = "print::duration")]
     pub delay: Duration,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub heartbeat: bool,
 }
 
 /// The `jobs` list.
@@ -244,9 +247,15 @@ fn restart_guard(node: &Node) -> Result<RestartGuard, ConfigError> {
 }
 
 fn ready(node: &Node) -> Result<Ready, ConfigError> {
-    let obj = node.object(&["delay"])?;
+    let obj = node.object(&["delay", "heartbeat"])?;
     let delay = obj.or("delay", |n| bounded(n, Duration::ZERO), || Duration::ZERO)?;
-    Ok(Ready { delay })
+    let heartbeat = obj.or("heartbeat", Node::boolean, || false)?;
+    if heartbeat && obj.get("delay").is_some() {
+        return Err(node.error(
+            "give delay or heartbeat, not both: a job that beats is ready at its first beat",
+        ));
+    }
+    Ok(Ready { delay, heartbeat })
 }
 
 #[cfg(test)]
@@ -326,6 +335,21 @@ mod tests {
                 r#"[{"name":"a","command":"/bin/true"}]"#,
                 "jobs[0].command",
                 "expected a list",
+            ),
+            (
+                r#"[{"name":"a","command":["/bin/true"],"ready":{"delay":"1s","heartbeat":true}}]"#,
+                "jobs[0].ready",
+                "give delay or heartbeat, not both",
+            ),
+            (
+                r#"[{"name":"a","command":["/bin/true"],"ready":{"heartbeat":true}}]"#,
+                "jobs[0].ready.heartbeat",
+                "needs a heartbeat section",
+            ),
+            (
+                r#"[{"name":"a","command":["/bin/true"],"ready":{"heartbeat":"yes"}}]"#,
+                "jobs[0].ready.heartbeat",
+                "expected true or false",
             ),
             (
                 r#"[{"name":"a","command":["/bin/true"],"restart":"sometimes"}]"#,

@@ -69,6 +69,12 @@ pub(super) fn document(
                 "needs a heartbeat section, which opens the socket beats arrive on",
             ));
         }
+        if let Some(i) = jobs.iter().position(|j| j.ready.heartbeat) {
+            return Err(ConfigError::new(
+                format!("jobs[{i}].ready.heartbeat"),
+                "needs a heartbeat section, which opens the socket beats arrive on",
+            ));
+        }
     }
     Ok(Config {
         targets,

@@ -71,6 +71,12 @@ impl<'a> Node<'a> {
             .ok_or_else(|| self.error("expected a string"))
     }
 
+    pub(super) fn boolean(&self) -> Result<bool, ConfigError> {
+        self.value
+            .as_bool()
+            .ok_or_else(|| self.error("expected true or false"))
+    }
+
     pub(super) fn whole(&self) -> Result<u64, ConfigError> {
         self.value
             .as_u64()

@@ -135,6 +135,7 @@ struct Known<'a> {
     discovery: &'a mut crate::discovery::Discovery,
     config: &'a Config,
     allow_uids: &'a [u32],
+    jobs: &'a crate::supervise::Supervisor,
 }
 
 impl Senders for Known<'_> {
@@ -146,8 +147,9 @@ impl Senders for Known<'_> {
         identify_with(self.discovery.reader(), pid)
     }
 
-    /// A process a rule tracks (with the rule's `beat_timeout`), or one of
-    /// an allowed uid.
+    /// A process a rule tracks (with the rule's `beat_timeout`), a
+    /// supervised job's process (its beats make it ready), or one of an
+    /// allowed uid.
     fn admit(&mut self, origin: Origin) -> Option<Admission> {
         let tracked = self
             .discovery
@@ -163,6 +165,13 @@ impl Senders for Known<'_> {
             return Some(Admission {
                 rule: Some(t.rule),
                 timeout_ns: timeout.map_or(0, duration_ns),
+                by_uid: false,
+            });
+        }
+        if self.jobs.runs(origin.key) {
+            return Some(Admission {
+                rule: None,
+                timeout_ns: 0,
                 by_uid: false,
             });
         }
@@ -254,10 +263,12 @@ impl Daemon {
                 discovery: &mut self.discovery,
                 config: &self.config,
                 allow_uids: &heart.allow_uids,
+                jobs: &self.jobs,
             };
             match intake(&mut heart.beats, &d, &mut senders, now) {
                 Ok(t) => {
                     let (key, a) = (t.origin.key, t.accepted);
+                    self.jobs.beat_from(key, &mut self.log);
                     if let Some(silent) = a.resumed_after_ns {
                         self.beat_event("resumed", key, a.rule, silent, t.frame.status);
                     } else if let Some(was) = a.status_was {

@@ -209,10 +209,16 @@ impl Supervisor {
     pub fn tick(&mut self, log: &mut Logger) {
         let now = sys::monotonic_ns();
         for i in 0..self.jobs.len() {
-            let delay = nanos(self.jobs[i].spec.ready.delay);
+            let ready = self.jobs[i].spec.ready;
+            let delay = nanos(ready.delay);
             match &self.jobs[i].state {
                 State::Due { at_ns } if *at_ns <= now && self.stop.is_none() => self.launch(i, log),
-                State::Running(r) if !r.ready && now.saturating_sub(r.started_ns) >= delay => {
+                // A job ready by heartbeat waits for its first beat.
+                State::Running(r)
+                    if !r.ready
+                        && !ready.heartbeat
+                        && now.saturating_sub(r.started_ns) >= delay =>
+                {
                     self.mark_ready(i, "delay", log)
                 }
                 _ => {}
@@ -229,7 +235,7 @@ impl Supervisor {
             match &job.state {
                 State::Due { at_ns } if self.stop.is_none() => next = next.min(*at_ns),
                 State::Running(r) => {
-                    if !r.ready {
+                    if !r.ready && !job.spec.ready.heartbeat {
                         next = next.min(r.started_ns.saturating_add(nanos(job.spec.ready.delay)));
                     }
                     if let (Some(at), false) = (r.kill_at_ns, r.killed) {
@@ -254,12 +260,21 @@ impl Supervisor {
         }
     }
 
-    /// The seam for heartbeats: a verified beat from `pid` makes the job
-    /// running as that pid ready at once (before its delay). The daemon
-    /// calls this for every beat whose sender's identity it checked.
-    pub fn beat_from(&mut self, pid: u32, log: &mut Logger) {
+    /// Whether `key` is a running job's process (a heartbeat sender the
+    /// listener admits without a rule).
+    pub fn runs(&self, key: ProcKey) -> bool {
+        self.jobs
+            .iter()
+            .any(|j| matches!(&j.state, State::Running(r) if r.key == key))
+    }
+
+    /// A verified heartbeat from `key` (pid and start time, read by the
+    /// listener) makes the job running as that process ready at once: the
+    /// readiness of a job with `ready.heartbeat`, and an early one before
+    /// a job's `ready.delay`.
+    pub fn beat_from(&mut self, key: ProcKey, log: &mut Logger) {
         let found = self.jobs.iter().position(|j| match &j.state {
-            State::Running(r) => r.key.pid == pid && !r.ready,
+            State::Running(r) => r.key == key && !r.ready,
             _ => false,
         });
         if let Some(i) = found {
