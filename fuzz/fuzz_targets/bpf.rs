@@ -64,7 +64,11 @@ fn query(data: &[u8]) {
             .collect(),
     };
     let Some(found) = bucket_map_of(dir, &prog) else {
-        assert_ne!(prog.name, dir.name(), "a program named as reeve's was passed over");
+        assert_ne!(
+            prog.name,
+            dir.name(),
+            "a program named as reeve's was passed over"
+        );
         return;
     };
     let Ok(id) = found else {
