@@ -3,7 +3,7 @@
 # children double-fork, so three sleepers are reparented to PID 1 (reeve)
 # and end there; once they have, no zombie may remain. Then it asks PID 1
 # to stop, and waits for reeve to forward the stop.
-for i in 1 2 3; do
+for _ in 1 2 3; do
     (sleep 0.5 &)
 done
 sleep 3
