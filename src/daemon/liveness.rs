@@ -157,7 +157,7 @@ impl Liveness {
             self.verdict(*v, config, d, gov, now, log);
         }
         self.verdicts = verdicts;
-        self.recovery.service(now, d.reader(), log);
+        self.recovery.service(now, log);
     }
 
     fn verdict(
@@ -276,7 +276,7 @@ impl Liveness {
             ("reeve_progress_read_errors_total", "Progress reads that failed for a reason other than the process ending.", p.read_errors),
             ("reeve_actions_suppressed_total", "Actions not taken because the job reached max_actions in its window (or the guard's tables were full).", r.suppressed),
             ("reeve_actions_debounced_total", "Actions not taken because the same process was acted on within the debounce.", r.debounced),
-            ("reeve_signal_fallbacks_total", "Signals sent with kill(2) after an identity check, the kernel having no pidfd_open.", r.signal_fallbacks),
+            ("reeve_signals_without_pidfd_total", "Signals refused because the kernel has no pidfd_open (nothing is sent by pid).", r.signals_without_pidfd),
         ];
         for (name, help, v) in counters {
             e.single(name, "counter", help, v as f64);

@@ -58,7 +58,7 @@ pub struct RecoveryStats {
     pub debounced: u64,
     /// Signals sent with kill(2) after an identity check, the kernel
     /// having no pidfd_open.
-    pub signal_fallbacks: u64,
+    pub signals_without_pidfd: u64,
     pub hooks: hooks::HookStats,
 }
 
@@ -239,7 +239,7 @@ impl Recovery {
     ) {
         let outcome = signal::open(inc.key, reader).and_then(|t| {
             signal::pause_before_signal(inc.key);
-            t.send(sig.0, reader).map(|()| t)
+            t.send(sig.0).map(|()| t)
         });
         let w = who(inc);
         let target = match outcome {
@@ -262,6 +262,23 @@ impl Recovery {
                 log.warn("action_refused", &fields);
                 return;
             }
+            Err(signal::Refusal::NoPidfd) => {
+                self.stats.actions[SIGNAL][REFUSED] += 1;
+                self.stats.signals_without_pidfd += 1;
+                let reason = signal::Refusal::NoPidfd.to_string();
+                let fields = [
+                    w[0],
+                    w[1],
+                    w[2],
+                    w[3],
+                    w[4],
+                    ("action", Val::S("signal")),
+                    ("signal", Val::S(sig.name())),
+                    ("reason", Val::S(&reason)),
+                ];
+                log.error("action_refused", &fields);
+                return;
+            }
             Err(signal::Refusal::Failed(e)) => {
                 self.stats.actions[SIGNAL][FAILED] += 1;
                 let fields = [
@@ -279,12 +296,7 @@ impl Recovery {
             }
         };
         self.stats.actions[SIGNAL][DONE] += 1;
-        let via = if target.is_fallback() {
-            self.stats.signal_fallbacks += 1;
-            "kill"
-        } else {
-            "pidfd"
-        };
+        let via = "pidfd";
         let fields = [
             w[0],
             w[1],
@@ -395,7 +407,7 @@ impl Recovery {
 
     /// Escalations that are due, hook output and ends. Call once per
     /// wakeup; never waits.
-    pub fn service(&mut self, now_ns: u64, reader: &mut ProcReader, log: &mut Logger) {
+    pub fn service(&mut self, now_ns: u64, log: &mut Logger) {
         let mut i = 0;
         while i < self.escalations.len() {
             if self.escalations[i].due_ns > now_ns {
@@ -403,12 +415,12 @@ impl Recovery {
                 continue;
             }
             let e = self.escalations.swap_remove(i);
-            self.escalate(e, reader, log);
+            self.escalate(e, log);
         }
         self.hooks.service(now_ns, log);
     }
 
-    fn escalate(&mut self, e: Escalation, reader: &mut ProcReader, log: &mut Logger) {
+    fn escalate(&mut self, e: Escalation, log: &mut Logger) {
         let base = [
             ("pid", Val::U(e.key.pid.into())),
             ("start_ticks", Val::U(e.key.start_ticks)),
@@ -416,17 +428,14 @@ impl Recovery {
             ("job", Val::S(&e.job)),
             ("signal", Val::S(e.then.name())),
         ];
-        let sent = if e.target.ended(reader) {
+        let sent = if e.target.ended() {
             Err(signal::Refusal::Gone)
         } else {
-            e.target.send(e.then.0, reader)
+            e.target.send(e.then.0)
         };
         match sent {
             Ok(()) => {
                 self.stats.actions[ESCALATION][DONE] += 1;
-                if e.target.is_fallback() {
-                    self.stats.signal_fallbacks += 1;
-                }
                 log.warn("action_escalated", &base);
             }
             Err(signal::Refusal::Gone) => {
@@ -441,7 +450,9 @@ impl Recovery {
                 ];
                 log.info("escalation_skipped", &fields);
             }
-            Err(signal::Refusal::Failed(err)) => {
+            // A target always holds a pidfd; say so rather than assume.
+            Err(err @ (signal::Refusal::Failed(_) | signal::Refusal::NoPidfd)) => {
+                let err = err.to_string();
                 self.stats.actions[ESCALATION][FAILED] += 1;
                 let fields = [
                     base[0],

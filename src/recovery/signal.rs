@@ -4,28 +4,26 @@
 //! checked after: if the check passes, the pidfd refers to that very
 //! process, and every signal sent through it, now or at an escalation
 //! later, reaches it or nobody. Without pidfd_open (ENOSYS: a kernel before
-//! 5.3) the identity is checked immediately before each kill(2), which
-//! leaves only the window between the check and the call; each such send is
-//! counted as a fallback.
+//! 5.3, or a seccomp profile that hides it) nothing is sent: a check
+//! followed by kill(2) leaves a window in which the pid can be reused, and
+//! no signal of reeve's may ever reach another process. The refusal is
+//! counted and said; `kill_job` (cgroup.kill) needs no pidfd.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::procfs::{ProcKey, ProcReader, ReadError};
 use crate::sys;
 
-/// A process proven to be `key`.
-pub enum Target {
-    /// Signals go through this pidfd.
-    Pidfd(OwnedFd),
-    /// No pidfd on this kernel: each send re-checks the identity first.
-    Checked(ProcKey),
-}
+/// A process proven to be `key`: signals go through its pidfd.
+pub struct Target(OwnedFd);
 
 /// Why no signal was sent.
 #[derive(Debug)]
 pub enum Refusal {
     /// The process ended, or its pid now names another process.
     Gone,
+    /// The kernel has no pidfd_open: nothing can be sent safely.
+    NoPidfd,
     /// Its identity could not be read or the kernel refused: the error.
     Failed(String),
 }
@@ -36,6 +34,9 @@ impl std::fmt::Display for Refusal {
             Refusal::Gone => {
                 f.write_str("the process ended or its pid was reused; nothing was sent")
             }
+            Refusal::NoPidfd => f.write_str(
+                "this kernel has no pidfd_open (before 5.3, or hidden by seccomp): a signal could reach a process that took the pid, so nothing was sent; use kill_job",
+            ),
             Refusal::Failed(e) => f.write_str(e),
         }
     }
@@ -44,9 +45,9 @@ impl std::fmt::Display for Refusal {
 /// Opens `key` for signalling: a pidfd opened before the identity check.
 pub fn open(key: ProcKey, reader: &mut ProcReader) -> Result<Target, Refusal> {
     let target = match sys::pidfd_open(key.pid) {
-        Ok(fd) => Target::Pidfd(fd),
+        Ok(fd) => Target(fd),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(Refusal::Gone),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Target::Checked(key),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return Err(Refusal::NoPidfd),
         Err(e) => {
             return Err(Refusal::Failed(format!(
                 "process {key}: opening a pidfd: {e}"
@@ -70,42 +71,24 @@ fn verify(key: ProcKey, reader: &mut ProcReader) -> Result<(), Refusal> {
 }
 
 impl Target {
-    /// Whether sends to this target skip the pidfd (counted by the caller).
-    pub fn is_fallback(&self) -> bool {
-        matches!(self, Target::Checked(_))
-    }
-
-    /// Sends `sig`. `Gone` when the process ended meanwhile (the pidfd then
-    /// refers to nothing, so no other process can receive it).
-    pub fn send(&self, sig: i32, reader: &mut ProcReader) -> Result<(), Refusal> {
-        let sent = match self {
-            Target::Pidfd(fd) => sys::pidfd_send_signal(fd, sig),
-            Target::Checked(key) => {
-                verify(*key, reader)?;
-                sys::kill_pid(key.pid, sig)
-            }
-        };
-        match sent {
+    /// Sends `sig` through the pidfd. `Gone` when the process ended
+    /// meanwhile (the pidfd then refers to nothing, so no other process can
+    /// receive it).
+    pub fn send(&self, sig: i32) -> Result<(), Refusal> {
+        match sys::pidfd_send_signal(&self.0, sig) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(Refusal::Gone),
             Err(e) => Err(Refusal::Failed(format!("sending signal {sig}: {e}"))),
         }
     }
 
-    /// True when the process has ended (its pidfd is readable). Without a
-    /// pidfd, when its identity no longer checks out.
-    pub fn ended(&self, reader: &mut ProcReader) -> bool {
-        match self {
-            Target::Pidfd(fd) => {
-                let mut p = [sys::poll_fd(fd.as_raw_fd())];
-                // A zero timeout: a readiness check, never a wait. A poll
-                // error counts as "not ended": the send that follows goes
-                // through the pidfd, so it still reaches this process or
-                // nobody.
-                matches!(sys::poll(&mut p, 0), Ok(n) if n > 0)
-            }
-            Target::Checked(key) => verify(*key, reader).is_err(),
-        }
+    /// True when the process has ended (its pidfd is readable).
+    pub fn ended(&self) -> bool {
+        let mut p = [sys::poll_fd(self.0.as_raw_fd())];
+        // A zero timeout: a readiness check, never a wait. A poll error
+        // counts as "not ended": the send that follows goes through the
+        // pidfd, so it still reaches this process or nobody.
+        matches!(sys::poll(&mut p, 0), Ok(n) if n > 0)
     }
 }
 
@@ -155,43 +138,14 @@ mod tests {
         };
         assert!(matches!(open(stale, &mut r), Err(Refusal::Gone)));
         let t = open(key, &mut r).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!t.is_fallback());
-        assert!(!t.ended(&mut r));
-        t.send(libc::SIGTERM, &mut r).unwrap();
+        assert!(!t.ended());
+        t.send(libc::SIGTERM).unwrap();
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGTERM));
         // Reaped: the pidfd refers to nothing; a send goes nowhere.
-        assert!(t.ended(&mut r));
-        assert!(matches!(t.send(libc::SIGKILL, &mut r), Err(Refusal::Gone)));
+        assert!(t.ended());
+        assert!(matches!(t.send(libc::SIGKILL), Err(Refusal::Gone)));
         assert!(matches!(open(key, &mut r), Err(Refusal::Gone)));
-    }
-
-    #[test]
-    fn the_fallback_checks_the_identity_before_each_kill() {
-        let mut child = Command::new("sleep")
-            .arg("30")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut r = ProcReader::open().unwrap();
-        let key = r.stat(child.id()).unwrap().key();
-        let stale = Target::Checked(ProcKey {
-            start_ticks: key.start_ticks + 1,
-            ..key
-        });
-        assert!(stale.is_fallback());
-        assert!(matches!(
-            stale.send(libc::SIGKILL, &mut r),
-            Err(Refusal::Gone)
-        ));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "a stale key was signalled"
-        );
-        let live = Target::Checked(key);
-        live.send(libc::SIGKILL, &mut r).unwrap();
-        child.wait().unwrap();
-        assert!(live.ended(&mut r));
     }
 }

@@ -47,10 +47,10 @@ fn exec(argv: &[&str], timeout: Duration) -> Action {
 }
 
 /// Services `r` until no hook runs (at most 10 s).
-fn run_hooks(r: &mut Recovery, reader: &mut ProcReader, log: &mut Logger) {
+fn run_hooks(r: &mut Recovery, log: &mut Logger) {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        r.service(crate::sys::monotonic_ns(), reader, log);
+        r.service(crate::sys::monotonic_ns(), log);
         if r.hooks.running() == 0 {
             return;
         }
@@ -98,7 +98,7 @@ fn a_hanging_hook_is_killed_at_its_timeout_with_its_group_and_output_kept() {
         &mut log,
     );
     assert_eq!(r.hooks.running(), 1);
-    run_hooks(&mut r, &mut reader, &mut log);
+    run_hooks(&mut r, &mut log);
     let took = t0.elapsed();
     assert!(
         took >= Duration::from_millis(500) && took < Duration::from_secs(5),
@@ -168,7 +168,7 @@ fn hooks_get_a_cleared_environment_literal_arguments_and_lossy_bounded_output() 
         &mut reader,
         &mut log,
     );
-    run_hooks(&mut r, &mut reader, &mut log);
+    run_hooks(&mut r, &mut log);
     let ev = events(&dir, "hook_finished");
     assert_eq!(ev.len(), 3, "{ev:?}");
     let by = |p: &str| ev.iter().find(|e| e["program"] == p).unwrap().clone();
@@ -230,7 +230,7 @@ fn more_hooks_than_places_queue_then_refuse() {
         );
     }
     assert_eq!(r.hooks.running(), hooks::MAX_RUNNING);
-    run_hooks(&mut r, &mut reader, &mut log);
+    run_hooks(&mut r, &mut log);
     assert_eq!(events(&dir, "hook_refused").len(), 2);
     assert_eq!(
         events(&dir, "hook_finished").len(),
@@ -280,7 +280,7 @@ fn the_guard_stops_acting_after_max_actions_and_says_so_once() {
             &mut log,
         );
     }
-    run_hooks(&mut r, &mut reader, &mut log);
+    run_hooks(&mut r, &mut log);
     assert_eq!(events(&dir, "hook_finished").len(), 2);
     let said = events(&dir, "actions_suppressed");
     assert_eq!(said.len(), 1, "said once per episode: {said:?}");
@@ -299,7 +299,7 @@ fn the_guard_stops_acting_after_max_actions_and_says_so_once() {
     let hook = [exec(&["/bin/true"], Duration::from_secs(5))];
     r.act(&other, &hook, &g, now, &mut reader, &mut log);
     r.act(&other, &hook, &g, now + 1, &mut reader, &mut log);
-    run_hooks(&mut r, &mut reader, &mut log);
+    run_hooks(&mut r, &mut log);
     assert_eq!(r.stats().debounced, 1);
     assert_eq!(events(&dir, "action_debounced").len(), 1);
 }
@@ -337,12 +337,12 @@ fn a_signal_with_escalation_ends_a_process_that_ignores_the_first() {
         &mut log,
     );
     assert_eq!(r.deadline_ns(t0), Some(t0 + 200_000_000));
-    r.service(t0 + 100_000_000, &mut reader, &mut log);
+    r.service(t0 + 100_000_000, &mut log);
     assert!(
         child.try_wait().unwrap().is_none(),
         "TERM is ignored; no KILL yet"
     );
-    r.service(t0 + 200_000_000, &mut reader, &mut log);
+    r.service(t0 + 200_000_000, &mut log);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
     let taken = events(&dir, "action_taken");

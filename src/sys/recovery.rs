@@ -1,6 +1,6 @@
-//! What recovery needs beyond pidfds: kill(2) for the identity-checked
-//! fallback on kernels without pidfd_open, process-group kills for exec
-//! hooks, non-blocking pipes, and a hook's signal state before exec.
+//! What recovery needs beyond pidfds: process-group kills for exec hooks,
+//! non-blocking pipes, and a hook's signal state before exec. (No signal
+//! of reeve's goes by pid alone; kill(2) of one pid exists for tests.)
 
 use std::io;
 use std::os::fd::RawFd;
@@ -8,8 +8,8 @@ use std::os::fd::RawFd;
 use super::cvt;
 use super::signals::default_signal_state_in_child;
 
-/// kill(2) for one pid. Only for kernels without pidfd_open, and only right
-/// after the caller checked the pid's identity (see `recovery::signal`).
+/// kill(2) for one pid: tests only, on children they have not reaped.
+#[cfg(test)]
 pub fn kill_pid(pid: u32, sig: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid)
         .ok()
