@@ -20,7 +20,7 @@ use crate::liveness::frame::{self, FRAME_LEN};
 use crate::liveness::{identify_with, intake, Listener, ProcDir, Senders, DATAGRAMS_PER_WAKE};
 use crate::log::{Logger, Val};
 use crate::metrics::text::Exposition;
-use crate::procfs::ProcKey;
+use crate::procfs::{ProcKey, ReadError};
 use crate::sys::{self, CMSG_SPACE};
 use crate::users::UserDb;
 
@@ -62,6 +62,11 @@ impl Heart {
     }
 
     /// The stalls the last wakeup found (cause [`CAUSE`]), for recovery.
+    /// Discovery saw `key` exit.
+    pub fn ended(&mut self, key: &ProcKey) {
+        self.beats.ended(key);
+    }
+
     pub fn stalls(&self) -> &[StallNotice] {
         &self.notices
     }
@@ -295,11 +300,14 @@ impl Daemon {
         heart.found.clear();
         let reader = self.discovery.reader();
         // A candidate is read once more: the same identity still there and
-        // not a zombie is stalled; one that ended is not.
-        let alive = |key: ProcKey| {
-            reader
-                .stat(key.pid)
-                .is_ok_and(|s| s.key() == key && !s.is_dead())
+        // not a zombie is stalled; one that ended is not. A read that fails
+        // for another reason (no memory, no fds) proves nothing: the stall
+        // is reported, since its actions act only through a pidfd opened
+        // after their own identity check.
+        let alive = |key: ProcKey| match reader.stat(key.pid) {
+            Ok(s) => s.key() == key && !s.is_dead(),
+            Err(ReadError::Gone) => false,
+            Err(_) => true,
         };
         heart.beats.check(now, alive, &mut heart.found);
         for i in 0..heart.found.len() {

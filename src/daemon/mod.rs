@@ -522,6 +522,13 @@ impl Daemon {
         let gone = self.ended.get(ended..).unwrap_or(&[]);
         self.live
             .exits(gone, &self.config, &mut self.discovery, view, &mut self.log);
+        // An ended sender is never reported stalled, and its slot goes
+        // first when the senders' table is full.
+        if let Some(heart) = self.heart.as_mut() {
+            for (key, _) in gone {
+                heart.ended(key);
+            }
+        }
     }
 
     /// Identities queued for attach since `from` are *pending* in their

@@ -437,6 +437,24 @@ impl Beats {
         evicted.is_some()
     }
 
+    /// Whether every slot holds a sender.
+    pub fn is_full(&self) -> bool {
+        self.table.len() >= self.table.capacity()
+    }
+
+    /// Frees one slot (bounded scan) held by a sender that ended unseen:
+    /// `inode_now(pid)` is the inode of /proc/<pid> now, which differs from
+    /// the one it beat from once that process is gone. Senders no rule
+    /// tracks (admitted by uid, supervised jobs) have no other way to be
+    /// seen ending: their exits never reach reeve.
+    pub fn evict_gone(&mut self, mut inode_now: impl FnMut(u32) -> Option<u64>) -> bool {
+        let evicted = self.table.evict_one(EVICT_SCAN, |k, s| {
+            s.ended || inode_now(k.pid) != Some(s.proc_ino)
+        });
+        self.stats.evicted += u64::from(evicted.is_some());
+        evicted.is_some()
+    }
+
     /// When the next stall can be due (monotonic ns), for the poll timeout.
     pub fn next_due_ns(&self) -> Option<u64> {
         (self.next_due_ns != u64::MAX).then_some(self.next_due_ns)

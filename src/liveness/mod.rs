@@ -338,6 +338,9 @@ pub fn intake(
     let admission = if beats.knows(&origin.key) {
         None
     } else {
+        if beats.is_full() {
+            beats.evict_gone(|pid| senders.proc_inode(pid));
+        }
         senders.admit(origin)
     };
     let accepted = beats

@@ -88,6 +88,9 @@ struct Running {
 /// The running and waiting hooks.
 pub struct Hooks {
     running: Vec<Running>,
+    /// Hooks killed before they ran (their pipes could not be made
+    /// non-blocking), reaped by `service` without waiting.
+    dying: Vec<Child>,
     queue: VecDeque<Request>,
     scratch: Box<[u8]>,
     path: String,
@@ -146,6 +149,7 @@ impl Hooks {
             .unwrap_or_else(|| DEFAULT_PATH.to_string());
         Hooks {
             running: Vec::with_capacity(MAX_RUNNING),
+            dying: Vec::with_capacity(MAX_RUNNING),
             queue: VecDeque::with_capacity(QUEUE),
             scratch: vec![0; 16 * 1024].into_boxed_slice(),
             path,
@@ -163,7 +167,7 @@ impl Hooks {
 
     /// Starts `req` now, or queues it; a full queue refuses it (an event).
     pub fn submit(&mut self, req: Request, now_ns: u64, log: &mut Logger) {
-        if self.running.len() < MAX_RUNNING {
+        if self.running.len() + self.dying.len() < MAX_RUNNING {
             self.start(req, now_ns, log);
         } else if self.queue.len() < QUEUE {
             self.queue.push_back(req);
@@ -221,13 +225,18 @@ impl Hooks {
                 self.stats.spawn_failed += 1;
                 failed(log, &req, &error);
                 if let Err(e) = sys::kill_process_group(child.id(), libc::SIGKILL) {
-                    log.debug("hook_kill_failed", &[("error", Val::S(&e.to_string()))]);
+                    log.error(
+                        "hook_kill_failed",
+                        &[
+                            ("hook_pid", Val::U(child.id().into())),
+                            ("error", Val::S(&e.to_string())),
+                        ],
+                    );
                 }
-                // Reaped at once: SIGKILL ends it promptly, and it is our
-                // own child, so this waits on nobody else.
-                if let Err(e) = child.wait() {
-                    log.debug("hook_kill_failed", &[("error", Val::S(&e.to_string()))]);
-                }
+                // Reaped later by `service` (try_wait): the loop never waits
+                // for a child, not even one that was sent SIGKILL. At most
+                // MAX_RUNNING wait here; a spawn never starts past that.
+                self.dying.push(child);
                 return;
             }
         }
@@ -274,7 +283,7 @@ impl Hooks {
 
     /// Whether `pid` is a running hook's: its owner reaps it.
     pub fn runs(&self, pid: u32) -> bool {
-        self.running.iter().any(|r| r.child.id() == pid)
+        self.running.iter().any(|r| r.child.id() == pid) || self.dying.iter().any(|c| c.id() == pid)
     }
 
     /// Fills `out` with the fds the loop polls for the running hooks (-1
@@ -301,9 +310,11 @@ impl Hooks {
     /// while a hook has no pidfd (its end is then found by try_wait), at
     /// once when a queued hook can start.
     pub fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
-        if !self.queue.is_empty() && self.running.len() < MAX_RUNNING {
+        if !self.queue.is_empty() && self.running.len() + self.dying.len() < MAX_RUNNING {
             return Some(now_ns);
         }
+        // A killed hook that has not been reaped: looked at every 100 ms.
+        let dying = (!self.dying.is_empty()).then_some(now_ns + 100_000_000);
         self.running
             .iter()
             .filter_map(|h| match (&h.pidfd, h.timed_out) {
@@ -313,12 +324,16 @@ impl Hooks {
                 (Some(_), true) => None,
                 (None, _) => Some(h.deadline_ns.min(now_ns + 100_000_000)),
             })
+            .chain(dying)
             .min()
     }
 
     /// Reads output, kills hooks past their timeout, finishes those that
     /// ended (an event each) and starts queued ones. Never waits.
     pub fn service(&mut self, now_ns: u64, log: &mut Logger) {
+        // Killed before they ran: reaped once they have ended.
+        self.dying
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
         let mut i = 0;
         while i < self.running.len() {
             let h = &mut self.running[i];
@@ -393,7 +408,7 @@ impl Hooks {
             }
             i += 1;
         }
-        while self.running.len() < MAX_RUNNING {
+        while self.running.len() + self.dying.len() < MAX_RUNNING {
             let Some(req) = self.queue.pop_front() else {
                 break;
             };

@@ -194,3 +194,19 @@ fn full_table_evicts_ended_or_silent_never_active() {
     assert_eq!(b.stats.evicted, 2);
     assert_eq!(b.stats.rejected(Reject::TableFull), 1);
 }
+
+#[test]
+fn a_sender_gone_unseen_frees_its_slot_a_live_one_never_does() {
+    let mut b = beats(2);
+    b.beat(o(key(1), 1), &frame(1, 1), admit_uid(0), 0).unwrap();
+    b.beat(o(key(2), 1), &frame(2, 1), admit_uid(0), 0).unwrap();
+    assert!(b.is_full());
+    // Both still run (their /proc inodes are the ones they beat from).
+    let running = |pid: u32| Some(1000 + u64::from(pid));
+    assert!(!b.evict_gone(running));
+    assert!(b.knows(&key(1)) && b.knows(&key(2)));
+    // Pid 1's process is gone: /proc/1 is another process's now.
+    assert!(b.evict_gone(|pid| if pid == 1 { Some(7) } else { running(pid) }));
+    assert!(!b.knows(&key(1)) && b.knows(&key(2)));
+    assert!(b.beat(o(key(3), 1), &frame(3, 1), admit_uid(0), S).is_ok());
+}
