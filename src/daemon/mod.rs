@@ -390,6 +390,10 @@ impl Daemon {
             let view = self.auto.as_ref().map(|g| &g.view);
             self.live
                 .wakeup(&self.config, &mut self.discovery, view, &mut self.log);
+            // As PID 1, orphans are swept every wakeup, not only on SIGCHLD:
+            // a sweep stops at a child whose owner reaps it (a hook, reaped
+            // just above), and signalfd folds SIGCHLDs into one.
+            self.jobs_sigchld();
 
             let now = sys::monotonic_ns();
             let next = match self.live.deadline_ns(now) {

@@ -125,6 +125,12 @@ impl Daemon {
             "Times the kernel dropped proc connector events (each triggers a rescan).",
             o.overruns,
         );
+        c(
+            e,
+            "reeve_netlink_foreign_total",
+            "Datagrams on the proc connector socket from a sender other than the kernel, skipped.",
+            self.connector.as_ref().map_or(0, |c| c.foreign()),
+        );
         g(
             e,
             "reeve_netlink_up",

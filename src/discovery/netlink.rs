@@ -256,7 +256,11 @@ pub struct ProcConnector {
     sock: OwnedFd,
     seq: u32,
     buf: Box<[u8]>,
+    foreign: u64,
 }
+
+/// Datagrams from senders other than the kernel one `recv` skips at most.
+const FOREIGN_PER_RECV: usize = 64;
 
 impl ProcConnector {
     /// Subscribes to process events and waits up to `handshake` for the
@@ -294,6 +298,7 @@ impl ProcConnector {
             sock,
             seq,
             buf: vec![0; DATAGRAM_BUF].into_boxed_slice(),
+            foreign: 0,
         };
         sys::netlink_send_to_kernel(&conn.sock, &mcast_message(PROC_CN_MCAST_LISTEN, seq, 0))
             .map_err(|e| format!("cannot subscribe to process events: {e}"))?;
@@ -358,13 +363,23 @@ impl ProcConnector {
     /// An overrun is an error whose raw_os_error is ENOBUFS. Datagrams from
     /// any sender but the kernel are dropped.
     pub fn recv(&mut self) -> io::Result<Option<&[u8]>> {
-        loop {
+        // Datagrams from a sender other than the kernel are skipped and
+        // counted, at most FOREIGN_PER_RECV per call, so a local process
+        // flooding the socket cannot keep one call busy: the caller's
+        // bounded drain comes back at the next wakeup.
+        for _ in 0..FOREIGN_PER_RECV {
             match sys::netlink_recv(&self.sock, &mut self.buf)? {
                 None => return Ok(None),
-                Some((_, sender)) if sender != 0 => continue,
+                Some((_, sender)) if sender != 0 => self.foreign += 1,
                 Some((n, _)) => return Ok(Some(&self.buf[..n])),
             }
         }
+        Ok(None)
+    }
+
+    /// Datagrams from senders other than the kernel, skipped.
+    pub fn foreign(&self) -> u64 {
+        self.foreign
     }
 }
 

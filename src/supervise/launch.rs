@@ -337,15 +337,29 @@ fn spawn(
         cmd.env_remove(var);
     }
     sys::setsid_and_join_cgroup_before_exec(&mut cmd, procs.as_raw_fd());
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| failed(&format!("cannot run '{program}'"), &e))?;
     drop(procs);
     let pid = child.id();
-    // The child is unreaped (std's Child never reaps on drop), so its pid
-    // is still its own: the pidfd holds it.
+    // The child is unreaped, so its pid is still its own: the pidfd, opened
+    // before `child` is let go, holds it. Without a pidfd it cannot be
+    // supervised: it is killed (unreaped, so the pid is its own) rather
+    // than left running ungoverned in the job's group.
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let end = match child.kill() {
+                Ok(()) => "it was killed; reeve reaps it when it exits".to_string(),
+                Err(k) => format!("killing it failed too: {k}"),
+            };
+            return Err(Refusal::Failed(format!(
+                "pidfd_open({pid}): {e}; the started command cannot be supervised: {end}"
+            )));
+        }
+    };
+    // From here the pidfd holds the child (std's Child never reaps on drop).
     drop(child);
-    let pidfd = sys::pidfd_open(pid).map_err(|e| failed(&format!("pidfd_open({pid})"), &e))?;
     let key = match reader.stat(pid) {
         Ok(s) => s.key(),
         Err(e) => {
