@@ -235,9 +235,14 @@ impl Watchdog {
                     moved
                 }
                 Err(ReadError::Gone) => return None,
+                // An unread I/O count proves neither progress nor its
+                // absence: this sample judges nothing (counted), so a
+                // process whose io file reeve cannot read is never called
+                // stalled on its CPU time alone.
                 Err(_) => {
                     self.stats.read_errors += 1;
-                    false
+                    w.io_fresh = false;
+                    return Some(None);
                 }
             }
         };

@@ -134,7 +134,15 @@ impl Recovery {
         if actions.iter().all(|a| *a == Action::Log) {
             return;
         }
-        match self.guards.check(inc.job, inc.key, g, now_ns) {
+        // Per-process job groups (each new process of a rule gets one)
+        // count together, per rule: a crash loop makes a new group each
+        // time, and the guard exists to catch it. A pool counts as itself.
+        let counted_as = if inc.group.is_some() {
+            inc.rule
+        } else {
+            inc.job
+        };
+        match self.guards.check(counted_as, inc.key, g, now_ns) {
             guard::Verdict::Act => {}
             guard::Verdict::Debounced => {
                 self.stats.debounced += 1;
