@@ -197,8 +197,7 @@ impl Hooks {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        sys::default_signals_before_exec(&mut cmd);
+        sys::hook_state_before_exec(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

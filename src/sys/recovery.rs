@@ -42,14 +42,22 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(|_| ())
 }
 
-/// Arranges for the child of `cmd` to start with every signal at its default
-/// disposition and an empty mask (the daemon blocks the signals it reads
-/// through a signalfd, and a blocked SIGTERM would survive exec).
-pub fn default_signals_before_exec(cmd: &mut std::process::Command) {
+/// In the child between fork and exec: every signal at its default with an
+/// empty mask, and a session of its own (setsid), so the hook leads its own
+/// process group and no process of reeve's session can join that group
+/// and be caught by the group kill at its timeout.
+pub fn hook_state_before_exec(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // rt_sigaction and sigprocmask (async-signal-safe); it allocates nothing.
+    // rt_sigaction, sigprocmask and setsid (async-signal-safe); it allocates
+    // nothing.
     unsafe {
-        cmd.pre_exec(default_signal_state_in_child);
+        cmd.pre_exec(|| {
+            default_signal_state_in_child()?;
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
