@@ -245,6 +245,15 @@ impl Daemon {
             None if self.config.targets.iter().any(autoattach::governs) => {
                 "none: governance could not be set up (see the error above)".to_string()
             }
+            // Supervised jobs use the root on their own (their groups are
+            // set up by the supervisor, which says so in its own events).
+            None if !self.config.jobs.is_empty() => format!(
+                "{} for supervised jobs only: no rule sets limits or a pool",
+                self.config.cgroup_root.as_ref().map_or_else(
+                    || "the detected root".to_string(),
+                    |p| p.display().to_string()
+                )
+            ),
             None => "none: no rule sets limits or a pool".to_string(),
         };
         self.log.info(
