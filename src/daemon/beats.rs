@@ -102,7 +102,8 @@ pub(super) fn open(config: &Config, log: &mut Logger) -> Result<Option<Heart>, S
         &[
             ("socket", Val::S(&path)),
             ("mode", Val::S(&mode)),
-            ("gid", gid.map_or(Val::S("reeve's"), |g| Val::U(g.into()))),
+            // Without a configured group the socket keeps reeve's own.
+            ("gid", Val::U(gid.unwrap_or_else(sys::getegid).into())),
             ("capacity", Val::U(h.capacity as u64)),
             ("rate_per_pid", Val::U(h.rate_per_pid.into())),
             ("rate_global", Val::U(h.rate_global.into())),

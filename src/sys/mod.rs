@@ -108,6 +108,11 @@ pub fn lower_thread_priority() -> io::Result<()> {
     Ok(())
 }
 
+pub fn getegid() -> u32 {
+    // SAFETY: getegid cannot fail.
+    unsafe { libc::getegid() }
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
