@@ -405,7 +405,10 @@ pub(crate) fn run(inp: &Inputs) -> Res<()> {
         &watch_config("idle", plan.rescan)?,
         inp.tmp.join("goal-idle.log"),
     )?;
-    std::thread::sleep(Duration::from_millis(500));
+    // Past start-up: the first scan's discoveries are saved (the snapshot
+    // is written at most once a second after a change), so the window
+    // sees the daemon at rest, not its start.
+    std::thread::sleep(Duration::from_millis(2500));
     let idle = idle_window(w.pid, plan.idle_window)?;
 
     eprintln!("scan bench: goals: {} execs of /bin/true", plan.execs);
@@ -432,7 +435,7 @@ pub(crate) fn run(inp: &Inputs) -> Res<()> {
         &watch_config("every-second", "1s")?,
         inp.tmp.join("goal-every-second.log"),
     )?;
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(2500));
     let every_second = idle_window(w.pid, plan.before_window)?;
     w.stop()?;
 
