@@ -23,7 +23,7 @@ pub mod signal;
 use std::path::Path;
 
 use crate::cgroup::Group;
-use crate::config::{substitute, Action, Guard, Signal};
+use crate::config::{substitute, Action, Guard, LogLevel, Signal};
 use crate::log::{Logger, Val};
 use crate::procfs::{ProcKey, ProcReader};
 
@@ -103,6 +103,22 @@ fn who<'a>(inc: &'a Incident<'a>) -> [(&'static str, Val<'a>); 5] {
     ]
 }
 
+/// Logs `event` about an incident: its five fields ([`who`]), then `more`
+/// (at most three), in one fixed array.
+fn tell<'a>(
+    log: &mut Logger,
+    level: LogLevel,
+    event: &str,
+    head: &[(&'static str, Val<'a>); 5],
+    more: &[(&'static str, Val<'a>)],
+) {
+    let mut fields = [("", Val::U(0)); 8];
+    fields[..5].copy_from_slice(head);
+    let n = 5 + more.len().min(3);
+    fields[5..n].copy_from_slice(&more[..n - 5]);
+    log.log(level, event, &fields[..n]);
+}
+
 impl Recovery {
     pub fn new() -> Recovery {
         Recovery {
@@ -148,15 +164,13 @@ impl Recovery {
                 self.stats.debounced += 1;
                 let debounce_ms = g.debounce.as_millis() as u64;
                 let w = who(inc);
-                let fields = [
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
-                    w[4],
-                    ("debounce_ms", Val::U(debounce_ms)),
-                ];
-                log.info("action_debounced", &fields);
+                tell(
+                    log,
+                    LogLevel::Info,
+                    "action_debounced",
+                    &w,
+                    &[("debounce_ms", Val::U(debounce_ms))],
+                );
                 return;
             }
             guard::Verdict::Suppressed { first } => {
@@ -190,16 +204,16 @@ impl Recovery {
             guard::Verdict::Full => {
                 self.stats.suppressed += 1;
                 let w = who(inc);
-                let fields = [
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
-                    w[4],
-                    ("reason", Val::S("the guard's tables are full")),
-                    ("effect", Val::S("no action taken")),
-                ];
-                log.error("actions_suppressed", &fields);
+                tell(
+                    log,
+                    LogLevel::Error,
+                    "actions_suppressed",
+                    &w,
+                    &[
+                        ("reason", Val::S("the guard's tables are full")),
+                        ("effect", Val::S("no action taken")),
+                    ],
+                );
                 return;
             }
         }
@@ -254,85 +268,85 @@ impl Recovery {
             Ok(t) => t,
             Err(signal::Refusal::Gone) => {
                 self.stats.actions[SIGNAL][GONE] += 1;
-                let fields = [
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
-                    w[4],
-                    ("action", Val::S("signal")),
-                    ("signal", Val::S(sig.name())),
-                    (
-                        "reason",
-                        Val::S("the process ended or its pid was reused; nothing was sent"),
-                    ),
-                ];
-                log.warn("action_refused", &fields);
+                tell(
+                    log,
+                    LogLevel::Warn,
+                    "action_refused",
+                    &w,
+                    &[
+                        ("action", Val::S("signal")),
+                        ("signal", Val::S(sig.name())),
+                        (
+                            "reason",
+                            Val::S("the process ended or its pid was reused; nothing was sent"),
+                        ),
+                    ],
+                );
                 return;
             }
             Err(signal::Refusal::NoPidfd) => {
                 self.stats.actions[SIGNAL][REFUSED] += 1;
                 self.stats.signals_without_pidfd += 1;
                 let reason = signal::Refusal::NoPidfd.to_string();
-                let fields = [
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
-                    w[4],
-                    ("action", Val::S("signal")),
-                    ("signal", Val::S(sig.name())),
-                    ("reason", Val::S(&reason)),
-                ];
-                log.error("action_refused", &fields);
+                tell(
+                    log,
+                    LogLevel::Error,
+                    "action_refused",
+                    &w,
+                    &[
+                        ("action", Val::S("signal")),
+                        ("signal", Val::S(sig.name())),
+                        ("reason", Val::S(&reason)),
+                    ],
+                );
                 return;
             }
             Err(signal::Refusal::Failed(e)) => {
                 self.stats.actions[SIGNAL][FAILED] += 1;
-                let fields = [
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
-                    w[4],
-                    ("action", Val::S("signal")),
-                    ("signal", Val::S(sig.name())),
-                    ("error", Val::S(&e)),
-                ];
-                log.error("action_failed", &fields);
+                tell(
+                    log,
+                    LogLevel::Error,
+                    "action_failed",
+                    &w,
+                    &[
+                        ("action", Val::S("signal")),
+                        ("signal", Val::S(sig.name())),
+                        ("error", Val::S(&e)),
+                    ],
+                );
                 return;
             }
         };
         self.stats.actions[SIGNAL][DONE] += 1;
         let via = "pidfd";
-        let fields = [
-            w[0],
-            w[1],
-            w[2],
-            w[3],
-            w[4],
-            ("action", Val::S("signal")),
-            ("signal", Val::S(sig.name())),
-            ("via", Val::S(via)),
-        ];
-        log.warn("action_taken", &fields);
+        tell(
+            log,
+            LogLevel::Warn,
+            "action_taken",
+            &w,
+            &[
+                ("action", Val::S("signal")),
+                ("signal", Val::S(sig.name())),
+                ("via", Val::S(via)),
+            ],
+        );
         let Some(then) = then else { return };
         if self.escalations.len() >= MAX_ESCALATIONS {
             self.stats.actions[ESCALATION][REFUSED] += 1;
-            let fields = [
-                w[0],
-                w[1],
-                w[2],
-                w[3],
-                w[4],
-                ("action", Val::S("escalation")),
-                ("signal", Val::S(then.name())),
-                (
-                    "reason",
-                    Val::S("too many escalations pending; only the first signal was sent"),
-                ),
-            ];
-            log.error("action_refused", &fields);
+            tell(
+                log,
+                LogLevel::Error,
+                "action_refused",
+                &w,
+                &[
+                    ("action", Val::S("escalation")),
+                    ("signal", Val::S(then.name())),
+                    (
+                        "reason",
+                        Val::S("too many escalations pending; only the first signal was sent"),
+                    ),
+                ],
+            );
             return;
         }
         self.escalations.push(Escalation {
@@ -349,46 +363,34 @@ impl Recovery {
         let w = who(inc);
         let Some(group) = inc.group else {
             self.stats.actions[KILL_JOB][REFUSED] += 1;
-            let fields = [
-                w[0],
-                w[1],
-                w[2],
-                w[3],
-                w[4],
+            tell(log, LogLevel::Error, "action_refused", &w, &[
                 ("action", Val::S("kill_job")),
                 ("reason", Val::S("the process is in no job group of its own (not attached yet, or attach failed)")),
-            ];
-            log.error("action_refused", &fields);
+            ]);
             return;
         };
         let path = group.display().to_string();
         match Group::new(group).kill() {
             Ok(()) => {
                 self.stats.actions[KILL_JOB][DONE] += 1;
-                let fields = [
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
-                    w[4],
-                    ("action", Val::S("kill_job")),
-                    ("cgroup", Val::S(&path)),
-                ];
-                log.warn("action_taken", &fields);
+                tell(
+                    log,
+                    LogLevel::Warn,
+                    "action_taken",
+                    &w,
+                    &[("action", Val::S("kill_job")), ("cgroup", Val::S(&path))],
+                );
             }
             Err(e) => {
                 self.stats.actions[KILL_JOB][FAILED] += 1;
                 let error = e.to_string();
-                let fields = [
-                    w[0],
-                    w[1],
-                    w[2],
-                    w[3],
-                    w[4],
-                    ("action", Val::S("kill_job")),
-                    ("error", Val::S(&error)),
-                ];
-                log.error("action_failed", &fields);
+                tell(
+                    log,
+                    LogLevel::Error,
+                    "action_failed",
+                    &w,
+                    &[("action", Val::S("kill_job")), ("error", Val::S(&error))],
+                );
             }
         }
     }
@@ -448,30 +450,25 @@ impl Recovery {
             }
             Err(signal::Refusal::Gone) => {
                 self.stats.actions[ESCALATION][GONE] += 1;
-                let fields = [
-                    base[0],
-                    base[1],
-                    base[2],
-                    base[3],
-                    base[4],
-                    ("reason", Val::S("the process ended within the grace")),
-                ];
-                log.info("escalation_skipped", &fields);
+                tell(
+                    log,
+                    LogLevel::Info,
+                    "escalation_skipped",
+                    &base,
+                    &[("reason", Val::S("the process ended within the grace"))],
+                );
             }
             // A target always holds a pidfd; say so rather than assume.
             Err(err @ (signal::Refusal::Failed(_) | signal::Refusal::NoPidfd)) => {
                 let err = err.to_string();
                 self.stats.actions[ESCALATION][FAILED] += 1;
-                let fields = [
-                    base[0],
-                    base[1],
-                    base[2],
-                    base[3],
-                    base[4],
-                    ("action", Val::S("escalation")),
-                    ("error", Val::S(&err)),
-                ];
-                log.error("action_failed", &fields);
+                tell(
+                    log,
+                    LogLevel::Error,
+                    "action_failed",
+                    &base,
+                    &[("action", Val::S("escalation")), ("error", Val::S(&err))],
+                );
             }
         }
     }
