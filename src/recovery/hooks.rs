@@ -85,6 +85,15 @@ struct Running {
     req: Request,
 }
 
+impl Running {
+    /// Reads what stdout and stderr hold now (see [`drain`]).
+    fn drain_output(&mut self, scratch: &mut [u8]) {
+        let (out, err) = (&mut self.out, &mut self.err);
+        drain(&mut out.pipe, &mut out.bytes, &mut out.truncated, scratch);
+        drain(&mut err.pipe, &mut err.bytes, &mut err.truncated, scratch);
+    }
+}
+
 /// The running and waiting hooks.
 pub struct Hooks {
     running: Vec<Running>,
@@ -336,18 +345,7 @@ impl Hooks {
         let mut i = 0;
         while i < self.running.len() {
             let h = &mut self.running[i];
-            drain(
-                &mut h.out.pipe,
-                &mut h.out.bytes,
-                &mut h.out.truncated,
-                &mut self.scratch,
-            );
-            drain(
-                &mut h.err.pipe,
-                &mut h.err.bytes,
-                &mut h.err.truncated,
-                &mut self.scratch,
-            );
+            h.drain_output(&mut self.scratch);
             if !h.timed_out && now_ns >= h.deadline_ns {
                 h.timed_out = true;
                 if let Err(e) = sys::kill_process_group(h.child.id(), libc::SIGKILL) {
@@ -423,18 +421,7 @@ impl Hooks {
         log: &mut Logger,
     ) {
         use std::os::unix::process::ExitStatusExt;
-        drain(
-            &mut h.out.pipe,
-            &mut h.out.bytes,
-            &mut h.out.truncated,
-            &mut self.scratch,
-        );
-        drain(
-            &mut h.err.pipe,
-            &mut h.err.bytes,
-            &mut h.err.truncated,
-            &mut self.scratch,
-        );
+        h.drain_output(&mut self.scratch);
         let l = &h.req.label;
         let duration_ms = now_ns.saturating_sub(h.started_ns) / 1_000_000;
         let timeout_ms = h.req.timeout.as_millis() as u64;
