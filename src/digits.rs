@@ -2,6 +2,22 @@
 //! files, cgroup files, passwd, group names): ASCII digits only, no sign,
 //! no spaces, no overflow, never a panic.
 
+/// `v` in decimal, written at the end of `buf`: the digits, no allocation
+/// (paths under /proc built on the loop).
+pub fn format_u32(buf: &mut [u8; 10], v: u32) -> &[u8] {
+    let mut at = buf.len();
+    let mut n = v;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
+}
+
 /// `b` as a number: 1 to 20 ASCII digits that fit in 64 bits.
 pub fn parse_u64(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 20 {
@@ -25,6 +41,14 @@ pub fn parse_u32(b: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_every_width() {
+        let mut b = [0u8; 10];
+        for v in [0u32, 7, 10, 4_194_304, u32::MAX] {
+            assert_eq!(format_u32(&mut b, v), v.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn digits_only_and_no_overflow() {

@@ -252,18 +252,11 @@ impl ProcDir {
 
     /// The inode of /proc/<pid>.
     pub fn inode(&self, pid: u32) -> Option<u64> {
-        let mut name = [0u8; 12];
-        let mut at = name.len() - 1;
-        let mut n = pid;
-        loop {
-            at -= 1;
-            name[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let path = std::ffi::CStr::from_bytes_with_nul(&name[at..]).ok()?;
+        let mut digits = [0u8; 10];
+        let d = crate::digits::format_u32(&mut digits, pid);
+        let mut name = [0u8; 11];
+        name[..d.len()].copy_from_slice(d);
+        let path = std::ffi::CStr::from_bytes_with_nul(&name[..=d.len()]).ok()?;
         sys::inode_at(&self.0, path).ok()
     }
 }

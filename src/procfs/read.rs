@@ -262,17 +262,7 @@ const PATH_BUF: usize = 48;
 /// is one of the short constant names used above, so it always fits.
 fn proc_path<'a>(buf: &'a mut [u8; PATH_BUF], pid: u32, file: &[u8]) -> &'a CStr {
     let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut v = pid;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let d = &digits[i..];
+    let d = crate::digits::format_u32(&mut digits, pid);
     let file = &file[..file.len().min(PATH_BUF - d.len() - 2)];
     let end = d.len() + 1 + file.len();
     buf[..d.len()].copy_from_slice(d);
