@@ -64,7 +64,7 @@ impl MoveOutcome {
 /// Hooks that only test builds compile: they hold a move between its
 /// identity check and its write so a test can recycle the pid there.
 #[cfg(feature = "test-hooks")]
-mod hooks {
+pub(crate) mod hooks {
     use crate::procfs::ProcKey;
     use std::time::{Duration, Instant};
 
@@ -88,7 +88,14 @@ mod hooks {
         } else if pid.parse::<u32>().ok() != Some(key.pid) {
             return;
         }
-        if let Err(e) = std::fs::write(format!("{path}.paused"), key.pid.to_string()) {
+        park(path, key.pid);
+    }
+
+    /// Creates `<path>.paused` holding `pid`, then waits (at most 60 s) for
+    /// `<path>.go`: where a test-hooks build holds an action so a test can
+    /// recycle the pid (the move here, a signal in `recovery::signal`).
+    pub fn park(path: &str, pid: u32) {
+        if let Err(e) = std::fs::write(format!("{path}.paused"), pid.to_string()) {
             eprintln!("reeve: test hook: cannot create {path}.paused: {e}");
             return;
         }

@@ -34,6 +34,10 @@ use serde::Serialize;
 
 pub use controllers::{available_controllers, parse_controllers};
 pub use cpu::{stat as cpu_stat, CpuStat};
+/// The test-hooks builds' pauses (the move's, and the signal's in
+/// `recovery::signal`).
+#[cfg(feature = "test-hooks")]
+pub(crate) use group::hooks as test_hooks;
 pub use group::{parse_populated, parse_procs, Group, MoveOutcome};
 pub use held::{apply_exactly, held, reset_unwanted};
 pub(crate) use held::{read_held, reset_file};

@@ -96,22 +96,12 @@ impl Target {
 /// check and the send so a test can recycle the pid there.
 #[cfg(feature = "test-hooks")]
 pub fn pause_before_signal(key: ProcKey) {
-    use std::time::{Duration, Instant};
     // `REEVE_TEST_PAUSE_BEFORE_SIGNAL=<path>`: create `<path>.paused`
     // holding the pid, then wait (at most 60 s) for `<path>.go`.
     let Some(path) = std::env::var_os("REEVE_TEST_PAUSE_BEFORE_SIGNAL") else {
         return;
     };
-    let path = path.to_string_lossy().into_owned();
-    if let Err(e) = std::fs::write(format!("{path}.paused"), key.pid.to_string()) {
-        eprintln!("reeve: test hook: cannot create {path}.paused: {e}");
-        return;
-    }
-    let go = std::path::PathBuf::from(format!("{path}.go"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !go.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    crate::cgroup::test_hooks::park(&path.to_string_lossy(), key.pid);
 }
 
 #[cfg(not(feature = "test-hooks"))]
