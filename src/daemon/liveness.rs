@@ -119,24 +119,7 @@ impl Liveness {
     ) {
         let now = crate::sys::monotonic_ns();
         for &(key, rule) in items {
-            // A rule a reload removed has no actions any more.
-            let Some(r) = rule_of(config, d, rule) else {
-                continue;
-            };
-            if r.liveness.on_exit.is_empty() {
-                continue;
-            }
-            let (job, group) = job_of(gov, &key, &r.name);
-            let inc = Incident {
-                key,
-                rule: &r.name,
-                job,
-                group,
-                event: "exited",
-            };
-            let (actions, guard) = (&r.liveness.on_exit, &r.liveness.guard);
-            self.recovery
-                .act(&inc, actions, guard, now, d.reader(), log);
+            self.run_actions(key, rule, "exited", config, d, gov, now, log);
         }
     }
 
@@ -220,21 +203,44 @@ impl Liveness {
         now: u64,
         log: &mut Logger,
     ) {
+        self.run_actions(key, rule, "stalled", config, d, gov, now, log);
+    }
+
+    /// The rule's actions for `event` (`stalled`: `on_stall`, `exited`:
+    /// `on_exit`) on `key`, under the rule's guard.
+    #[allow(clippy::too_many_arguments)]
+    fn run_actions(
+        &mut self,
+        key: ProcKey,
+        rule: crate::discovery::RuleId,
+        event: &'static str,
+        config: &Config,
+        d: &mut Discovery,
+        gov: Option<&GovernanceView>,
+        now: u64,
+        log: &mut Logger,
+    ) {
         // A rule a reload removed has no actions any more.
         let Some(r) = rule_of(config, d, rule) else {
             return;
         };
+        let actions = match event {
+            "exited" => &r.liveness.on_exit,
+            _ => &r.liveness.on_stall,
+        };
+        if actions.is_empty() {
+            return;
+        }
         let (job, group) = job_of(gov, &key, &r.name);
         let inc = Incident {
             key,
             rule: &r.name,
             job,
             group,
-            event: "stalled",
+            event,
         };
-        let (actions, guard) = (&r.liveness.on_stall, &r.liveness.guard);
         self.recovery
-            .act(&inc, actions, guard, now, d.reader(), log);
+            .act(&inc, actions, &r.liveness.guard, now, d.reader(), log);
     }
 
     /// When the loop must wake for liveness next (monotonic ns).
