@@ -27,6 +27,23 @@ impl Daemon {
         } else {
             ScanKind::Deep
         };
+        // A steady scan looks for pids that appeared or went without an
+        // event. None can have while the kernel's fork and thread counts
+        // stand where they stood when the last scan began (see
+        // procfs::activity), so the scan is skipped: on a quiet host the
+        // safety net costs two small reads, however many processes run.
+        // Entries waiting to be evaluated again still need their scan.
+        let activity = self.discovery.reader().activity();
+        if kind == ScanKind::Steady
+            && activity.is_some()
+            && activity == self.activity_at_scan
+            && !self.discovery.rechecks_pending()
+        {
+            self.obs.scan_skipped();
+            self.last_scan_ns = sys::monotonic_ns();
+            return Ok(());
+        }
+        self.activity_at_scan = activity;
         let mut sink = LogSink {
             log: &mut self.log,
             to_attach: &mut self.to_attach,

@@ -35,6 +35,7 @@ use crate::config::{Config, DiscoveryMode, LogLevel};
 use crate::discovery::netlink::ProcConnector;
 use crate::discovery::{Discovery, RuleId, Step};
 use crate::log::{Logger, Val};
+use crate::procfs::activity::Activity;
 use crate::procfs::ProcKey;
 use crate::sys;
 
@@ -87,6 +88,9 @@ pub struct Daemon {
     /// When the last deep scan ended.
     last_deep_ns: u64,
     need_deep: bool,
+    /// The host's fork and thread counters read just before the last scan
+    /// began: a steady rescan is skipped while they stand still.
+    activity_at_scan: Option<Activity>,
     auto: Option<autoattach::AutoAttach>,
     persist: persist::Persistence,
     to_attach: Vec<Work>,
@@ -205,6 +209,7 @@ impl Daemon {
             last_scan_ns: 0,
             last_deep_ns: 0,
             need_deep: true,
+            activity_at_scan: None,
             auto,
             persist,
             to_attach: Vec::with_capacity(queue),

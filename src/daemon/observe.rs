@@ -48,6 +48,8 @@ pub struct Observer {
     pub publisher: Option<Publisher>,
     pub notify: Notifier,
     pub(super) scans: [u64; 2],
+    /// Steady rescans skipped because nothing was created or released.
+    pub(super) scans_skipped: u64,
     pub(super) last_found: u32,
     pub(super) scan_seconds: Histogram,
     pub(super) loop_seconds: Histogram,
@@ -71,6 +73,7 @@ impl Observer {
             publisher,
             notify,
             scans: [0; 2],
+            scans_skipped: 0,
             last_found: 0,
             scan_seconds: Histogram::default(),
             loop_seconds: Histogram::default(),
@@ -93,6 +96,14 @@ impl Observer {
         self.scans[usize::from(r.kind == ScanKind::Steady)] += 1;
         self.last_found = r.found;
         self.scan_seconds.observe_us(r.duration_us);
+        self.last_scan_ns = sys::monotonic_ns();
+    }
+
+    /// A due steady rescan found the host's counters unchanged: the
+    /// safety net looked and had nothing to scan, which counts as a scan
+    /// for health.
+    pub fn scan_skipped(&mut self) {
+        self.scans_skipped += 1;
         self.last_scan_ns = sys::monotonic_ns();
     }
 

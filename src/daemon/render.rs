@@ -68,6 +68,12 @@ impl Daemon {
             &[("kind", "steady")],
             o.scans[1] as f64,
         );
+        e.single(
+            "reeve_scans_skipped_total",
+            "counter",
+            "Safety-net rescans not made because the kernel's fork and thread counts showed no process created or ended since the last scan.",
+            o.scans_skipped as f64,
+        );
         e.histogram(
             "reeve_scan_duration_seconds",
             "How long each /proc scan took.",

@@ -7,6 +7,7 @@
 //! without allocating. A process that vanishes mid-read is
 //! [`ReadError::Gone`], a normal outcome rather than a failure.
 
+pub mod activity;
 mod parse;
 mod read;
 

@@ -3,10 +3,11 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use serde::Serialize;
 
+use super::activity::{parse_loadavg_threads, Activity, ForksFinder};
 use super::{
     parse_cmdline, parse_io, parse_ns_link, parse_stat, parse_status_ids, strip_deleted,
     IoCounters, ReadError, Stat, StatusIds,
@@ -210,6 +211,28 @@ impl ProcReader {
     /// The inode of the process's pid namespace.
     pub fn pid_ns(&mut self, pid: u32) -> Result<Option<u64>, ReadError> {
         Ok(self.link(pid, b"ns/pid")?.and_then(parse_ns_link))
+    }
+
+    /// The host's fork and thread counters (see [`super::activity`]);
+    /// `None` when either file is missing or unreadable (a fixture /proc,
+    /// a kernel that renders them otherwise), which callers treat as
+    /// "something may have changed".
+    pub fn activity(&mut self) -> Option<Activity> {
+        let n = sys::read_record_at(&self.dir, c"loadavg", &mut self.stat_buf).ok()?;
+        let threads = parse_loadavg_threads(&self.stat_buf[..n])?;
+        let file = sys::open_read_at(&self.dir, c"stat").ok()?;
+        let mut finder = ForksFinder::default();
+        while finder.found().is_none() {
+            let n = sys::read_fd(file.as_raw_fd(), &mut self.status_buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            finder.feed(&self.status_buf[..n]);
+        }
+        Some(Activity {
+            forks: finder.found()?,
+            threads,
+        })
     }
 
     /// Wall-clock start time in ms since the epoch. Boot time is taken as
