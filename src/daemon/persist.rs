@@ -170,8 +170,8 @@ impl Persistence {
             .map_err(|e| format!("cannot use the state directory: {e}"))?;
         let lock = DaemonLock::acquire(dir.path(), sys::getpid())?;
         // The loop never waits for another writer (a CLI command holding
-        // the lock queues the events for the next wakeup) and syncs once
-        // per wakeup, in `tick`.
+        // the lock queues the events for the next wakeup) nor for the disk:
+        // `tick` commits once per wakeup and the sync runs in the background.
         let audit = LogOptions {
             lock_timeout: std::time::Duration::ZERO,
             group_commit: true,
@@ -179,6 +179,11 @@ impl Persistence {
         };
         let mut events = EventLog::open(&dir, audit)
             .map_err(|e| format!("cannot open the audit event log: {e}"))?;
+        // The commit's fdatasync runs on a thread of its own, so no exec
+        // that arrives meanwhile waits for the disk before its move.
+        events
+            .sync_in_background()
+            .map_err(|e| format!("cannot start the audit log's sync: {e}"))?;
         let set_aside = events.take_set_aside();
         log.set_audit(events);
         for f in &set_aside {

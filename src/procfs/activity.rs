@@ -64,7 +64,9 @@ impl ForksFinder {
             } else {
                 let d = b.checked_sub(b'0').filter(|d| *d < 10);
                 self.acc = match (d, self.acc.or(Some(0))) {
-                    (Some(d), Some(a)) => a.checked_mul(10).and_then(|a| a.checked_add(u64::from(d))),
+                    (Some(d), Some(a)) => {
+                        a.checked_mul(10).and_then(|a| a.checked_add(u64::from(d)))
+                    }
                     _ => None,
                 };
                 self.off = self.acc.is_none();
@@ -110,7 +112,10 @@ mod tests {
 
     #[test]
     fn loadavg_thread_count() {
-        assert_eq!(parse_loadavg_threads(b"0.27 0.95 1.17 1/120 25251\n"), Some(120));
+        assert_eq!(
+            parse_loadavg_threads(b"0.27 0.95 1.17 1/120 25251\n"),
+            Some(120)
+        );
         assert_eq!(parse_loadavg_threads(b"0.27 0.95 1.17 1/ 25251\n"), None);
         assert_eq!(parse_loadavg_threads(b"0.27 0.95\n"), None);
         assert_eq!(parse_loadavg_threads(b""), None);

@@ -25,6 +25,7 @@ mod lock;
 mod recovery;
 mod rotation;
 mod sidecar;
+mod syncer;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -152,6 +153,12 @@ pub struct EventLog {
     /// sidecar says so.
     unreported: Option<(u64, u64, u64)>,
     last_sync_ms: u64,
+    /// The background fdatasync, once [`EventLog::sync_in_background`]
+    /// started it.
+    syncer: Option<syncer::Syncer>,
+    /// The sync handed to it and not yet ended: (dev, inode, seq) of the
+    /// last line it covers, when this appender knew it.
+    in_flight: Option<Option<(u64, u64, u64)>>,
     error: Option<StoreError>,
     /// Untrusted files moved out of the way at open, for the caller to
     /// report.
@@ -222,6 +229,8 @@ impl EventLog {
             unsynced: false,
             unreported: None,
             last_sync_ms: 0,
+            syncer: None,
+            in_flight: None,
             error: None,
             set_aside,
         };

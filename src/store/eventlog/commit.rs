@@ -2,11 +2,21 @@
 //! most one fdatasync per call, and reporting the durable point in the
 //! sidecar for readers.
 //!
+//! With [`EventLog::sync_in_background`] (the daemon) a commit never
+//! waits for the disk: it hands the fdatasync to the `reeve-sync` thread
+//! and returns; a later commit collects the outcome (the thread's eventfd
+//! wakes the caller's poll(2) for it) and reports the durable point then.
+//! Lines appended while a sync is in flight join the next one, so there is
+//! still at most one fdatasync per commit and one in flight at a time.
+//!
 //! Invariant: no lock is held across a commit's fdatasync (only the rare
 //! rotation and tail recovery sync under the lock); the durable point is
 //! written after the sync it reports, so a reader never sees a seq called
 //! durable that is not.
 
+use std::os::fd::{OwnedFd, RawFd};
+
+use super::syncer::Syncer;
 use super::{EventLog, FsyncPolicy};
 use crate::store::StoreError;
 
@@ -19,6 +29,7 @@ impl EventLog {
     /// `lock_timeout` (otherwise at the next commit). Failures are counted
     /// and kept for [`EventLog::take_error`].
     pub fn commit(&mut self, now_ms: u64) {
+        self.collect_sync();
         let due = match self.opts.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => {
@@ -27,18 +38,121 @@ impl EventLog {
             }
             FsyncPolicy::Never => false,
         };
-        if due && self.unsynced {
+        if due && self.unsynced && self.in_flight.is_none() {
             self.last_sync_ms = now_ms;
-            self.sync_log();
+            if self.syncer.is_some() {
+                self.start_sync();
+            } else {
+                self.sync_log();
+            }
         }
         if self.unreported.is_some() {
             self.report_durable();
         }
     }
 
+    /// From now on, commits hand their fdatasync to a thread of its own
+    /// and never wait for the disk (see the module's text). Only for a
+    /// group-committing log whose policy syncs at all.
+    pub fn sync_in_background(&mut self) -> Result<(), StoreError> {
+        if !self.opts.group_commit || self.opts.fsync == FsyncPolicy::Never || self.syncer.is_some()
+        {
+            return Ok(());
+        }
+        let syncer = Syncer::start()
+            .map_err(|e| StoreError::io("start the sync thread of", &self.log_path, e))?;
+        self.syncer = Some(syncer);
+        Ok(())
+    }
+
+    /// The fd that becomes readable when a background sync ends, for the
+    /// caller's poll(2).
+    pub fn sync_wake_fd(&self) -> Option<RawFd> {
+        self.syncer.as_ref().map(Syncer::wake_fd)
+    }
+
+    /// Whether a background sync is in flight.
+    pub fn sync_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Hands the open log's fdatasync to the thread. A duplicate fd goes
+    /// with it, so rotation cannot close the file under the sync.
+    fn start_sync(&mut self) {
+        let (Some(log), Some(syncer)) = (&self.log, &self.syncer) else {
+            return;
+        };
+        let fd = match log.file.try_clone() {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => {
+                // No fd to spare (EMFILE): sync here rather than not at all.
+                self.error = Some(StoreError::io("duplicate the fd of", &self.log_path, e));
+                self.sync_log();
+                return;
+            }
+        };
+        let point = self
+            .known
+            .filter(|k| (k.dev, k.ino) == (log.dev, log.ino))
+            .map(|k| (k.dev, k.ino, k.last_seq));
+        match syncer.request(fd) {
+            Ok(()) => {
+                self.syncs += 1;
+                self.unsynced = false;
+                self.in_flight = Some(point);
+            }
+            Err(_) => {
+                self.syncer = None;
+                self.error = Some(StoreError::Invalid(
+                    "the audit log's sync thread is gone; syncing on the caller from now on".into(),
+                ));
+                self.sync_log();
+            }
+        }
+    }
+
+    /// Takes the outcome of the background sync in flight, if it ended:
+    /// success moves the durable point to the line it covered; failure is
+    /// counted and kept for [`EventLog::take_error`], and the lines are
+    /// synced again at the next commit.
+    fn collect_sync(&mut self) {
+        let Some(point) = self.in_flight else {
+            return;
+        };
+        let Some(result) = self.syncer.as_ref().and_then(Syncer::poll) else {
+            return;
+        };
+        self.in_flight = None;
+        self.apply_sync(point, result);
+    }
+
+    fn apply_sync(&mut self, point: Option<(u64, u64, u64)>, result: std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                let durable = self.durable();
+                if let Some(p) = point.filter(|p| p.2 > durable) {
+                    self.unreported = Some(p);
+                }
+            }
+            Err(e) => {
+                self.sync_failures += 1;
+                self.unsynced = true;
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    self.syncer = None;
+                }
+                self.error = Some(StoreError::io("fdatasync", &self.log_path, e));
+            }
+        }
+    }
+
     /// fdatasync of anything written and not yet synced, whatever the
     /// policy (for shutdown).
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        if let (Some(point), Some(syncer)) = (self.in_flight, &self.syncer) {
+            let result = syncer.wait();
+            self.in_flight = None;
+            self.apply_sync(point, result);
+        }
         if self.unsynced {
             if let Some(log) = &self.log {
                 self.syncs += 1;

@@ -153,3 +153,74 @@ fn deferred_events_are_written_in_order_at_the_flush_and_never_fill_the_queue() 
     // A reserved name is refused when deferred too.
     assert!(log.defer(1, "x", &[("seq", Val::U(1))]).is_err());
 }
+
+/// Blocks until the background sync's eventfd is readable (at most 10 s).
+fn wait_for_sync(log: &EventLog) {
+    let fd = log.sync_wake_fd().expect("background sync started");
+    let mut p = [crate::sys::poll_fd(fd)];
+    let n = crate::sys::poll(&mut p, 10_000).unwrap();
+    assert_eq!(n, 1, "the sync thread never reported");
+}
+
+#[test]
+fn a_background_commit_reports_durability_only_after_the_sync_ends() {
+    let (_t, d) = setup("bgsync");
+    let mut log = EventLog::open(&d, daemon_mode()).unwrap();
+    log.sync_in_background().unwrap();
+    for i in 1..=10 {
+        assert_eq!(ev(&mut log), Some(i));
+    }
+    log.commit(1);
+    assert_eq!(log.syncs(), 1, "one fdatasync handed to the thread");
+    assert!(log.sync_in_flight());
+    // Not yet collected: the caller has not looked since it handed it over.
+    assert_eq!(log.durable(), 0);
+    assert_eq!(durable_seq(d.path()), Some(0));
+    // Lines appended meanwhile wait for the next sync.
+    assert_eq!(ev(&mut log), Some(11));
+    wait_for_sync(&log);
+    log.commit(2);
+    assert_eq!(log.durable(), 10, "the first sync covered seq 1..=10 only");
+    assert_eq!(durable_seq(d.path()), Some(10));
+    assert_eq!(log.syncs(), 2, "seq 11 went to a second sync");
+    wait_for_sync(&log);
+    log.commit(3);
+    assert_eq!(log.durable(), 11);
+    assert_eq!(durable_seq(d.path()), Some(11));
+    assert!(!log.sync_in_flight());
+    log.commit(4);
+    assert_eq!(log.syncs(), 2, "nothing new, no sync");
+}
+
+#[test]
+fn shutdown_sync_waits_for_the_background_one() {
+    let (_t, d) = setup("bgsync-stop");
+    let mut log = EventLog::open(&d, daemon_mode()).unwrap();
+    log.sync_in_background().unwrap();
+    assert_eq!(ev(&mut log), Some(1));
+    log.commit(1);
+    assert_eq!(ev(&mut log), Some(2));
+    log.sync().unwrap();
+    assert!(!log.sync_in_flight());
+    assert_eq!(log.durable(), 2);
+    assert_eq!(durable_seq(d.path()), Some(2));
+}
+
+#[test]
+fn per_append_and_never_logs_keep_syncing_in_the_caller() {
+    let (_t, d) = setup("bgsync-off");
+    let mut log = EventLog::open(&d, LogOptions::default()).unwrap();
+    log.sync_in_background().unwrap();
+    assert!(
+        log.sync_wake_fd().is_none(),
+        "per-append commits stay synchronous"
+    );
+    let never = LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..daemon_mode()
+    };
+    let (_t2, d2) = setup("bgsync-never");
+    let mut log = EventLog::open(&d2, never).unwrap();
+    log.sync_in_background().unwrap();
+    assert!(log.sync_wake_fd().is_none(), "nothing to sync, no thread");
+}
