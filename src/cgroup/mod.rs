@@ -231,7 +231,9 @@ pub(crate) fn write_once(path: &Path, data: &[u8]) -> std::io::Result<()> {
 pub(crate) fn read_text(path: &Path) -> Result<String, CgroupError> {
     let fail = |e: &std::io::Error| CgroupError::os(CgroupErrorKind::Io, path, "reading", e, "");
     let file = File::open(path).map_err(|e| fail(&e))?;
-    let mut buf = Vec::new();
+    // Room for the usual file up front: from an empty buffer, read_to_end
+    // grows from 32 bytes, one read(2) per doubling.
+    let mut buf = Vec::with_capacity(4096);
     file.take(READ_CAP + 1)
         .read_to_end(&mut buf)
         .map_err(|e| fail(&e))?;

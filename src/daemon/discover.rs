@@ -8,6 +8,7 @@ use super::{Daemon, DEEP_EVERY, MAX_DATAGRAMS_PER_WAKE};
 use crate::discovery::netlink::{self, NetlinkError};
 use crate::discovery::ScanKind;
 use crate::log::Val;
+use crate::procfs::activity::Activity;
 use crate::sys;
 
 impl Daemon {
@@ -35,8 +36,7 @@ impl Daemon {
         // Entries waiting to be evaluated again still need their scan.
         let activity = self.discovery.reader().activity();
         if kind == ScanKind::Steady
-            && activity.is_some()
-            && activity == self.activity_at_scan
+            && Activity::still(self.activity_at_scan, activity)
             && !self.discovery.rechecks_pending()
         {
             self.obs.scan_skipped();

@@ -20,6 +20,14 @@ pub struct Activity {
     pub threads: u64,
 }
 
+impl Activity {
+    /// True when `now` proves nothing was created or released since
+    /// `then` was read; an unreadable reading proves nothing.
+    pub fn still(then: Option<Activity>, now: Option<Activity>) -> bool {
+        now.is_some() && now == then
+    }
+}
+
 /// The thread count in /proc/loadavg: `0.27 0.95 1.17 1/120 25251` → 120.
 pub fn parse_loadavg_threads(buf: &[u8]) -> Option<u64> {
     let field = buf.split(|&b| b == b' ').nth(3)?;
@@ -108,6 +116,35 @@ mod tests {
         let mut f = ForksFinder::default();
         f.feed(b"processes \nprocesses 99999999999999999999999\n");
         assert_eq!(f.found(), None, "empty and overflowing values are refused");
+    }
+
+    #[test]
+    fn only_two_equal_readings_prove_stillness() {
+        let a = Activity {
+            forks: 10,
+            threads: 5,
+        };
+        assert!(Activity::still(Some(a), Some(a)));
+        assert!(!Activity::still(None, None), "nothing read proves nothing");
+        assert!(!Activity::still(None, Some(a)));
+        assert!(!Activity::still(Some(a), None));
+        let forked = Activity { forks: 11, ..a };
+        let released = Activity { threads: 4, ..a };
+        assert!(!Activity::still(Some(a), Some(forked)));
+        assert!(!Activity::still(Some(a), Some(released)));
+    }
+
+    #[test]
+    fn a_fork_on_this_host_moves_the_count() {
+        let mut reader = crate::procfs::ProcReader::open().unwrap();
+        let before = reader
+            .activity()
+            .expect("this kernel's /proc/stat and /proc/loadavg");
+        let status = std::process::Command::new("true").status().unwrap();
+        assert!(status.success());
+        let after = reader.activity().unwrap();
+        assert!(after.forks > before.forks, "{before:?} then {after:?}");
+        assert!(!Activity::still(Some(before), Some(after)));
     }
 
     #[test]
