@@ -434,9 +434,17 @@ impl Daemon {
                 sys::is_readable(&fds[1]),
                 sys::is_readable(&fds[3]),
             );
+            let synced = sys::is_readable(&fds[4]);
             self.obs.woke();
             if stderr_ready {
                 self.log.flush_stderr();
+            }
+            if synced {
+                // The audit log's background sync ended; this wakeup's
+                // commit reports its durable point.
+                if let Some(audit) = self.log.audit_mut() {
+                    audit.sync_woke();
+                }
             }
             self.jobs_polled();
             if signal_ready {

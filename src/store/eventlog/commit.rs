@@ -71,6 +71,19 @@ impl EventLog {
         self.syncer.as_ref().map(Syncer::wake_fd)
     }
 
+    /// Called when poll(2) found [`EventLog::sync_wake_fd`] readable:
+    /// clears it (the outcome itself is taken at the next commit). A
+    /// failure to clear it is kept for [`EventLog::take_error`].
+    pub fn sync_woke(&mut self) {
+        if let Some(Err(e)) = self.syncer.as_ref().map(Syncer::drain_wake) {
+            self.error = Some(StoreError::io(
+                "clear the sync eventfd of",
+                &self.log_path,
+                e,
+            ));
+        }
+    }
+
     /// Whether a background sync is in flight.
     pub fn sync_in_flight(&self) -> bool {
         self.in_flight.is_some()

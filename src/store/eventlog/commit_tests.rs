@@ -155,11 +155,14 @@ fn deferred_events_are_written_in_order_at_the_flush_and_never_fill_the_queue() 
 }
 
 /// Blocks until the background sync's eventfd is readable (at most 10 s).
-fn wait_for_sync(log: &EventLog) {
+fn wait_for_sync(log: &mut EventLog) {
     let fd = log.sync_wake_fd().expect("background sync started");
     let mut p = [crate::sys::poll_fd(fd)];
     let n = crate::sys::poll(&mut p, 10_000).unwrap();
     assert_eq!(n, 1, "the sync thread never reported");
+    log.sync_woke();
+    let n = crate::sys::poll(&mut p, 0).unwrap();
+    assert_eq!(n, 0, "cleared until the next sync ends");
 }
 
 #[test]
@@ -178,12 +181,12 @@ fn a_background_commit_reports_durability_only_after_the_sync_ends() {
     assert_eq!(durable_seq(d.path()), Some(0));
     // Lines appended meanwhile wait for the next sync.
     assert_eq!(ev(&mut log), Some(11));
-    wait_for_sync(&log);
+    wait_for_sync(&mut log);
     log.commit(2);
     assert_eq!(log.durable(), 10, "the first sync covered seq 1..=10 only");
     assert_eq!(durable_seq(d.path()), Some(10));
     assert_eq!(log.syncs(), 2, "seq 11 went to a second sync");
-    wait_for_sync(&log);
+    wait_for_sync(&mut log);
     log.commit(3);
     assert_eq!(log.durable(), 11);
     assert_eq!(durable_seq(d.path()), Some(11));

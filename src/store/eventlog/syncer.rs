@@ -65,9 +65,10 @@ impl Syncer {
 
     /// The outcome of the sync in flight if it has ended; never waits.
     /// `Some(Err)` with `BrokenPipe` when the thread ended without one.
+    /// The eventfd only wakes poll(2); the channel holds the outcome, so
+    /// an outcome taken here before its wakeup arrived costs one spurious
+    /// wakeup, never a lost one (the thread sends, then signals).
     pub(super) fn poll(&self) -> Option<io::Result<()>> {
-        // The eventfd only wakes poll(2); the channel holds the outcome.
-        let _ = sys::eventfd_drain(&self.wake);
         match self.done.try_recv() {
             Ok(r) => Some(r),
             Err(TryRecvError::Empty) => None,
@@ -79,6 +80,12 @@ impl Syncer {
     /// loop is over).
     pub(super) fn wait(&self) -> io::Result<()> {
         self.done.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Clears the eventfd once poll(2) said it is readable, so it wakes
+    /// poll(2) again only for the next sync.
+    pub(super) fn drain_wake(&self) -> io::Result<u64> {
+        sys::eventfd_drain(&self.wake)
     }
 
     /// The fd that becomes readable when a sync ends.
