@@ -14,9 +14,9 @@ use crate::metrics::text::Exposition;
 use crate::sys;
 
 /// The poll set's fixed head: signalfd, netlink, stderr, the heartbeat
-/// socket, the audit log's sync eventfd; then the places of the running exec hooks' fds; supervised
+/// socket; then the places of the running exec hooks' fds; supervised
 /// jobs' pidfds follow from [`JOB_FDS_AT`].
-pub(super) const BASE_FDS: usize = 5;
+pub(super) const BASE_FDS: usize = 4;
 pub(super) const JOB_FDS_AT: usize = BASE_FDS + super::liveness::POLL_FDS;
 
 /// The signals the daemon's signalfd takes: SIGCHLD too when reeve is
@@ -44,14 +44,6 @@ impl Daemon {
                 revents: 0,
             },
             sys::poll_fd(self.heart.as_ref().map_or(-1, |h| h.fd())),
-            // The audit log's background sync ended: its durable point is
-            // reported at this wakeup's commit.
-            sys::poll_fd(
-                self.log
-                    .audit_mut()
-                    .and_then(|a| a.sync_wake_fd())
-                    .unwrap_or(-1),
-            ),
         ]);
         // The running exec hooks' fds (or -1) in their fixed places, then
         // the jobs' pidfds.

@@ -37,6 +37,7 @@ use crate::discovery::{Discovery, RuleId, Step};
 use crate::log::{Logger, Val};
 use crate::procfs::activity::Activity;
 use crate::procfs::ProcKey;
+use crate::store::eventlog::REPORT_WITHIN_MS;
 use crate::sys;
 
 /// Netlink datagrams handled per wakeup before the loop looks at signals
@@ -416,6 +417,14 @@ impl Daemon {
             };
             let to_scan_ms = next.saturating_sub(now).div_ceil(1_000_000);
             let audit_waits = self.log.audit_mut().is_some_and(|a| a.pending() > 0);
+            // A background fdatasync in flight is collected, and its
+            // durable point reported, by a commit within REPORT_WITHIN_MS;
+            // a busy loop commits sooner anyway.
+            let syncing = self.log.audit_mut().is_some_and(|a| a.sync_in_flight());
+            let to_scan_ms = match syncing {
+                true => to_scan_ms.min(REPORT_WITHIN_MS),
+                false => to_scan_ms,
+            };
             let wait_ms = match backlog {
                 Backlog::More => 0,
                 // Another process holds a lock: come back soon, not at once.
@@ -434,17 +443,9 @@ impl Daemon {
                 sys::is_readable(&fds[1]),
                 sys::is_readable(&fds[3]),
             );
-            let synced = sys::is_readable(&fds[4]);
             self.obs.woke();
             if stderr_ready {
                 self.log.flush_stderr();
-            }
-            if synced {
-                // The audit log's background sync ended; this wakeup's
-                // commit reports its durable point.
-                if let Some(audit) = self.log.audit_mut() {
-                    audit.sync_woke();
-                }
             }
             self.jobs_polled();
             if signal_ready {

@@ -38,6 +38,7 @@ use std::time::Duration;
 use super::reader::{LOCK_NAME, LOG_NAME};
 use super::{open_private, StateDir, StoreError};
 use crate::log::{json_str, json_val, Val};
+pub use commit::REPORT_WITHIN_MS;
 use lock::open_lock;
 pub use sidecar::durable_seq;
 use sidecar::{SEQ_NAME, SIDECAR_LEN};

@@ -8,7 +8,7 @@
 //! in a SAFETY comment why the call is sound.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 mod bpf;
 mod fs;
@@ -149,42 +149,6 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
         return Err(e);
     }
     Ok(r as usize)
-}
-
-// ---------------------------------------------------------------------------
-// eventfd: one thread telling the loop's poll(2) that something is ready
-
-/// A non-blocking, close-on-exec eventfd with its counter at zero.
-pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: eventfd reads only its arguments.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-    // SAFETY: `fd` was just created and is owned only here.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-/// Adds one to an eventfd's counter, which makes it readable. Fails only
-/// if the counter would pass 2^64 - 2 (EAGAIN) or the fd is not an eventfd.
-pub fn eventfd_signal(fd: &std::os::fd::OwnedFd) -> io::Result<()> {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64.
-    let n =
-        retry(|| cvt_size(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) }))?;
-    debug_assert_eq!(n, 8);
-    Ok(())
-}
-
-/// Reads an eventfd's counter back to zero; `Ok(0)` when it was already
-/// zero (the fd is non-blocking).
-pub fn eventfd_drain(fd: &std::os::fd::OwnedFd) -> io::Result<u64> {
-    let mut v: u64 = 0;
-    // SAFETY: reads 8 bytes into a live u64.
-    match retry(|| cvt_size(unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) }))
-    {
-        Ok(_) => Ok(v),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

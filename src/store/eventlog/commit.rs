@@ -4,8 +4,9 @@
 //!
 //! With [`EventLog::sync_in_background`] (the daemon) a commit never
 //! waits for the disk: it hands the fdatasync to the `reeve-sync` thread
-//! and returns; a later commit collects the outcome (the thread's eventfd
-//! wakes the caller's poll(2) for it) and reports the durable point then.
+//! and returns; a later commit collects the outcome and reports the
+//! durable point then (the daemon commits at every wakeup and, while a
+//! sync is in flight, wakes within [`REPORT_WITHIN_MS`] for it).
 //! Lines appended while a sync is in flight join the next one, so there is
 //! still at most one fdatasync per commit and one in flight at a time.
 //!
@@ -14,11 +15,18 @@
 //! written after the sync it reports, so a reader never sees a seq called
 //! durable that is not.
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use super::syncer::Syncer;
 use super::{EventLog, FsyncPolicy};
 use crate::store::StoreError;
+
+/// How soon a caller with a background sync in flight should commit again
+/// to collect it and report the durable point: readers (`reeve events
+/// --follow`) see an event at most this long after its sync returned, and
+/// a busy loop, which commits at every wakeup anyway, spends no wakeup of
+/// its own on it.
+pub const REPORT_WITHIN_MS: u64 = 20;
 
 impl EventLog {
     /// Makes what was appended durable as the policy says, with at most
@@ -65,26 +73,8 @@ impl EventLog {
         Ok(())
     }
 
-    /// The fd that becomes readable when a background sync ends, for the
-    /// caller's poll(2).
-    pub fn sync_wake_fd(&self) -> Option<RawFd> {
-        self.syncer.as_ref().map(Syncer::wake_fd)
-    }
-
-    /// Called when poll(2) found [`EventLog::sync_wake_fd`] readable:
-    /// clears it (the outcome itself is taken at the next commit). A
-    /// failure to clear it is kept for [`EventLog::take_error`].
-    pub fn sync_woke(&mut self) {
-        if let Some(Err(e)) = self.syncer.as_ref().map(Syncer::drain_wake) {
-            self.error = Some(StoreError::io(
-                "clear the sync eventfd of",
-                &self.log_path,
-                e,
-            ));
-        }
-    }
-
-    /// Whether a background sync is in flight.
+    /// Whether a background sync is in flight: the caller commits again
+    /// within [`REPORT_WITHIN_MS`] to report it.
     pub fn sync_in_flight(&self) -> bool {
         self.in_flight.is_some()
     }

@@ -154,15 +154,15 @@ fn deferred_events_are_written_in_order_at_the_flush_and_never_fill_the_queue() 
     assert!(log.defer(1, "x", &[("seq", Val::U(1))]).is_err());
 }
 
-/// Blocks until the background sync's eventfd is readable (at most 10 s).
-fn wait_for_sync(log: &mut EventLog) {
-    let fd = log.sync_wake_fd().expect("background sync started");
-    let mut p = [crate::sys::poll_fd(fd)];
-    let n = crate::sys::poll(&mut p, 10_000).unwrap();
-    assert_eq!(n, 1, "the sync thread never reported");
-    log.sync_woke();
-    let n = crate::sys::poll(&mut p, 0).unwrap();
-    assert_eq!(n, 0, "cleared until the next sync ends");
+/// Commits, as the daemon's loop does, until the background sync in
+/// flight has been collected (at most 10 s).
+fn wait_for_sync(log: &mut EventLog, now_ms: u64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while log.sync_in_flight() {
+        assert!(Instant::now() < until, "the sync thread never reported");
+        std::thread::sleep(Duration::from_millis(1));
+        log.commit(now_ms);
+    }
 }
 
 #[test]
@@ -181,13 +181,17 @@ fn a_background_commit_reports_durability_only_after_the_sync_ends() {
     assert_eq!(durable_seq(d.path()), Some(0));
     // Lines appended meanwhile wait for the next sync.
     assert_eq!(ev(&mut log), Some(11));
-    wait_for_sync(&mut log);
-    log.commit(2);
+    // The commit that collects the first sync reports seq 10 and hands
+    // seq 11 to a second one.
+    let until = Instant::now() + Duration::from_secs(10);
+    while log.syncs() < 2 {
+        assert!(Instant::now() < until, "the sync thread never reported");
+        std::thread::sleep(Duration::from_millis(1));
+        log.commit(2);
+    }
     assert_eq!(log.durable(), 10, "the first sync covered seq 1..=10 only");
     assert_eq!(durable_seq(d.path()), Some(10));
-    assert_eq!(log.syncs(), 2, "seq 11 went to a second sync");
-    wait_for_sync(&mut log);
-    log.commit(3);
+    wait_for_sync(&mut log, 3);
     assert_eq!(log.durable(), 11);
     assert_eq!(durable_seq(d.path()), Some(11));
     assert!(!log.sync_in_flight());
@@ -214,10 +218,9 @@ fn per_append_and_never_logs_keep_syncing_in_the_caller() {
     let (_t, d) = setup("bgsync-off");
     let mut log = EventLog::open(&d, LogOptions::default()).unwrap();
     log.sync_in_background().unwrap();
-    assert!(
-        log.sync_wake_fd().is_none(),
-        "per-append commits stay synchronous"
-    );
+    ev(&mut log);
+    assert!(!log.sync_in_flight(), "per-append commits stay synchronous");
+    assert_eq!(log.durable(), 1);
     let never = LogOptions {
         fsync: FsyncPolicy::Never,
         ..daemon_mode()
@@ -225,5 +228,8 @@ fn per_append_and_never_logs_keep_syncing_in_the_caller() {
     let (_t2, d2) = setup("bgsync-never");
     let mut log = EventLog::open(&d2, never).unwrap();
     log.sync_in_background().unwrap();
-    assert!(log.sync_wake_fd().is_none(), "nothing to sync, no thread");
+    ev(&mut log);
+    log.commit(1);
+    assert!(!log.sync_in_flight(), "nothing to sync, no thread");
+    assert_eq!(log.syncs(), 0);
 }
