@@ -442,7 +442,9 @@ struct Idle {
 fn wait_draining(execs: &mut Execs, d: Duration) {
     let end = Instant::now() + d;
     while Instant::now() < end {
-        thread::sleep(Duration::from_millis(200).min(end - Instant::now()));
+        thread::sleep(
+            Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
+        );
         execs.drain();
         execs.at.clear();
     }
