@@ -34,7 +34,9 @@ pub(crate) const DEEP_EVERY: u64 = 10;
 #[derive(Default)]
 pub(crate) struct CrowdRun {
     pub(crate) idle: Idle,
-    /// Host processes at the window's start and end.
+    /// Host processes when the daemon was started, and at its window's
+    /// start and end.
+    pub(crate) procs_at_start: usize,
     pub(crate) procs: (usize, usize),
     /// The daemon's CPU from its exec until it was ready (cgrulesengd:
     /// its first probe placed; reeve: its start scan published), ns.
@@ -86,7 +88,10 @@ fn measure(
     window: Duration,
     sleepers: usize,
 ) -> Res<Crowd> {
-    let mut cgre = CrowdRun::default();
+    let mut cgre = CrowdRun {
+        procs_at_start: count_procs(),
+        ..CrowdRun::default()
+    };
     let d = Daemon::start(Kind::Cgre, "crowd", s, execs)?;
     cgre.start_cpu_ns = d.cpu_ns();
     cgre.procs.0 = count_procs();
@@ -96,7 +101,10 @@ fn measure(
 
     let port = free_port()?;
     s.write_reeve_config("crowd", Some(port))?;
-    let mut reeve = CrowdRun::default();
+    let mut reeve = CrowdRun {
+        procs_at_start: count_procs(),
+        ..CrowdRun::default()
+    };
     let mut d = Daemon::spawn(Kind::Reeve, "crowd", s)?;
     // Ready once its start scan is published. Readiness is not a probe:
     // a probe's fork would itself make the first rescan due.

@@ -260,8 +260,16 @@ fn crowd_notes(w: &Crowd) {
     let rescan = DEFAULT_RESCAN_INTERVAL.as_secs();
     println!();
     println!(
-        "crowd: {} sleepers (copies of /bin/sleep named {}, which neither daemon's rules match) for a target of {} processes; host processes (numeric entries of /proc) at the start and end of each window: cgrulesengd {} and {}, reeve {} and {}",
-        w.sleepers, w.sleeper_name, w.target, c.procs.0, c.procs.1, r.procs.0, r.procs.1
+        "crowd: {} sleepers (copies of /bin/sleep named {}, which neither daemon's rules match) for a target of {} processes; host processes (numeric entries of /proc) when each daemon started, and at the start and end of its window: cgrulesengd {}, {} and {}; reeve {}, {} and {}",
+        w.sleepers,
+        w.sleeper_name,
+        w.target,
+        c.procs_at_start,
+        c.procs.0,
+        c.procs.1,
+        r.procs_at_start,
+        r.procs.0,
+        r.procs.1
     );
     println!(
         "each daemon alone; CPU (schedstat) and wakeups (context switches) summed over all its threads; reeve with default discovery (netlink; safety-net rescan every {rescan} s, every {DEEP_EVERY}th rescan deep) and its metrics endpoint on 127.0.0.1:{}, read just before and just after its window",
@@ -291,15 +299,15 @@ fn crowd_notes(w: &Crowd) {
         )
     };
     println!(
-        "deep scan with {} processes on the host: {which} took {} of wall time (reeve_scan_duration_seconds sum / count = {:.6} s / {})",
-        r.procs.0,
+        "deep scan with {} processes on the host when reeve started: {which} took {} of wall time (reeve_scan_duration_seconds sum / count = {:.6} s / {})",
+        r.procs_at_start,
         us(deep_ns),
         b.seconds,
         b.count
     );
     let amortised = deep_ns * 60 / (DEEP_EVERY * rescan).max(1);
     println!(
-        "one deep scan every {} min ({DEEP_EVERY} × {rescan} s) adds {} amortised (wall time, an upper bound of its CPU); reeve's idle cost with it: {} (its window) + {} = {}, against cgrulesengd's {} ({})",
+        "one deep scan every {} min ({DEEP_EVERY} × {rescan} s) adds {} amortised (wall time, an upper bound of its CPU); reeve's idle cost with it: {} (its window, with the scans above) + {} = {}, against cgrulesengd's {} ({})",
         DEEP_EVERY * rescan / 60,
         per_min(amortised),
         per_min(r.idle.cpu_per_min),
