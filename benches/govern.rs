@@ -149,6 +149,7 @@ impl Daemon {
     fn spawn(kind: Kind, pool: &'static str, s: &Setup) -> Res<Daemon> {
         let mut cmd = match kind {
             Kind::Cgre => {
+                undo(|u| u.cgred_socket = true);
                 let mut c = Command::new("cgrulesengd");
                 c.args(["-n", "-Q"]);
                 c

@@ -27,6 +27,9 @@ pub(crate) struct Undo {
     pub(crate) pids: Vec<u32>,
     /// The crowd's sleepers: killed at once, then reaped.
     pub(crate) sleepers: Vec<u32>,
+    /// A cgrulesengd was started: the socket it leaves when killed is
+    /// removed (none existed when the bench began, or it would not run).
+    pub(crate) cgred_socket: bool,
     /// Files to put back: their content before, or None to remove them.
     pub(crate) files: Vec<(PathBuf, Option<Vec<u8>>)>,
     /// Empty directories the bench created (not cgroups).
@@ -54,6 +57,11 @@ pub(crate) fn undo_all() {
     stop_sleepers(&u.sleepers, || {});
     for &pid in u.pids.iter().rev() {
         stop_pid(pid);
+    }
+    if u.cgred_socket && Path::new(CGRED_SOCKET).exists() {
+        if let Err(e) = fs::remove_file(CGRED_SOCKET) {
+            eprintln!("govern bench: cannot remove {CGRED_SOCKET}: {e}");
+        }
     }
     for (path, before) in u.files.iter().rev() {
         let r = match before {
