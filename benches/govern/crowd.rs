@@ -107,7 +107,8 @@ fn measure(
     };
     let mut d = Daemon::spawn(Kind::Reeve, "crowd", s)?;
     // Ready once its start scan is published. Readiness is not a probe:
-    // a probe's fork would itself make the first rescan due.
+    // a probe's fork would move the kernel's fork counter and so keep the
+    // first rescan from being skipped.
     let before = wait_first_scan(&mut d, port)?;
     reeve.start_cpu_ns = d.cpu_ns();
     reeve.procs.0 = count_procs();
