@@ -436,7 +436,18 @@ struct Idle {
     /// The host's process events per second (×1000) meanwhile, as the
     /// bench's own connector socket received them.
     events_milli: u64,
+    /// The kernel's forks meanwhile, threads included (/proc/stat
+    /// `processes`), when it could be read.
+    forks: Option<u64>,
     secs: f64,
+}
+
+/// The kernel's fork counter: /proc/stat `processes`.
+fn kernel_forks() -> Option<u64> {
+    fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("processes ")?.trim().parse().ok())
 }
 
 /// The bench's connector drained for `d`, with nothing else done.
@@ -456,14 +467,15 @@ fn wait_draining(execs: &mut Execs, d: Duration) {
 fn idle(d: &Daemon, execs: &mut Execs, window: Duration) -> Idle {
     wait_draining(execs, Duration::from_secs(2));
     let events0 = execs.events;
-    let (w0, c0, t0) = (d.wakeups(), d.cpu_ns(), Instant::now());
+    let (w0, c0, f0, t0) = (d.wakeups(), d.cpu_ns(), kernel_forks(), Instant::now());
     wait_draining(execs, window);
     let secs = t0.elapsed().as_secs_f64();
-    let (w1, c1) = (d.wakeups(), d.cpu_ns());
+    let (w1, c1, f1) = (d.wakeups(), d.cpu_ns(), kernel_forks());
     Idle {
         cpu_per_min: (c1.saturating_sub(c0) as f64 / secs * 60.0) as u64,
         wakeups_milli: (w1.saturating_sub(w0) as f64 / secs * 1000.0) as u64,
         events_milli: ((execs.events - events0) as f64 / secs * 1000.0) as u64,
+        forks: f1.zip(f0).map(|(b, a)| b.saturating_sub(a)),
         secs,
     }
 }

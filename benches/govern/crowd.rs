@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{idle, stop_sleepers, undo, Daemon, Execs, Idle, Kind, Res, Setup};
+use super::{idle, kernel_forks, stop_sleepers, undo, Daemon, Execs, Idle, Kind, Res, Setup};
 
 /// How long a sleeper sleeps if every other way of ending it failed.
 const SLEEPER_SECS: &str = "3600";
@@ -64,6 +64,10 @@ pub(crate) struct Crowd {
     /// reeve's counters just before and just after its window.
     pub(crate) before: Scans,
     pub(crate) after: Scans,
+    /// The kernel's forks, threads included, from just before reeve was
+    /// started to the end of its window: while none happen, reeve skips
+    /// its steady rescans.
+    pub(crate) forks_since_reeve: Option<u64>,
 }
 
 pub(crate) fn run(s: &Setup, execs: &mut Execs, target: usize, window: Duration) -> Res<Crowd> {
@@ -105,6 +109,7 @@ fn measure(
         procs_at_start: count_procs(),
         ..CrowdRun::default()
     };
+    let forks0 = kernel_forks();
     let mut d = Daemon::spawn(Kind::Reeve, "crowd", s)?;
     // Ready once its start scan is published. Readiness is not a probe:
     // a probe's fork would move the kernel's fork counter and so keep the
@@ -114,6 +119,7 @@ fn measure(
     reeve.procs.0 = count_procs();
     reeve.idle = idle(&d, execs, window);
     reeve.procs.1 = count_procs();
+    let forks_since_reeve = kernel_forks().zip(forks0).map(|(b, a)| b.saturating_sub(a));
     let after = scans(port);
     d.stop();
     Ok(Crowd {
@@ -125,6 +131,7 @@ fn measure(
         reeve,
         before,
         after: after?,
+        forks_since_reeve,
     })
 }
 

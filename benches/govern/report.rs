@@ -285,6 +285,12 @@ fn crowd_notes(w: &Crowd) {
         (a.seconds - b.seconds) * 1e3,
         d(|s| s.count)
     );
+    let forks = |f: Option<u64>| f.map_or("unreadable".to_string(), |n| n.to_string());
+    println!(
+        "the kernel's forks, threads included (/proc/stat processes), in reeve's window: {}; from just before reeve started to its window's end: {} (a steady rescan is skipped only when none happened since the last scan began, and the thread count is unchanged)",
+        forks(r.idle.forks),
+        forks(w.forks_since_reeve)
+    );
     let deep_ns = if b.count > 0 {
         (b.seconds / b.count as f64 * 1e9) as u64
     } else {
