@@ -64,10 +64,10 @@ pub(crate) struct Crowd {
     /// reeve's counters just before and just after its window.
     pub(crate) before: Scans,
     pub(crate) after: Scans,
-    /// The kernel's forks, threads included, from just before reeve was
-    /// started to the end of its window: while none happen, reeve skips
-    /// its steady rescans.
-    pub(crate) forks_since_reeve: Option<u64>,
+    /// The kernel's forks, threads included, from when reeve published
+    /// its start scan to the end of its window: while none happen, reeve
+    /// skips its steady rescans.
+    pub(crate) forks_since_ready: Option<u64>,
 }
 
 pub(crate) fn run(s: &Setup, execs: &mut Execs, target: usize, window: Duration) -> Res<Crowd> {
@@ -109,17 +109,17 @@ fn measure(
         procs_at_start: count_procs(),
         ..CrowdRun::default()
     };
-    let forks0 = kernel_forks();
     let mut d = Daemon::spawn(Kind::Reeve, "crowd", s)?;
     // Ready once its start scan is published. Readiness is not a probe:
     // a probe's fork would move the kernel's fork counter and so keep the
     // first rescan from being skipped.
     let before = wait_first_scan(&mut d, port)?;
+    let forks0 = kernel_forks();
     reeve.start_cpu_ns = d.cpu_ns();
     reeve.procs.0 = count_procs();
     reeve.idle = idle(&d, execs, window);
     reeve.procs.1 = count_procs();
-    let forks_since_reeve = kernel_forks().zip(forks0).map(|(b, a)| b.saturating_sub(a));
+    let forks_since_ready = kernel_forks().zip(forks0).map(|(b, a)| b.saturating_sub(a));
     let after = scans(port);
     d.stop();
     Ok(Crowd {
@@ -131,7 +131,7 @@ fn measure(
         reeve,
         before,
         after: after?,
-        forks_since_reeve,
+        forks_since_ready,
     })
 }
 

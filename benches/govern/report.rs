@@ -287,9 +287,9 @@ fn crowd_notes(w: &Crowd) {
     );
     let forks = |f: Option<u64>| f.map_or("unreadable".to_string(), |n| n.to_string());
     println!(
-        "the kernel's forks, threads included (/proc/stat processes), in reeve's window: {}; from just before reeve started to its window's end: {} (a steady rescan is skipped only when none happened since the last scan began, and the thread count is unchanged)",
+        "the kernel's forks, threads included (/proc/stat processes), in reeve's window: {}; from when reeve published its start scan to its window's end: {} (a steady rescan is skipped only when none happened since the last scan began, and the thread count is unchanged)",
         forks(r.idle.forks),
-        forks(w.forks_since_reeve)
+        forks(w.forks_since_ready)
     );
     let deep_ns = if b.count > 0 {
         (b.seconds / b.count as f64 * 1e9) as u64
