@@ -55,8 +55,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -68,7 +66,10 @@ mod crowd;
 mod host;
 #[path = "govern/report.rs"]
 mod report;
+#[path = "govern/warm.rs"]
+mod warm;
 use host::*;
+use warm::Warm;
 
 type Res<T> = Result<T, String>;
 
@@ -311,51 +312,6 @@ fn probe(s: &Setup, d: &Daemon, execs: &mut Execs, poll_us: u32) -> Res<(u64, u6
     let (exec, placed, first) = finish_probe(child, execs)?;
     execs.at.clear();
     Ok((placed.saturating_sub(exec), first.saturating_sub(exec)))
-}
-
-/// Moves a dummy process of the bench's between two private groups every
-/// millisecond while it lives.
-struct Warm {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-    dummy: Child,
-}
-
-impl Warm {
-    fn start(s: &Setup) -> Res<Warm> {
-        let dummy = Command::new("sleep")
-            .arg("100000")
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("dummy: {e}"))?;
-        undo(|u| u.pids.push(dummy.id()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, pid, root) = (stop.clone(), dummy.id(), s.warm_root.clone());
-        let thread = thread::spawn(move || {
-            let mut i = 0usize;
-            while !flag.load(Ordering::Relaxed) {
-                let g = if i % 2 == 0 { "a" } else { "b" };
-                let _ = fs::write(root.join(g).join("cgroup.procs"), pid.to_string()); // a missed move only cools the path for 1 ms
-                i += 1;
-                thread::sleep(Duration::from_millis(1));
-            }
-        });
-        Ok(Warm {
-            stop,
-            thread: Some(thread),
-            dummy,
-        })
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let pid = self.dummy.id();
-        stop_pid(pid);
-        forget_pid(pid);
-    }
 }
 
 // ---------------------------------------------------------------------------
