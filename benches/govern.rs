@@ -28,30 +28,48 @@
 //! started are signalled, by pid. cgroup-tools is installed with apt-get
 //! when missing. Never run in CI (it touches /etc and the v1 hierarchy).
 //!
+//! Each warm probe also gives the daemon's own lag beyond the floor: the
+//! probe's placed time minus its first read (0 when the daemon placed it
+//! before the probe could look).
+//!
 //! In each round each daemon also sits idle for a window (its CPU and
-//! wakeups, beside the process events the host sent meanwhile, which every
-//! connector listener is woken for unless it filters them) and then takes
-//! an exec storm of /bin/true run by the bench (its CPU per 1,000 execs).
+//! wakeups, all its threads, beside the process events the host sent
+//! meanwhile, which every connector listener is woken for unless it
+//! filters them) and then takes an exec storm of /bin/true run by the
+//! bench (its CPU per 1,000 execs).
+//!
+//! Last, the crowd (benches/govern/crowd.rs): sleepers of the bench's
+//! bring the host to 10,000 processes and each daemon sits idle alone for
+//! a window that holds reeve's default rescan interval, reeve with its
+//! default discovery settings; what reeve's safety net did then and the
+//! cost of its deep scan are read from its metrics endpoint.
 //!
 //! Settings (environment): GOVERN_SAMPLES (probes per daemon, cold and
 //! warm each; default 300), GOVERN_AGE (members through reeve's pool for
 //! the age curve; default 20000, up to 100000), GOVERN_IDLE_SECS (the idle
-//! window; default 30), GOVERN_STORM (execs in the storm; default 2000).
+//! window; default 30), GOVERN_STORM (execs in the storm; default 2000),
+//! GOVERN_CROWD (the host's processes in the crowd phase; default 10000),
+//! GOVERN_CROWD_SECS (its idle window per daemon; default 65).
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use reeve::discovery::netlink::{self, ProcConnector, ProcEvent};
 
+#[path = "govern/crowd.rs"]
+mod crowd;
 #[path = "govern/host.rs"]
 mod host;
+#[path = "govern/report.rs"]
+mod report;
+#[path = "govern/warm.rs"]
+mod warm;
 use host::*;
+use warm::Warm;
 
 type Res<T> = Result<T, String>;
 
@@ -66,8 +84,9 @@ const COLD_GAP: Duration = Duration::from_millis(30);
 const WARM_GAP: Duration = Duration::from_millis(2);
 const PROBE_TIMEOUT_MS: &str = "5000";
 /// reeve's pools, one config and state directory each: the default audit
-/// policy, the age curve, and the audit log never fsynced.
-const REEVE_POOLS: [&str; 3] = ["bench", "age", "never"];
+/// policy, the age curve, the audit log never fsynced, and the crowd's
+/// idle window (its config gains a metrics endpoint when it starts).
+const REEVE_POOLS: [&str; 4] = ["bench", "age", "never", "crowd"];
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -113,18 +132,32 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Starts the daemon and returns once it placed a probe.
     fn start(kind: Kind, pool: &'static str, s: &Setup, execs: &mut Execs) -> Res<Daemon> {
+        let mut d = Daemon::spawn(kind, pool, s)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if probe(s, &d, execs, 0).is_ok() {
+                return Ok(d);
+            }
+            d.alive()?;
+            if Instant::now() > deadline {
+                return Err(format!("{} placed no probe within 20 s", kind.name()));
+            }
+        }
+    }
+
+    fn spawn(kind: Kind, pool: &'static str, s: &Setup) -> Res<Daemon> {
         let mut cmd = match kind {
             Kind::Cgre => {
+                undo(|u| u.cgred_socket = true);
                 let mut c = Command::new("cgrulesengd");
                 c.args(["-n", "-Q"]);
                 c
             }
             Kind::Reeve => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_reeve"));
-                let i = REEVE_POOLS.iter().position(|p| *p == pool).unwrap_or(0);
-                let cfg = &s.reeve_cfg[i];
-                c.arg("watch").arg("--config").arg(cfg);
+                c.arg("watch").arg("--config").arg(s.reeve_config(pool));
                 c
             }
         };
@@ -137,39 +170,44 @@ impl Daemon {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", kind.name()))?;
         undo(|u| u.pids.push(child.id()));
-        let mut d = Daemon { child, kind, pool };
-        // Ready once a probe is placed.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if probe(s, &d, execs, 0).is_ok() {
-                return Ok(d);
+        Ok(Daemon { child, kind, pool })
+    }
+
+    /// An error once the daemon has exited (its log is in the bench's
+    /// temporary directory).
+    fn alive(&mut self) -> Res<()> {
+        match self.child.try_wait() {
+            Ok(Some(st)) => {
+                forget_pid(self.child.id());
+                Err(format!("{} exited: {st}", self.kind.name()))
             }
-            if let Ok(Some(st)) = d.child.try_wait() {
-                forget_pid(d.child.id());
-                return Err(format!("{} exited: {st}", kind.name()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{} placed no probe within 20 s", kind.name()));
-            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(format!("{}: wait: {e}", self.kind.name())),
         }
     }
 
-    /// Voluntary plus involuntary context switches of the daemon's main
-    /// thread: how often it was woken.
+    /// Voluntary plus involuntary context switches of all the daemon's
+    /// threads: how often it was woken.
     fn wakeups(&self) -> u64 {
-        fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum()
+        per_thread(self.child.id(), |task| {
+            fs::read_to_string(task.join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum()
+        })
     }
 
+    /// CPU time of all the daemon's threads, in ns (schedstat's first
+    /// field: time on a CPU).
     fn cpu_ns(&self) -> u64 {
-        fs::read_to_string(format!("/proc/{}/schedstat", self.child.id()))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        per_thread(self.child.id(), |task| {
+            fs::read_to_string(task.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        })
     }
 
     fn stop(mut self) {
@@ -182,6 +220,12 @@ impl Daemon {
             let _ = fs::remove_file(CGRED_SOCKET);
         }
     }
+}
+
+/// A figure summed over every thread of `pid` (/proc/<pid>/task/*).
+fn per_thread(pid: u32, read: impl Fn(&Path) -> u64) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map_or(0, |rd| rd.flatten().map(|t| read(&t.path())).sum())
 }
 
 /// The kernel's exec timestamps, from the bench's own connector socket.
@@ -270,61 +314,8 @@ fn probe(s: &Setup, d: &Daemon, execs: &mut Execs, poll_us: u32) -> Res<(u64, u6
     Ok((placed.saturating_sub(exec), first.saturating_sub(exec)))
 }
 
-/// Moves a dummy process of the bench's between two private groups every
-/// millisecond while it lives.
-struct Warm {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-    dummy: Child,
-}
-
-impl Warm {
-    fn start(s: &Setup) -> Res<Warm> {
-        let dummy = Command::new("sleep")
-            .arg("100000")
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("dummy: {e}"))?;
-        undo(|u| u.pids.push(dummy.id()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, pid, root) = (stop.clone(), dummy.id(), s.warm_root.clone());
-        let thread = thread::spawn(move || {
-            let mut i = 0usize;
-            while !flag.load(Ordering::Relaxed) {
-                let g = if i % 2 == 0 { "a" } else { "b" };
-                let _ = fs::write(root.join(g).join("cgroup.procs"), pid.to_string()); // a missed move only cools the path for 1 ms
-                i += 1;
-                thread::sleep(Duration::from_millis(1));
-            }
-        });
-        Ok(Warm {
-            stop,
-            thread: Some(thread),
-            dummy,
-        })
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let pid = self.dummy.id();
-        stop_pid(pid);
-        forget_pid(pid);
-    }
-}
-
 // ---------------------------------------------------------------------------
 // measurement
-
-fn pct(v: &mut [u64], p: usize) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
-    v.sort_unstable();
-    v[(v.len() * p / 100).min(v.len() - 1)]
-}
 
 #[derive(Default)]
 struct Figures {
@@ -332,13 +323,15 @@ struct Figures {
     warm: Vec<u64>,
     /// exec→the probe's first read, warm: what no daemon can beat here.
     floor: Vec<u64>,
+    /// The probe's placed time − its first read, warm: the daemon's own
+    /// lag beyond the floor (0 when placed before the probe could look).
+    lag: Vec<u64>,
     burst_last: Vec<u64>,
     misses: usize,
     /// (window label, latencies, daemon CPU ns per placement)
     age: Vec<(String, Vec<u64>, u64)>,
-    /// Per round: idle CPU ns per minute, wakeups per second (x1000), and
-    /// the host's process events per second (x1000) meanwhile.
-    idle: Vec<(u64, u64, u64)>,
+    /// Per round: the idle window.
+    idle: Vec<Idle>,
     /// Per round: CPU ns per 1,000 execs of the storm.
     storm: Vec<u64>,
 }
@@ -357,6 +350,7 @@ fn series(
             Ok((l, first)) if warm => {
                 f.warm.push(l);
                 f.floor.push(first);
+                f.lag.push(l.saturating_sub(first));
             }
             Ok((l, _)) => f.cold.push(l),
             Err(_) => f.misses += 1,
@@ -388,6 +382,60 @@ fn burst(s: &Setup, d: &Daemon, execs: &mut Execs, f: &mut Figures) -> Res<()> {
     Ok(())
 }
 
+/// One idle window of one daemon.
+#[derive(Clone, Copy, Default)]
+struct Idle {
+    /// The daemon's CPU, ns per minute.
+    cpu_per_min: u64,
+    /// The daemon's wakeups per second (×1000).
+    wakeups_milli: u64,
+    /// The host's process events per second (×1000) meanwhile, as the
+    /// bench's own connector socket received them.
+    events_milli: u64,
+    /// The kernel's forks meanwhile, threads included (/proc/stat
+    /// `processes`), when it could be read.
+    forks: Option<u64>,
+    secs: f64,
+}
+
+/// The kernel's fork counter: /proc/stat `processes`.
+fn kernel_forks() -> Option<u64> {
+    fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("processes ")?.trim().parse().ok())
+}
+
+/// The bench's connector drained for `d`, with nothing else done.
+fn wait_draining(execs: &mut Execs, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        thread::sleep(
+            Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
+        );
+        execs.drain();
+        execs.at.clear();
+    }
+}
+
+/// The daemon left alone for `window`, after 2 s for what came before
+/// (a burst's exits and their records) to settle.
+fn idle(d: &Daemon, execs: &mut Execs, window: Duration) -> Idle {
+    wait_draining(execs, Duration::from_secs(2));
+    let events0 = execs.events;
+    let (w0, c0, f0, t0) = (d.wakeups(), d.cpu_ns(), kernel_forks(), Instant::now());
+    wait_draining(execs, window);
+    let secs = t0.elapsed().as_secs_f64();
+    let (w1, c1, f1) = (d.wakeups(), d.cpu_ns(), kernel_forks());
+    Idle {
+        cpu_per_min: (c1.saturating_sub(c0) as f64 / secs * 60.0) as u64,
+        wakeups_milli: (w1.saturating_sub(w0) as f64 / secs * 1000.0) as u64,
+        events_milli: ((execs.events - events0) as f64 / secs * 1000.0) as u64,
+        forks: f1.zip(f0).map(|(b, a)| b.saturating_sub(a)),
+        secs,
+    }
+}
+
 /// The daemon left alone for `window`, then `execs` runs of /bin/true.
 fn idle_and_storm(
     d: &Daemon,
@@ -396,28 +444,7 @@ fn idle_and_storm(
     storm: usize,
     f: &mut Figures,
 ) -> Res<()> {
-    // Let the burst's exits and their records settle first.
-    let settle = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < settle {
-        thread::sleep(Duration::from_millis(200));
-        execs.drain();
-        execs.at.clear();
-    }
-    let events0 = execs.events;
-    let (w0, c0, t0) = (d.wakeups(), d.cpu_ns(), Instant::now());
-    let end = t0 + window;
-    while Instant::now() < end {
-        thread::sleep(Duration::from_millis(200));
-        execs.drain();
-        execs.at.clear();
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let (w1, c1) = (d.wakeups(), d.cpu_ns());
-    f.idle.push((
-        ((c1 - c0) as f64 / secs * 60.0) as u64,
-        ((w1 - w0) as f64 / secs * 1000.0) as u64,
-        ((execs.events - events0) as f64 / secs * 1000.0) as u64,
-    ));
+    f.idle.push(idle(d, execs, window));
     let c0 = d.cpu_ns();
     for _ in 0..storm {
         let st = Command::new("/bin/true")
@@ -431,7 +458,8 @@ fn idle_and_storm(
     thread::sleep(Duration::from_millis(300));
     execs.drain();
     execs.at.clear();
-    f.storm.push((d.cpu_ns() - c0) * 1000 / storm.max(1) as u64);
+    f.storm
+        .push(d.cpu_ns().saturating_sub(c0) * 1000 / storm.max(1) as u64);
     Ok(())
 }
 
@@ -484,6 +512,7 @@ fn run() -> Res<()> {
     };
     let idle_window = Duration::from_secs(env_usize("GOVERN_IDLE_SECS", 30) as u64);
     let storm = env_usize("GOVERN_STORM", 2000);
+    let crowd_window = Duration::from_secs(env_usize("GOVERN_CROWD_SECS", 65) as u64);
     // cgrulesengd, reeve, reeve with audit fsync never.
     let mut figs = [Figures::default(), Figures::default(), Figures::default()];
     let started = Instant::now();
@@ -542,174 +571,21 @@ fn run() -> Res<()> {
         .iter()
         .map(|f| fs::metadata(s.tmp.join("state-age/jobs").join(f)).map_or(0, |m| m.len()))
         .sum();
-    report(
-        &mut figs,
+    let crowd = crowd::run(
+        &s,
+        &mut execs,
+        env_usize("GOVERN_CROWD", 10_000),
+        crowd_window,
+    )?;
+    eprintln!("govern bench: crowd done at {:?}", started.elapsed());
+    report::print(report::Run {
+        figs: &mut figs,
         samples,
         age_total,
         bytes,
-        execs.overruns,
-        &s.probe_name,
-    );
-    Ok(())
-}
-
-fn us(ns: u64) -> String {
-    if ns >= 10_000_000 {
-        format!("{:.0} ms", ns as f64 / 1e6)
-    } else if ns >= 1_000_000 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.1} µs", ns as f64 / 1e3)
-    }
-}
-
-fn ratio(c: u64, x: u64) -> String {
-    if c > 0 {
-        format!("{:.2}×", x as f64 / c as f64)
-    } else {
-        "–".into()
-    }
-}
-
-/// One table row; `n` is reeve with audit fsync never, when measured.
-fn row(what: &str, c: u64, r: u64, n: Option<u64>) {
-    let never = n.map_or("– | –".to_string(), |n| {
-        format!("{} | {}", us(n), ratio(c, n))
+        overruns: execs.overruns,
+        name: &s.probe_name,
+        crowd: &crowd,
     });
-    println!(
-        "| {what} | {} | {} | {} | {never} |",
-        us(c),
-        us(r),
-        ratio(c, r)
-    );
-}
-
-fn report(
-    figs: &mut [Figures; 3],
-    samples: usize,
-    age_total: usize,
-    bytes: u64,
-    overruns: u64,
-    name: &str,
-) {
-    let [c, r, n] = figs;
-    println!();
-    println!(
-        "govern bench: probe {name}, {samples} probes per daemon cold and warm, burst {BURST}"
-    );
-    println!("latency = probe's first read of /proc/self/cgroup showing its group (measured in the probe) − kernel timestamp of its exec event (read by the bench from the proc connector)");
-    println!();
-    println!("| measure | cgrulesengd | reeve (default audit: fsync always) | reeve / cgrulesengd | reeve, audit fsync never | never / cgrulesengd |");
-    println!("|---|---|---|---|---|---|");
-    for (label, p, cold) in [
-        ("cold p50", 50, true),
-        ("cold p99", 99, true),
-        ("warm p50", 50, false),
-        ("warm p99", 99, false),
-    ] {
-        let pick = |f: &mut Figures| {
-            if cold {
-                pct(&mut f.cold, p)
-            } else {
-                pct(&mut f.warm, p)
-            }
-        };
-        let (cv, rv, nv) = (pick(c), pick(r), pick(n));
-        row(&format!("exec→placed {label}"), cv, rv, Some(nv));
-    }
-    let (cv, rv, nv) = (
-        pct(&mut c.floor, 50),
-        pct(&mut r.floor, 50),
-        pct(&mut n.floor, 50),
-    );
-    row(
-        "exec→probe's first read, warm p50 (the floor)",
-        cv,
-        rv,
-        Some(nv),
-    );
-    let runs = c
-        .burst_last
-        .len()
-        .min(r.burst_last.len())
-        .min(n.burst_last.len());
-    for i in 0..runs {
-        row(
-            &format!(
-                "burst of {BURST}: last placed after first exec (run {})",
-                i + 1
-            ),
-            c.burst_last[i],
-            r.burst_last[i],
-            Some(n.burst_last[i]),
-        );
-    }
-    for i in 0..c.idle.len().min(r.idle.len()).min(n.idle.len()) {
-        let ((cc, cw, ev), (rc, rw, rev), (nc, nw, nev)) = (c.idle[i], r.idle[i], n.idle[i]);
-        let per_min = |ns: u64| format!("{:.1} ms/min", ns as f64 / 1e6);
-        let per_s = |x: u64| format!("{:.2}/s", x as f64 / 1000.0);
-        let r2 = |a: u64, b: u64| ratio(a, b);
-        println!(
-            "| idle CPU (run {}; the host's process events/s in each window: {:.1}, {:.1}, {:.1}) | {} | {} | {} | {} | {} |",
-            i + 1,
-            ev as f64 / 1000.0,
-            rev as f64 / 1000.0,
-            nev as f64 / 1000.0,
-            per_min(cc),
-            per_min(rc),
-            r2(cc, rc),
-            per_min(nc),
-            r2(cc, nc)
-        );
-        println!(
-            "| idle wakeups (run {}) | {} | {} | {} | {} | {} |",
-            i + 1,
-            per_s(cw),
-            per_s(rw),
-            r2(cw, rw),
-            per_s(nw),
-            r2(cw, nw)
-        );
-    }
-    for i in 0..c.storm.len().min(r.storm.len()).min(n.storm.len()) {
-        row(
-            &format!("storm: CPU per 1,000 execs of /bin/true (run {})", i + 1),
-            c.storm[i],
-            r.storm[i],
-            Some(n.storm[i]),
-        );
-    }
-    let k = c.age.len().min(r.age.len());
-    for i in 0..k {
-        let (label, cl, ccpu) = &mut c.age[i];
-        let (_, rl, rcpu) = &mut r.age[i];
-        row(
-            &format!("pool age, warm p50, {label}"),
-            pct(cl, 50),
-            pct(rl, 50),
-            None,
-        );
-        row(
-            &format!("pool age, daemon CPU per placement, {label}"),
-            *ccpu,
-            *rcpu,
-            None,
-        );
-    }
-    for (label, rl, rcpu) in r.age.iter_mut().skip(k) {
-        println!(
-            "| pool age, warm p50 / p99 / CPU per placement, {label} (reeve only) | – | {} / {} / {} | | | |",
-            us(pct(rl, 50)),
-            us(pct(rl, 99)),
-            us(*rcpu)
-        );
-    }
-    println!();
-    println!(
-        "reeve pool: {age_total} members through it; record + journal on disk at the end: {bytes} bytes"
-    );
-    println!(
-        "probes not placed within {PROBE_TIMEOUT_MS} ms: cgrulesengd {}, reeve {}, reeve (never) {}; bench connector overruns: {overruns}",
-        c.misses, r.misses, n.misses
-    );
+    Ok(())
 }

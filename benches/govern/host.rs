@@ -1,6 +1,7 @@
 //! The govern bench's changes to the host and their undoing: the probe
 //! build, the v1 group, the /etc files cgrulesengd needs, reeve's configs
-//! and cgroup subtrees, and the pids the bench started.
+//! and cgroup subtrees, and the pids the bench started (the crowd's
+//! sleepers among them).
 //!
 //! Invariant: every change is registered in [`UNDO`] before it is made,
 //! and [`undo_all`] reverses all of them, on return, on error and on
@@ -24,6 +25,11 @@ use super::{Res, CGCONFIG, CGCONFIG_D, CGRED_SOCKET, REEVE_POOLS, RULES, UNIFIED
 pub(crate) struct Undo {
     /// Pids the bench started and has not reaped.
     pub(crate) pids: Vec<u32>,
+    /// The crowd's sleepers: killed at once, then reaped.
+    pub(crate) sleepers: Vec<u32>,
+    /// A cgrulesengd was started: the socket it leaves when killed is
+    /// removed (none existed when the bench began, or it would not run).
+    pub(crate) cgred_socket: bool,
     /// Files to put back: their content before, or None to remove them.
     pub(crate) files: Vec<(PathBuf, Option<Vec<u8>>)>,
     /// Empty directories the bench created (not cgroups).
@@ -48,8 +54,14 @@ pub(crate) fn forget_pid(pid: u32) {
 pub(crate) fn undo_all() {
     let taken = UNDO.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(u) = taken else { return };
+    stop_sleepers(&u.sleepers, || {});
     for &pid in u.pids.iter().rev() {
         stop_pid(pid);
+    }
+    if u.cgred_socket && Path::new(CGRED_SOCKET).exists() {
+        if let Err(e) = fs::remove_file(CGRED_SOCKET) {
+            eprintln!("govern bench: cannot remove {CGRED_SOCKET}: {e}");
+        }
     }
     for (path, before) in u.files.iter().rev() {
         let r = match before {
@@ -98,6 +110,26 @@ pub(crate) fn stop_pid(pid: u32) {
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// SIGKILL to every sleeper, then each reaped; `between` runs every 32
+/// kills (the bench drains its connector there, so the exits do not
+/// overrun it).
+pub(crate) fn stop_sleepers(pids: &[u32], mut between: impl FnMut()) {
+    for (i, &pid) in pids.iter().enumerate() {
+        // SAFETY: kill(2) on a pid the bench spawned and has not reaped
+        // (a zombie holds the pid until it is reaped below).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        if i % 32 == 31 {
+            between();
+        }
+    }
+    for &pid in pids {
+        let mut status = 0;
+        // SAFETY: waitpid(2) on the bench's own child, killed above.
+        unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    }
+    between();
 }
 
 /// Removes a cgroup subtree bottom-up, retrying while probes that timed
@@ -255,8 +287,10 @@ pub(crate) struct Setup {
     pub(crate) v1_group: String,
     pub(crate) v2_root: PathBuf,
     pub(crate) warm_root: PathBuf,
-    /// reeve's configs, in the order of [`REEVE_POOLS`].
-    pub(crate) reeve_cfg: Vec<PathBuf>,
+    /// A copy of /bin/sleep under a name unique to the run that neither
+    /// daemon's rules match: the crowd of the 10,000-process idle phase.
+    pub(crate) sleeper: PathBuf,
+    pub(crate) sleeper_name: String,
 }
 
 pub(crate) fn setup() -> Res<Setup> {
@@ -292,31 +326,50 @@ pub(crate) fn setup() -> Res<Setup> {
         undo(|u| u.dirs.push(PathBuf::from(CGCONFIG_D)));
     }
     write_etc(RULES, &format!("*:{probe_name}\tcpu\t{v1_group}/\n"))?;
-    let mut reeve_cfg = Vec::new();
-    for pool in REEVE_POOLS {
-        // Each pool in its own state directory: the age curve starts
-        // from a pool no process has passed through. Pool "never" runs
-        // with the audit log never fsynced, to show what the group
-        // commit's fdatasync costs the placements that wait behind it.
-        let mut cfg = serde_json::json!({
-            "targets": [{"name": "bench", "match": {"exe": [probe_name]}, "pool": pool}],
-            "state_dir": tmp.join(format!("state-{pool}")),
-            "cgroup": {"root": v2_root},
-        });
-        if pool == "never" {
-            cfg["audit"] = serde_json::json!({"fsync": "never"});
-        }
-        let path = tmp.join(format!("reeve-{pool}.json"));
-        fs::write(&path, cfg.to_string()).map_err(|e| format!("config: {e}"))?;
-        reeve_cfg.push(path);
-    }
-    Ok(Setup {
+    let sleeper_name = format!("rbs-{id}");
+    let sleeper = tmp.join(&sleeper_name);
+    fs::copy("/bin/sleep", &sleeper).map_err(|e| format!("copy /bin/sleep: {e}"))?;
+    let s = Setup {
         tmp,
         probe,
         probe_name,
         v1_group,
         v2_root,
         warm_root,
-        reeve_cfg,
-    })
+        sleeper,
+        sleeper_name,
+    };
+    for pool in REEVE_POOLS {
+        s.write_reeve_config(pool, None)?;
+    }
+    Ok(s)
+}
+
+impl Setup {
+    /// reeve's config for `pool`: its own state directory, default
+    /// discovery, and the metrics endpoint on 127.0.0.1:`metrics` when
+    /// given.
+    pub(crate) fn reeve_config(&self, pool: &str) -> PathBuf {
+        self.tmp.join(format!("reeve-{pool}.json"))
+    }
+
+    pub(crate) fn write_reeve_config(&self, pool: &str, metrics: Option<u16>) -> Res<()> {
+        // Each pool in its own state directory: the age curve starts
+        // from a pool no process has passed through. Pool "never" runs
+        // with the audit log never fsynced, to show what the group
+        // commit's fdatasync costs the placements that wait behind it.
+        let mut cfg = serde_json::json!({
+            "targets": [{"name": "bench", "match": {"exe": [self.probe_name]}, "pool": pool}],
+            "state_dir": self.tmp.join(format!("state-{pool}")),
+            "cgroup": {"root": self.v2_root},
+        });
+        if pool == "never" {
+            cfg["audit"] = serde_json::json!({"fsync": "never"});
+        }
+        if let Some(port) = metrics {
+            cfg["metrics"] = serde_json::json!({"listen": format!("127.0.0.1:{port}")});
+        }
+        let path = self.reeve_config(pool);
+        fs::write(&path, cfg.to_string()).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
