@@ -484,6 +484,11 @@ struct Window {
     scans: f64,
     skipped: f64,
     sched: [u64; 3],
+    /// The loop's work per wakeup (reeve_loop_iteration_seconds).
+    wakeups: Buckets,
+    /// State snapshots written, and the seconds they took.
+    saves: f64,
+    save_s: f64,
 }
 
 fn window_figures(before: &[u8], after: &[u8], sched: ([u64; 3], [u64; 3])) -> Window {
@@ -493,6 +498,10 @@ fn window_figures(before: &[u8], after: &[u8], sched: ([u64; 3], [u64; 3])) -> W
         scans: d("reeve_scans_total"),
         skipped: d("reeve_scans_skipped_total"),
         sched: [0, 1, 2].map(|i| sched.1[i] - sched.0[i]),
+        wakeups: Buckets::parse(after, "reeve_loop_iteration_seconds")
+            .since(&Buckets::parse(before, "reeve_loop_iteration_seconds")),
+        saves: d("reeve_state_saves_total"),
+        save_s: d("reeve_state_save_seconds_sum"),
     }
 }
 
@@ -517,7 +526,7 @@ fn goal_line(label: &str, w: &Window, execs: usize) -> String {
     )
 }
 
-fn details_lines(label: &str, w: &Window, e2e: &EndToEnd) -> [String; 2] {
+fn details_lines(label: &str, w: &Window, e2e: &EndToEnd) -> [String; 3] {
     [
         format!(
             "details: exec->discovered {label}, end to end (kernel's exec timestamp from the bench's own proc connector -> the bench read the discovered line from reeve's stderr pipe): p50 {}us p99 {}us max {}us ({} execs, {} without an exec event on the bench's socket)",
@@ -535,6 +544,16 @@ fn details_lines(label: &str, w: &Window, e2e: &EndToEnd) -> [String; 2] {
             w.sched[1] as f64 / 1e3 / w.sched[2].max(1) as f64,
             w.scans,
             w.skipped,
+        ),
+        format!(
+            "details: {label}, reeve's loop (its /metrics): {} wakeups, {} of them working over 2.5 ms, {} over 10 ms, {} over 50 ms; {} state snapshots written, {:.1} ms in all ({:.1} ms each)",
+            w.wakeups.count,
+            w.wakeups.count - w.wakeups.within(0.0025),
+            w.wakeups.count - w.wakeups.within(0.01),
+            w.wakeups.count - w.wakeups.within(0.05),
+            w.saves,
+            w.save_s * 1e3,
+            w.save_s * 1e3 / w.saves.max(1.0),
         ),
     ]
 }
