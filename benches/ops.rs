@@ -660,7 +660,8 @@ fn run() -> Res<()> {
     //    once every discovery before the window is published and again
     //    once every discovery of the window is.
     let mut kernel = Execs {
-        conn: ProcConnector::open(Duration::from_secs(2))?,
+        conn: ProcConnector::open(Duration::from_secs(2))
+            .map_err(|e| format!("the bench's own proc connector (needs root): {e}"))?,
         at: HashMap::new(),
         overruns: 0,
     };
