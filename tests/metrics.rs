@@ -173,6 +173,71 @@ fn exposition_passes_promtool_and_counts_the_tests_processes() {
     d.stop_ok();
 }
 
+/// A target exec'd while reeve listens to the proc connector is timed from
+/// the kernel's timestamp of its exec to discovery's decision, and the
+/// histogram has a bucket at the 2 ms goal.
+#[test]
+fn netlink_discoveries_are_timed_from_the_kernels_exec() {
+    let dir = TempDir::new("metrics-latency");
+    let mut procs = ProcGuard::new();
+    let target = Target::new(dir.path());
+    let mut cfg = config_for(&dir, "enc", &target.name, Some(&[me()]), "netlink", "200ms");
+    // No safety-net rescan in the test's time, so the target can only be
+    // found by its exec event.
+    cfg["discovery"]["rescan_interval"] = json!("600s");
+    cfg["metrics"] = json!({"listen": "127.0.0.1:0"});
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), dir.path());
+    let ev = d.wait_for("metrics_listening", WAIT, |v| {
+        event_name(v) == "metrics_listening"
+    });
+    let addr: SocketAddr = ev["address"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("socket address");
+    let started = d.wait_started();
+    assert_eq!(started["mode"], "netlink", "{started}");
+    // The start-up scan; the next is ten minutes away.
+    d.wait_for("the first scan", WAIT, |v| event_name(v) == "scan");
+    let body = wait_http("the first publish", WAIT, || {
+        let (code, body) = get(addr, "/metrics", "");
+        (code == 200).then_some(body)
+    });
+    assert_eq!(
+        sample(&body, "reeve_discovery_latency_seconds_count"),
+        Some(0.0),
+        "nothing discovered yet\n{body}"
+    );
+    let began = Instant::now();
+    let id = target.spawn(&mut procs, "30");
+    let ev = d.wait_event("discovered", id, WAIT);
+    let bound = began.elapsed().as_secs_f64();
+    assert_eq!(ev["source"], "netlink", "{ev}");
+    let body = wait_http("the discovery in the histogram", WAIT, || {
+        let (code, body) = get(addr, "/metrics", "");
+        let count = sample(&body, "reeve_discovery_latency_seconds_count");
+        (code == 200 && count == Some(1.0)).then_some(body)
+    });
+    // The time from the exec to the decision: more than nothing, and no
+    // more than the test saw from before the spawn to the log line.
+    let sum = sample(&body, "reeve_discovery_latency_seconds_sum").expect("the sum");
+    assert!(
+        sum > 0.0 && sum <= bound,
+        "sum {sum} s, spawn to log line {bound} s\n{body}"
+    );
+    for bucket in ["le=\"0.002\"", "le=\"+Inf\""] {
+        let series = format!("reeve_discovery_latency_seconds_bucket{{{bucket}}}");
+        let n = sample(&body, &series);
+        assert!(n.is_some(), "{series} missing from\n{body}");
+    }
+    assert_eq!(
+        sample(&body, "reeve_discovery_latency_seconds_bucket{le=\"+Inf\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    d.stop_ok();
+}
+
 #[test]
 fn only_get_and_no_body_is_served() {
     let dir = TempDir::new("metrics-methods");

@@ -101,7 +101,13 @@ impl Daemon {
                         match ev {
                             Ok(ev) => {
                                 self.obs.netlink_event(&ev);
-                                self.discovery.handle_event(&ev, &mut sink)
+                                let before = self.discovery.stats().discovered;
+                                self.discovery.handle_event(&ev, &mut sink);
+                                let found =
+                                    self.discovery.stats().discovered.saturating_sub(before);
+                                if found > 0 {
+                                    self.obs.discovered_from(&ev, found);
+                                }
                             }
                             Err(NetlinkError::Overrun) => {
                                 self.obs.overruns += 1;

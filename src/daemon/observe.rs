@@ -16,7 +16,7 @@ use super::Daemon;
 use crate::discovery::netlink::{Event, ProcEvent};
 use crate::discovery::{ScanKind, ScanReport};
 use crate::log::Val;
-use crate::metrics::text::{Exposition, Histogram};
+use crate::metrics::text::{Exposition, Histogram, LATENCY_BUCKETS};
 use crate::metrics::{HealthFacts, Publisher};
 use crate::notify::Notifier;
 use crate::sys;
@@ -53,6 +53,9 @@ pub struct Observer {
     pub(super) last_found: u32,
     pub(super) scan_seconds: Histogram,
     pub(super) loop_seconds: Histogram,
+    /// From the kernel's timestamp of a netlink event to discovery's
+    /// decision that its process is a target.
+    pub(super) discovery_latency: Histogram,
     pub(super) netlink_events: [u64; 6],
     pub overruns: u64,
     pub netlink_lost: bool,
@@ -77,6 +80,7 @@ impl Observer {
             last_found: 0,
             scan_seconds: Histogram::default(),
             loop_seconds: Histogram::default(),
+            discovery_latency: Histogram::with_bounds(&LATENCY_BUCKETS),
             netlink_events: [0; 6],
             overruns: 0,
             netlink_lost: false,
@@ -117,6 +121,18 @@ impl Observer {
             ProcEvent::Other { .. } => 5,
         };
         self.netlink_events[i] += 1;
+    }
+
+    /// Handling `ev` discovered `n` targets (a fork of a target can bring
+    /// its child, an exec or a rename the process itself). The kernel
+    /// stamps events with CLOCK_MONOTONIC (`ktime_get_ns`), the clock of
+    /// [`sys::monotonic_ns`], so the difference is the time from the
+    /// kernel's report to discovery's decision.
+    pub fn discovered_from(&mut self, ev: &Event, n: u64) {
+        let ns = sys::monotonic_ns().saturating_sub(ev.timestamp_ns);
+        for _ in 0..n {
+            self.discovery_latency.observe_ns(ns);
+        }
     }
 
     /// Poll returned: the wakeup's work starts.

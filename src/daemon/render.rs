@@ -99,6 +99,11 @@ impl Daemon {
             "Target processes discovered (new attachments start here).",
             st.discovered,
         );
+        e.histogram(
+            "reeve_discovery_latency_seconds",
+            "Time from the kernel's timestamp of a proc connector event (an exec, a rename, a target's fork) to discovery's decision that its process is a target. Targets found by a /proc scan have no event time and are not counted here.",
+            &o.discovery_latency,
+        );
         c(
             e,
             "reeve_exited_total",

@@ -9,30 +9,70 @@
 use std::fmt::Write;
 
 /// Upper bounds, in seconds, of the duration histograms (scan, loop
-/// iteration): 100 µs to 2.5 s, the span between a steady scan of a quiet
-/// host and a deep scan of a crowded one.
+/// iteration, state save): 100 µs to 2.5 s, the span between a steady scan
+/// of a quiet host and a deep scan of a crowded one.
 pub const DURATION_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 2.5,
 ];
 
-/// Counts of observations per bucket of [`DURATION_BUCKETS`], plus the sum.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Upper bounds, in seconds, of the discovery latency histogram: 50 µs to
+/// 1 s, with a bound at 2 ms, the goal for exec to discovered, so the
+/// share of discoveries within it is read off one bucket.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// The most bounds a histogram can have.
+pub const MAX_BUCKETS: usize = 12;
+
+/// Counts of observations per bucket of its bounds, plus the sum. The
+/// counts live in a fixed array, so observing never allocates.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Histogram {
-    /// Observations at or below each bound (not cumulative; made so when
-    /// written).
-    pub buckets: [u64; DURATION_BUCKETS.len()],
+    bounds: &'static [f64],
+    /// Observations at or below each bound and above the one before (not
+    /// cumulative; made so when written).
+    buckets: [u64; MAX_BUCKETS],
     pub count: u64,
     pub sum_seconds: f64,
 }
 
+impl Default for Histogram {
+    /// A histogram over [`DURATION_BUCKETS`].
+    fn default() -> Histogram {
+        Histogram::with_bounds(&DURATION_BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// A histogram over `bounds` (ascending, at most [`MAX_BUCKETS`]; more
+    /// are a programming error, caught by the first test that builds one).
+    pub fn with_bounds(bounds: &'static [f64]) -> Histogram {
+        assert!(bounds.len() <= MAX_BUCKETS, "too many histogram bounds");
+        Histogram {
+            bounds,
+            buckets: [0; MAX_BUCKETS],
+            count: 0,
+            sum_seconds: 0.0,
+        }
+    }
+
     pub fn observe_us(&mut self, us: u64) {
-        let s = us as f64 / 1e6;
-        if let Some(i) = DURATION_BUCKETS.iter().position(|&b| s <= b) {
+        self.observe_ns(us.saturating_mul(1000));
+    }
+
+    pub fn observe_ns(&mut self, ns: u64) {
+        let s = ns as f64 / 1e9;
+        if let Some(i) = self.bounds.iter().position(|&b| s <= b) {
             self.buckets[i] += 1;
         }
         self.count += 1;
         self.sum_seconds += s;
+    }
+
+    /// Each bound with the observations in its bucket (not cumulative).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds.iter().copied().zip(self.buckets)
     }
 }
 
@@ -96,7 +136,7 @@ impl Exposition<'_> {
         let bucket = format_name(name, "_bucket");
         let mut cumulative = 0;
         let mut le = String::with_capacity(16);
-        for (bound, n) in DURATION_BUCKETS.iter().zip(h.buckets) {
+        for (bound, n) in h.buckets() {
             cumulative += n;
             le.clear();
             let _ = write!(le, "{bound}");
@@ -139,6 +179,26 @@ mod tests {
         assert!(out.contains("d_seconds_bucket{le=\"2.5\"} 2\n"), "{out}");
         assert!(out.contains("d_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("d_seconds_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn latency_histogram_has_its_own_bounds_with_2ms() {
+        let mut h = Histogram::with_bounds(&LATENCY_BUCKETS);
+        h.observe_ns(1_999_999);
+        h.observe_ns(2_000_000);
+        h.observe_ns(2_000_001);
+        let mut out = String::new();
+        Exposition { out: &mut out }.histogram("l_seconds", "x", &h);
+        assert!(
+            out.contains("l_seconds_bucket{le=\"0.00005\"} 0\n"),
+            "{out}"
+        );
+        assert!(out.contains("l_seconds_bucket{le=\"0.002\"} 2\n"), "{out}");
+        assert!(out.contains("l_seconds_bucket{le=\"0.005\"} 3\n"), "{out}");
+        assert!(out.contains("l_seconds_bucket{le=\"1\"} 3\n"), "{out}");
+        assert!(!out.contains("le=\"2.5\""), "{out}");
+        assert_eq!(out.matches("l_seconds_bucket").count(), 12, "{out}");
+        assert!(out.contains("l_seconds_count 3\n"), "{out}");
     }
 
     #[test]
