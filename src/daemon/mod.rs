@@ -417,10 +417,11 @@ impl Daemon {
             };
             let to_scan_ms = next.saturating_sub(now).div_ceil(1_000_000);
             let audit_waits = self.log.audit_mut().is_some_and(|a| a.pending() > 0);
-            // A background fdatasync in flight is collected, and its
-            // durable point reported, by a commit within REPORT_WITHIN_MS;
-            // a busy loop commits sooner anyway.
-            let syncing = self.log.audit_mut().is_some_and(|a| a.sync_in_flight());
+            // A background fdatasync or snapshot in flight is collected
+            // (the durable point reported, a failure said) within
+            // REPORT_WITHIN_MS; a busy loop looks sooner anyway.
+            let syncing = self.log.audit_mut().is_some_and(|a| a.sync_in_flight())
+                || self.persist.save_in_flight();
             let to_scan_ms = match syncing {
                 true => to_scan_ms.min(REPORT_WITHIN_MS),
                 false => to_scan_ms,

@@ -13,10 +13,12 @@
 //! failure to write it is reported once per failure run, on stderr only,
 //! so the queue holds real events, never reports about itself.
 
+mod save;
+
 use crate::discovery::{Discovery, DiscoveryStats, Restore, RuleId};
 use crate::log::{Logger, Val};
 use crate::procfs::ProcKey;
-use crate::state::{self, Counters, DaemonLock, GovernanceView, State};
+use crate::state::{self, Counters, DaemonLock, State};
 use crate::store::{EventLog, Loaded, LogOptions, StateDir};
 use crate::sys;
 
@@ -148,6 +150,11 @@ pub struct Persistence {
     pub save_failures: u64,
     pub save_failing: bool,
     pub save_seconds: crate::metrics::text::Histogram,
+    /// The thread that writes snapshots off the loop ([`save`]).
+    saver: Option<save::Saver>,
+    /// The snapshot handed to it and not yet written: what it holds and
+    /// when it was captured.
+    save_in_flight: Option<((DiscoveryStats, u64), u64)>,
 }
 
 /// What restoring found: identities tracked again and identities that
@@ -210,6 +217,17 @@ impl Persistence {
                 ],
             );
         }
+        // Snapshots are serialised and written on a thread of their own:
+        // with thousands tracked a save takes milliseconds, and an exec
+        // arriving meanwhile would wait for it.
+        let saver = dir
+            .try_clone()
+            .and_then(|d| {
+                save::Saver::start(d).map_err(|e| {
+                    crate::store::StoreError::io("start the snapshot thread for", state_dir, e)
+                })
+            })
+            .map_err(|e| format!("cannot start the state snapshot writer: {e}"))?;
         Ok(Persistence {
             instance: String::new(),
             dir,
@@ -226,6 +244,8 @@ impl Persistence {
             save_failures: 0,
             save_failing: false,
             save_seconds: Default::default(),
+            saver: Some(saver),
+            save_in_flight: None,
         })
     }
 
@@ -361,79 +381,6 @@ impl Persistence {
             }
         }
         back
-    }
-
-    /// Writes the snapshot when it changed and the flush interval passed,
-    /// or always when `force` (shutdown).
-    pub fn maybe_save(
-        &mut self,
-        d: &Discovery,
-        gov: Option<&GovernanceView>,
-        log: &mut Logger,
-        force: bool,
-    ) {
-        let now = sys::realtime_ms();
-        let stats = d.stats();
-        // Only what the snapshot holds counts as a change: scans and read
-        // errors are counted in memory but never saved, so an idle daemon
-        // writes nothing.
-        // An overflow's start is saved (so `reeve status` shows it), not
-        // its every repetition.
-        let held = DiscoveryStats {
-            scans: 0,
-            seen_overflow: stats.seen_overflow.min(1),
-            read_errors: 0,
-            ..stats
-        };
-        let version = (held, gov.map_or(0, |g| g.generation));
-        let changed = self.saved != Some(version);
-        if self.save_disabled
-            || !(force || changed && now.saturating_sub(self.last_save_ms) >= FLUSH_INTERVAL_MS)
-        {
-            return;
-        }
-        let counters = state::add_counters(&self.base, &stats);
-        let empty = GovernanceView::default();
-        let mut snapshot = State::capture(
-            d,
-            gov.unwrap_or(&empty),
-            log.last_audit_seq(),
-            sys::getpid(),
-            self.started_ms,
-            &counters,
-            now,
-        );
-        snapshot.instance.clone_from(&self.instance);
-        let began = sys::monotonic_ns();
-        let saved = snapshot.save(&self.dir);
-        self.save_seconds
-            .observe_us(sys::monotonic_ns().saturating_sub(began) / 1000);
-        self.save_failing = saved.is_err();
-        match saved {
-            Ok(()) => {
-                self.saves += 1;
-                self.saved = Some(version);
-                self.last_save_ms = now;
-            }
-            Err(e) => {
-                self.save_failures += 1;
-                // Retry at the next interval; say so at most once a minute.
-                self.last_save_ms = now;
-                if force || now.saturating_sub(self.last_error_ms) >= SAVE_ERROR_EVERY_MS {
-                    self.last_error_ms = now;
-                    log.error(
-                        "state_save_failed",
-                        &[
-                            ("error", Val::S(&e)),
-                            (
-                                "action",
-                                Val::S("the previous state file is intact; retrying every second"),
-                            ),
-                        ],
-                    );
-                }
-            }
-        }
     }
 
     /// End-of-wakeup upkeep of the audit log: retry queued events (one

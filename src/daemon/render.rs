@@ -373,7 +373,7 @@ impl Daemon {
         );
         e.histogram(
             "reeve_state_save_seconds",
-            "How long each state snapshot write took.",
+            "How long each state snapshot took to serialise and write (off the loop, on the reeve-save thread).",
             &per.save_seconds,
         );
         c(

@@ -234,6 +234,16 @@ impl StateDir {
             .map_err(|e| StoreError::io("fsync directory", &self.path, e))
     }
 
+    /// A second handle on the same directory (for a thread that writes
+    /// into it).
+    pub fn try_clone(&self) -> Result<StateDir, StoreError> {
+        Ok(StateDir {
+            path: self.path.clone(),
+            handle: self.try_clone_handle()?,
+            tightened: self.tightened,
+        })
+    }
+
     pub(crate) fn try_clone_handle(&self) -> Result<File, StoreError> {
         self.handle
             .try_clone()
