@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
 
-use crate::discovery::{Discovery, DiscoveryStats};
-use crate::procfs::ProcKey;
+use crate::discovery::{Discovery, DiscoveryStats, RuleId};
+use crate::procfs::{Comm, ProcKey};
 use crate::store::{self, Loaded, StateDir};
 
 pub const STATE_FILE: &str = "state.json";
@@ -125,6 +125,112 @@ pub struct State {
     pub instance: String,
 }
 
+/// What the loop copies out of discovery for a snapshot: fixed-size
+/// records and the few rule names they refer to, so a capture costs one
+/// allocation for the processes however many are tracked (plus the
+/// governed ones' group names). [`Capture::into_state`] builds the
+/// [`State`] (a string per process, sorting) off the loop.
+pub struct Capture {
+    head: State,
+    procs: Vec<CapturedProc>,
+    rules: Vec<(RuleId, String)>,
+}
+
+struct CapturedProc {
+    key: ProcKey,
+    rule: RuleId,
+    comm: Comm,
+    ppid: u32,
+    uid: u32,
+    discovered_ms: u64,
+    exited_ms: u64,
+    last_seen_ms: u64,
+    governed: Option<Governed>,
+}
+
+impl Capture {
+    /// What `discovery` tracks now and what governance knows of it.
+    pub fn take(
+        d: &Discovery,
+        gov: &GovernanceView,
+        audit_seq: u64,
+        daemon_pid: u32,
+        started_ms: u64,
+        counters: &Counters,
+        now_ms: u64,
+    ) -> Capture {
+        let tracked = d.tracked();
+        let mut procs = Vec::with_capacity(tracked.len());
+        let mut rules: Vec<(RuleId, String)> = Vec::new();
+        for (k, t) in tracked.iter() {
+            if !rules.iter().any(|(id, _)| *id == t.rule) {
+                rules.push((t.rule, d.rule_name(t.rule).to_string()));
+            }
+            procs.push(CapturedProc {
+                key: *k,
+                rule: t.rule,
+                comm: t.comm,
+                ppid: t.ppid,
+                uid: t.uid,
+                discovered_ms: t.discovered_ms,
+                exited_ms: t.exited_ms,
+                last_seen_ms: if t.alive() { now_ms } else { t.exited_ms },
+                governed: gov.procs.get(k).cloned(),
+            });
+        }
+        let head = State {
+            version: STATE_VERSION,
+            saved_at_ms: now_ms,
+            daemon_pid,
+            started_ms,
+            processes: Vec::new(),
+            jobs: gov.jobs.values().cloned().collect(),
+            counters: counters.clone(),
+            audit_seq,
+            instance: String::new(),
+        };
+        Capture { head, procs, rules }
+    }
+
+    pub fn set_instance(&mut self, instance: &str) {
+        self.head.instance.clear();
+        self.head.instance.push_str(instance);
+    }
+
+    /// The snapshot, processes sorted by identity.
+    pub fn into_state(self) -> State {
+        let Capture {
+            mut head,
+            procs,
+            rules,
+        } = self;
+        let name = |id: RuleId| {
+            rules
+                .iter()
+                .find(|(r, _)| *r == id)
+                .map_or(String::new(), |(_, n)| n.clone())
+        };
+        let mut processes: Vec<ProcState> = procs
+            .into_iter()
+            .map(|p| ProcState {
+                pid: p.key.pid,
+                start_ticks: p.key.start_ticks,
+                rule: name(p.rule),
+                comm: p.comm.to_string_lossy().into_owned(),
+                ppid: p.ppid,
+                uid: p.uid,
+                discovered_ms: p.discovered_ms,
+                exited_ms: p.exited_ms,
+                last_seen_ms: p.last_seen_ms,
+                governed: p.governed,
+            })
+            .collect();
+        processes.sort_by_key(|p| (p.pid, p.start_ticks));
+        head.processes = processes;
+        head
+    }
+}
+
 /// A timestamp from elsewhere, in milliseconds: a value that can only be
 /// seconds (before the year 2001 in ms, after it in s) is scaled.
 pub fn normalise_ms(t: u64) -> u64 {
@@ -140,46 +246,6 @@ pub fn normalise_ms(t: u64) -> u64 {
 }
 
 impl State {
-    /// The snapshot of what `discovery` tracks now.
-    pub fn capture(
-        d: &Discovery,
-        gov: &GovernanceView,
-        audit_seq: u64,
-        daemon_pid: u32,
-        started_ms: u64,
-        counters: &Counters,
-        now_ms: u64,
-    ) -> State {
-        let mut processes: Vec<ProcState> = d
-            .tracked()
-            .iter()
-            .map(|(k, t)| ProcState {
-                pid: k.pid,
-                start_ticks: k.start_ticks,
-                rule: d.rule_name(t.rule).to_string(),
-                comm: t.comm.to_string_lossy().into_owned(),
-                ppid: t.ppid,
-                uid: t.uid,
-                discovered_ms: t.discovered_ms,
-                exited_ms: t.exited_ms,
-                last_seen_ms: if t.alive() { now_ms } else { t.exited_ms },
-                governed: gov.procs.get(k).cloned(),
-            })
-            .collect();
-        processes.sort_by_key(|p| (p.pid, p.start_ticks));
-        State {
-            version: STATE_VERSION,
-            saved_at_ms: now_ms,
-            daemon_pid,
-            started_ms,
-            processes,
-            jobs: gov.jobs.values().cloned().collect(),
-            counters: counters.clone(),
-            audit_seq,
-            instance: String::new(),
-        }
-    }
-
     /// Makes every time field milliseconds.
     pub fn normalise(&mut self) {
         self.saved_at_ms = normalise_ms(self.saved_at_ms);

@@ -1,6 +1,7 @@
 //! The state snapshot, written off the loop: the loop captures what it
-//! holds ([`State::capture`]) and hands it to one thread, `reeve-save`,
-//! which serialises it and writes it atomically (temp file, fsync, rename,
+//! holds ([`Capture::take`], fixed-size records) and hands it to one
+//! thread, `reeve-save`, which builds the [`State`](crate::state::State), serialises it and
+//! writes it atomically (temp file, fsync, rename,
 //! directory fsync). The loop looks for the outcome at each wakeup without
 //! waiting, and wakes within [`REPORT_WITHIN_MS`] for it while one is in
 //! flight.
@@ -20,7 +21,7 @@ use std::thread::JoinHandle;
 use super::{Persistence, FLUSH_INTERVAL_MS, SAVE_ERROR_EVERY_MS};
 use crate::discovery::{Discovery, DiscoveryStats};
 use crate::log::{Logger, Val};
-use crate::state::{self, GovernanceView, State};
+use crate::state::{self, Capture, GovernanceView};
 use crate::store::StateDir;
 use crate::sys;
 
@@ -33,21 +34,21 @@ struct Outcome {
 }
 
 pub(super) struct Saver {
-    requests: Option<Sender<Box<State>>>,
+    requests: Option<Sender<Box<Capture>>>,
     done: Receiver<Outcome>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Saver {
     pub(super) fn start(dir: StateDir) -> io::Result<Saver> {
-        let (requests, jobs) = mpsc::channel::<Box<State>>();
+        let (requests, jobs) = mpsc::channel::<Box<Capture>>();
         let (report, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("reeve-save".into())
             .spawn(move || {
-                while let Ok(snapshot) = jobs.recv() {
+                while let Ok(capture) = jobs.recv() {
                     let began = sys::monotonic_ns();
-                    let result = snapshot.save(&dir);
+                    let result = capture.into_state().save(&dir);
                     let us = sys::monotonic_ns().saturating_sub(began) / 1000;
                     let outcome = Outcome {
                         result,
@@ -68,7 +69,7 @@ impl Saver {
 
     /// Hands a snapshot to the thread; `Err` gives it back when the thread
     /// is gone.
-    fn request(&self, snapshot: Box<State>) -> Result<(), Box<State>> {
+    fn request(&self, snapshot: Box<Capture>) -> Result<(), Box<Capture>> {
         match &self.requests {
             Some(tx) => tx.send(snapshot).map_err(|e| e.0),
             None => Err(snapshot),
@@ -144,7 +145,7 @@ impl Persistence {
         }
         let counters = state::add_counters(&self.base, &stats);
         let empty = GovernanceView::default();
-        let mut snapshot = State::capture(
+        let mut snapshot = Capture::take(
             d,
             gov.unwrap_or(&empty),
             log.last_audit_seq(),
@@ -153,7 +154,7 @@ impl Persistence {
             &counters,
             now,
         );
-        snapshot.instance.clone_from(&self.instance);
+        snapshot.set_instance(&self.instance);
         if !force {
             let handed = match &self.saver {
                 Some(saver) => saver.request(Box::new(snapshot)),
@@ -173,7 +174,7 @@ impl Persistence {
             }
         }
         let began = sys::monotonic_ns();
-        let result = snapshot.save(&self.dir);
+        let result = snapshot.into_state().save(&self.dir);
         let us = sys::monotonic_ns().saturating_sub(began) / 1000;
         let outcome = Outcome {
             result,
