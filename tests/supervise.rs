@@ -510,3 +510,51 @@ fn a_job_ready_by_heartbeat_is_ready_at_its_first_beat_only() {
     );
     d.stop_ok();
 }
+
+/// The `se.slice` line of a thread's /proc/.../sched (Linux 6.12 on show
+/// the slice each task asked for).
+fn sched_slice(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with("se.slice"))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
+#[test]
+fn the_loop_asks_for_short_slices_and_its_jobs_do_not_inherit_them() {
+    let own = Path::new("/proc/self/sched");
+    if !common::require(
+        sched_slice(own).is_some(),
+        "the kernel shows no se.slice in /proc/<pid>/sched (Linux 6.12 or later does)",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("supervise-slice");
+    let sub = Subtree::new();
+    let out = dir.path().join("job-slice");
+    let cmd = format!(
+        "grep se.slice /proc/self/sched > {}.tmp && mv {0}.tmp {0}; exec sleep 30",
+        out.display()
+    );
+    let cfg = jobs_config(
+        &dir,
+        &sub,
+        json!([{"name": "slice", "command": ["/bin/sh", "-c", cmd], "restart": "never"}]),
+    );
+    let mut d = Daemon::start(&cfg, dir.path());
+    let started = d.wait_started();
+    assert_eq!(started["loop_slice"], "100us", "{started}");
+    let main = sched_slice(Path::new(&format!("/proc/{}/task/{0}/sched", d.pid)));
+    assert_eq!(main, Some(100_000), "the loop thread's slice");
+    let deadline = Instant::now() + WAIT;
+    while !out.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the job never wrote its slice\n{}",
+            d.log_tail()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let job = sched_slice(&out).expect("a se.slice line");
+    assert_ne!(job, 100_000, "a job starts with the kernel's default slice");
+    d.stop_ok();
+}
