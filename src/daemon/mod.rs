@@ -59,9 +59,6 @@ pub type Work = (ProcKey, RuleId);
 /// How soon the loop comes back for work a lock held by another process
 /// kept it from doing (deferred attaches, queued audit events).
 const RETRY_MS: u64 = 100;
-/// The time slice the loop asks the scheduler for: the fair scheduler's
-/// smallest (0.1 ms); a wakeup's work is usually shorter.
-const LOOP_SLICE_NS: u64 = 100_000;
 
 /// What the governance queues hold after a wakeup's bounded share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,14 +262,6 @@ impl Daemon {
             ),
             None => "none: no rule sets limits or a pool".to_string(),
         };
-        // The loop runs briefly at each wakeup and must run soon after it
-        // wakes, also when other threads keep both CPUs busy (a scrape
-        // flood, an encoder farm): short slices say so to the scheduler
-        // without raising the loop's share of CPU.
-        let slices = match sys::request_short_slices(LOOP_SLICE_NS) {
-            Ok(()) => format!("{}us", LOOP_SLICE_NS / 1000),
-            Err(e) => format!("kernel default ({e})"),
-        };
         self.log.info(
             "started",
             &[
@@ -298,7 +287,6 @@ impl Daemon {
                 ("stderr", Val::S(self.stderr_mode)),
                 ("state_dir", Val::S(&state_dir)),
                 ("cgroup_root", Val::S(&cgroup_root)),
-                ("loop_slice", Val::S(&slices)),
             ],
         );
         let restored = self.persist.restore(&mut self.discovery, &mut self.log);

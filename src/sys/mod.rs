@@ -108,67 +108,6 @@ pub fn lower_thread_priority() -> io::Result<()> {
     Ok(())
 }
 
-/// sched_setattr(2)'s flag that gives children the default policy and
-/// parameters (uapi linux/sched.h).
-const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
-
-/// `struct sched_attr` of sched_setattr(2), as the kernel reads it (the
-/// first size the kernel accepts, SCHED_ATTR_SIZE_VER1).
-#[repr(C)]
-struct SchedAttr {
-    size: u32,
-    policy: u32,
-    flags: u64,
-    nice: i32,
-    priority: u32,
-    runtime: u64,
-    deadline: u64,
-    period: u64,
-    util_min: u32,
-    util_max: u32,
-}
-
-/// Asks the scheduler for short time slices for the calling thread, which
-/// stays SCHED_OTHER at its nice value: the fair scheduler (EEVDF, Linux
-/// 6.12 on) then gives it an earlier deadline, so it is run soon after it
-/// wakes even beside threads that keep the CPUs busy, and preempted
-/// sooner; its share of CPU time does not change. Kernels before 6.12 take
-/// the call and ignore the slice. Needs no privilege for the caller's own
-/// thread at its own nice value. With SCHED_RESET_ON_FORK, so nothing it
-/// starts (supervised jobs, hooks, threads) inherits the short slices: a
-/// child starts with the kernel's default slice, and at nice 0 if the
-/// caller runs at a negative nice.
-pub fn request_short_slices(slice_ns: u64) -> io::Result<()> {
-    // SAFETY: getpriority reads only its arguments; errno is cleared first
-    // because -1 is a valid nice value.
-    let nice = unsafe {
-        *libc::__errno_location() = 0;
-        libc::getpriority(libc::PRIO_PROCESS, 0)
-    };
-    if nice == -1 && io::Error::last_os_error().raw_os_error().unwrap_or(0) != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
-        flags: SCHED_FLAG_RESET_ON_FORK,
-        nice,
-        priority: 0,
-        runtime: slice_ns,
-        deadline: 0,
-        period: 0,
-        util_min: 0,
-        util_max: 0,
-    };
-    // SAFETY: the kernel reads `size` bytes of a live, initialised struct;
-    // pid 0 is the calling thread.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 pub fn getegid() -> u32 {
     // SAFETY: getegid cannot fail.
     unsafe { libc::getegid() }
