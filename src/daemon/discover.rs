@@ -34,7 +34,10 @@ impl Daemon {
         // procfs::activity), so the scan is skipped: on a quiet host the
         // safety net costs two small reads, however many processes run.
         // Entries waiting to be evaluated again still need their scan.
-        let activity = self.discovery.reader().activity();
+        let activity = match self.connector.is_some() {
+            true => self.discovery.reader().activity(),
+            false => None,
+        };
         if kind == ScanKind::Steady
             && Activity::still(self.activity_at_scan, activity)
             && !self.discovery.rechecks_pending()

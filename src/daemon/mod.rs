@@ -422,9 +422,13 @@ impl Daemon {
             // REPORT_WITHIN_MS; a busy loop looks sooner anyway.
             let syncing = self.log.audit_mut().is_some_and(|a| a.sync_in_flight())
                 || self.persist.save_in_flight();
-            let to_scan_ms = match syncing {
-                true => to_scan_ms.min(REPORT_WITHIN_MS),
-                false => to_scan_ms,
+            // A durable point that found the lock busy is retried like
+            // queued events, not at once.
+            let reporting = self.log.audit_mut().is_some_and(|a| a.report_pending());
+            let to_scan_ms = match (syncing, reporting) {
+                (true, _) => to_scan_ms.min(REPORT_WITHIN_MS),
+                (false, true) => to_scan_ms.min(RETRY_MS),
+                (false, false) => to_scan_ms,
             };
             let wait_ms = match backlog {
                 Backlog::More => 0,

@@ -217,10 +217,22 @@ impl ProcReader {
     /// `None` when either file is missing or unreadable (a fixture /proc,
     /// a kernel that renders them otherwise), which callers treat as
     /// "something may have changed".
+    ///
+    /// Forks are read before threads, and the order matters: a fork after
+    /// the forks read moves the next forks reading, and a task released
+    /// after the threads read lowers the next threads reading. Read the
+    /// other way round, a fork between the two reads and a release after
+    /// them would cancel out in the thread count while the forks reading
+    /// already held the fork, and two equal readings would hide both.
+    ///
+    /// Both files must be the kernel's procfs: a container's LXCFS serves
+    /// its own /proc/stat and /proc/loadavg (FUSE), whose counts need not
+    /// move when the host's processes do.
     pub fn activity(&mut self) -> Option<Activity> {
-        let n = sys::read_record_at(&self.dir, c"loadavg", &mut self.stat_buf).ok()?;
-        let threads = parse_loadavg_threads(&self.stat_buf[..n])?;
         let file = sys::open_read_at(&self.dir, c"stat").ok()?;
+        if !sys::is_procfs(&file).ok()? {
+            return None;
+        }
         let mut finder = ForksFinder::default();
         while finder.found().is_none() {
             let n = sys::read_fd(file.as_raw_fd(), &mut self.status_buf).ok()?;
@@ -229,10 +241,14 @@ impl ProcReader {
             }
             finder.feed(&self.status_buf[..n]);
         }
-        Some(Activity {
-            forks: finder.found()?,
-            threads,
-        })
+        let forks = finder.found()?;
+        let file = sys::open_read_at(&self.dir, c"loadavg").ok()?;
+        if !sys::is_procfs(&file).ok()? {
+            return None;
+        }
+        let n = sys::read_fd(file.as_raw_fd(), &mut self.stat_buf).ok()?;
+        let threads = parse_loadavg_threads(&self.stat_buf[..n])?;
+        Some(Activity { forks, threads })
     }
 
     /// Wall-clock start time in ms since the epoch. Boot time is taken as

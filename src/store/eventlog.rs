@@ -53,8 +53,9 @@ const RESERVED: [&str; 3] = ["seq", "ts_ms", "event"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// One fdatasync at every commit that has something to sync: durable by
-    /// the end of the append (per-append mode) or of the wakeup that made
-    /// it (group commit).
+    /// the end of the append (per-append mode) or, in group commit, by the
+    /// sync requested at the commit after it (on the caller, or on the
+    /// sync thread with [`EventLog::sync_in_background`]).
     Always,
     /// fdatasync at a commit only if the interval has passed since the
     /// last one.

@@ -228,3 +228,17 @@ pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
         other => other,
     }
 }
+
+/// The statfs f_type of procfs (PROC_SUPER_MAGIC, linux/magic.h).
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// Whether `fd` is a file of the kernel's own procfs, not one a FUSE
+/// file system (LXCFS in a container) or a bind mount of a regular file
+/// put in its place.
+pub fn is_procfs(fd: &OwnedFd) -> io::Result<bool> {
+    // SAFETY: an all-zero statfs is a valid value of a plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is a valid, writable statfs.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.f_type as i64 == PROC_SUPER_MAGIC)
+}

@@ -73,6 +73,12 @@ impl EventLog {
         Ok(())
     }
 
+    /// Whether a durable point waits to be written to the sidecar (its
+    /// sync ended but the lock was busy): the caller commits again soon.
+    pub fn report_pending(&self) -> bool {
+        self.unreported.is_some()
+    }
+
     /// Whether a background sync is in flight: the caller commits again
     /// within [`REPORT_WITHIN_MS`] to report it.
     pub fn sync_in_flight(&self) -> bool {
@@ -149,7 +155,10 @@ impl EventLog {
     }
 
     /// fdatasync of anything written and not yet synced, whatever the
-    /// policy (for shutdown).
+    /// policy (for shutdown), after waiting for the background sync in
+    /// flight. A failure of that one, or any other problem not yet taken
+    /// ([`EventLog::take_error`]), is returned, so a stopping caller says
+    /// it even when the sync here succeeds.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         if let (Some(point), Some(syncer)) = (self.in_flight, &self.syncer) {
             let result = syncer.wait();
@@ -169,7 +178,10 @@ impl EventLog {
         if self.unreported.is_some() {
             self.report_durable();
         }
-        Ok(())
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// fdatasync of the open log if this appender left lines unsynced.
