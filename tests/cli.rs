@@ -606,3 +606,23 @@ fn readme_lists_every_event() {
         .collect();
     assert!(missing.is_empty(), "README.md does not list: {missing:?}");
 }
+
+#[test]
+fn events_says_when_its_state_directory_does_not_exist() {
+    let dir = TempDir::new("cli-events-nodir");
+    let missing = dir.path().join("never-made");
+    let body = json!({
+        "targets": [{"name": "t", "match": {"exe": [unique_name()]}}],
+        "state_dir": missing,
+    });
+    let cfg = write_file(dir.path(), "reeve.json", &body.to_string());
+    let out = reeve(&["events", "--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.contains("no state directory at") && err.contains("never-made"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "reading events creates nothing");
+}

@@ -332,6 +332,18 @@ pub fn events(p: &mut lexopt::Parser) -> Result<(), CliError> {
     // so what scrolls by survives a crash of the machine.
     let hold_back = follow && config.audit.fsync != crate::config::AuditFsync::Never;
     let dir = config.state_dir;
+    if !dir.exists() {
+        // Silence would look like an empty log; say which directory was
+        // read (the config decides it), and go on: --follow waits for it.
+        let from = config_path.as_deref().map_or_else(
+            || "the embedded defaults".to_string(),
+            |p| store::Shown(p).to_string(),
+        );
+        eprintln!(
+            "reeve events: no state directory at {} yet (the state_dir of {from}; is that the daemon's config?)",
+            store::Shown(&dir)
+        );
+    }
     let mut last = since;
     let mut warned = std::collections::HashSet::new();
     loop {
