@@ -15,10 +15,10 @@
 //! [`REPORT_WITHIN_MS`]: crate::store::eventlog::REPORT_WITHIN_MS
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
-use super::{Persistence, FLUSH_INTERVAL_MS, SAVE_ERROR_EVERY_MS};
+use super::{Persistence, AUDIT_DRAIN_AT_EXIT, FLUSH_INTERVAL_MS, SAVE_ERROR_EVERY_MS};
 use crate::discovery::{Discovery, DiscoveryStats};
 use crate::log::{Logger, Val};
 use crate::state::{self, Capture, GovernanceView};
@@ -37,6 +37,9 @@ pub(super) struct Saver {
     requests: Option<Sender<Box<Capture>>>,
     done: Receiver<Outcome>,
     thread: Option<JoinHandle<()>>,
+    /// A wait gave up on the save in flight (a hung disk): the thread is
+    /// left to it, not joined.
+    abandoned: bool,
 }
 
 impl Saver {
@@ -64,6 +67,7 @@ impl Saver {
             requests: Some(requests),
             done,
             thread: Some(thread),
+            abandoned: false,
         })
     }
 
@@ -85,9 +89,25 @@ impl Saver {
         }
     }
 
-    /// Waits for the outcome of the save in flight (start and shutdown).
-    fn wait(&self) -> Outcome {
-        self.done.recv().unwrap_or_else(|_| gone())
+    /// Waits for the outcome of the save in flight (start and shutdown),
+    /// at most [`AUDIT_DRAIN_AT_EXIT`]: past it the save is abandoned, so
+    /// a hung disk cannot hold a stopping daemon forever.
+    fn wait(&mut self) -> Outcome {
+        match self.done.recv_timeout(AUDIT_DRAIN_AT_EXIT) {
+            Ok(o) => o,
+            Err(RecvTimeoutError::Timeout) => {
+                self.abandoned = true;
+                Outcome {
+                    result: Err(format!(
+                        "the snapshot write in flight had not finished after {} s",
+                        AUDIT_DRAIN_AT_EXIT.as_secs()
+                    )),
+                    us: 0,
+                    gone: true,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => gone(),
+        }
     }
 }
 
@@ -103,7 +123,7 @@ impl Drop for Saver {
     fn drop(&mut self) {
         // Closing the channel ends the thread once its save returns.
         self.requests = None;
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.take().filter(|_| !self.abandoned) {
             let _ = t.join();
         }
     }
@@ -193,7 +213,7 @@ impl Persistence {
     /// Takes the outcome of the save in flight if it ended; with `wait`,
     /// waits for it.
     fn collect_save(&mut self, log: &mut Logger, wait: bool) {
-        let (Some((version, at)), Some(saver)) = (self.save_in_flight, &self.saver) else {
+        let (Some((version, at)), Some(saver)) = (self.save_in_flight, self.saver.as_mut()) else {
             return;
         };
         let outcome = if wait {
@@ -205,8 +225,13 @@ impl Persistence {
             }
         };
         self.save_in_flight = None;
+        if self.saver.as_ref().is_some_and(|s| s.abandoned) {
+            // The forced save that follows would hang on the same disk:
+            // none is made (the failure is said below).
+            self.save_disabled = true;
+        }
         if outcome.gone {
-            // Later saves run on the loop.
+            // Later saves run on the caller.
             self.saver = None;
         }
         self.finish_save(version, at, outcome, wait, log);

@@ -160,10 +160,17 @@ impl EventLog {
     /// ([`EventLog::take_error`]), is returned, so a stopping caller says
     /// it even when the sync here succeeds.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        if let (Some(point), Some(syncer)) = (self.in_flight, &self.syncer) {
-            let result = syncer.wait();
+        if let (Some(point), Some(syncer)) = (self.in_flight, self.syncer.as_mut()) {
+            let result = syncer.wait(super::syncer::EXIT_WAIT);
+            let hung = matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut);
             self.in_flight = None;
             self.apply_sync(point, result);
+            if hung {
+                // A second fdatasync on the same disk would hang as well.
+                return Err(self.error.take().unwrap_or_else(|| {
+                    StoreError::Invalid("the audit log's fdatasync hung".into())
+                }));
+            }
         }
         if self.unsynced {
             if let Some(log) = &self.log {

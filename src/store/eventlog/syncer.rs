@@ -14,14 +14,21 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 pub(super) struct Syncer {
     requests: Option<Sender<OwnedFd>>,
     done: Receiver<io::Result<()>>,
     thread: Option<JoinHandle<()>>,
+    /// A wait gave up on the sync in flight (a hung disk): the thread is
+    /// left to it, not joined.
+    abandoned: bool,
 }
+
+/// How long a stopping caller waits for the sync in flight.
+pub(super) const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 impl Syncer {
     pub(super) fn start() -> io::Result<Syncer> {
@@ -41,6 +48,7 @@ impl Syncer {
             requests: Some(requests),
             done,
             thread: Some(thread),
+            abandoned: false,
         })
     }
 
@@ -64,9 +72,23 @@ impl Syncer {
     }
 
     /// Waits for the outcome of the sync in flight (at shutdown, when the
-    /// loop is over).
-    pub(super) fn wait(&self) -> io::Result<()> {
-        self.done.recv().unwrap_or_else(|_| Err(gone()))
+    /// loop is over), at most `limit`: past it the sync is abandoned
+    /// (`TimedOut`), so a hung disk cannot hold a stopping daemon forever.
+    pub(super) fn wait(&mut self, limit: Duration) -> io::Result<()> {
+        match self.done.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                self.abandoned = true;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the fdatasync in flight had not returned after {} s",
+                        limit.as_secs()
+                    ),
+                ))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(gone()),
+        }
     }
 }
 
@@ -81,7 +103,7 @@ impl Drop for Syncer {
     fn drop(&mut self) {
         // Closing the channel ends the thread once its sync returns.
         self.requests = None;
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.take().filter(|_| !self.abandoned) {
             let _ = t.join();
         }
     }
