@@ -44,6 +44,17 @@ impl Daemon {
         {
             self.obs.scan_skipped();
             self.last_scan_ns = sys::monotonic_ns();
+            // Said at debug level only, like a scan that found nothing.
+            self.log.debug(
+                "scan",
+                &[
+                    ("kind", Val::S("skipped")),
+                    (
+                        "reason",
+                        Val::S("no process was created or ended since the last scan"),
+                    ),
+                ],
+            );
             return Ok(());
         }
         self.activity_at_scan = activity;
