@@ -34,6 +34,7 @@ impl Daemon {
         // procfs::activity), so the scan is skipped: on a quiet host the
         // safety net costs two small reads, however many processes run.
         // Entries waiting to be evaluated again still need their scan.
+        let began = sys::monotonic_ns();
         let activity = match self.connector.is_some() {
             true => self.discovery.reader().activity(),
             false => None,
@@ -44,11 +45,19 @@ impl Daemon {
         {
             self.obs.scan_skipped();
             self.last_scan_ns = sys::monotonic_ns();
-            // Said at debug level only, like a scan that found nothing.
+            // Said like a scan that found nothing (debug level): what is
+            // tracked is what the last scan left, nothing new, nothing gone.
+            let live = self.discovery.live();
+            let us = self.last_scan_ns.saturating_sub(began) / 1000;
             self.log.debug(
                 "scan",
                 &[
                     ("kind", Val::S("skipped")),
+                    ("found", Val::U(live.into())),
+                    ("new", Val::U(0)),
+                    ("tracked", Val::U(live.into())),
+                    ("gone", Val::U(0)),
+                    ("duration_us", Val::U(us)),
                     (
                         "reason",
                         Val::S("no process was created or ended since the last scan"),
