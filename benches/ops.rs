@@ -91,16 +91,21 @@ fn random_hex() -> Res<String> {
 
 fn spawn_sleepers(kids: &mut Kids, exe: &Path, n: usize) -> Res<()> {
     for _ in 0..n {
-        let child = Command::new(exe)
-            .arg("3600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
-        kids.0.push(child);
+        kids.0.push(spawn_sleeper(exe)?);
     }
     Ok(())
+}
+
+/// One copy of `sleep` (under the run's unique name) sleeping an hour,
+/// its standard streams closed.
+fn spawn_sleeper(exe: &Path) -> Res<std::process::Child> {
+    Command::new(exe)
+        .arg("3600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", exe.display()))
 }
 
 fn status_field(pid: u32, field: &str) -> Res<u64> {

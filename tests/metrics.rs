@@ -52,16 +52,21 @@ fn metrics_config(dir: &TempDir, target: &Target, metrics: Value) -> Value {
 fn start(dir: &TempDir, cfg: &Value) -> (Daemon, SocketAddr) {
     let path = write_config(dir.path(), cfg);
     let mut d = Daemon::start(&path, dir.path());
+    let addr = listening(&mut d);
+    d.wait_scans(1, WAIT);
+    (d, addr)
+}
+
+/// The address in the daemon's `metrics_listening` line.
+fn listening(d: &mut Daemon) -> SocketAddr {
     let ev = d.wait_for("metrics_listening", WAIT, |v| {
         event_name(v) == "metrics_listening"
     });
-    let addr = ev["address"]
+    ev["address"]
         .as_str()
         .expect("address")
         .parse()
-        .expect("socket address");
-    d.wait_scans(1, WAIT);
-    (d, addr)
+        .expect("socket address")
 }
 
 /// One HTTP/1.1 request over a fresh connection; the status and the body.
@@ -187,14 +192,7 @@ fn netlink_discoveries_are_timed_from_the_kernels_exec() {
     cfg["discovery"]["rescan_interval"] = json!("600s");
     cfg["metrics"] = json!({"listen": "127.0.0.1:0"});
     let mut d = Daemon::start(&write_config(dir.path(), &cfg), dir.path());
-    let ev = d.wait_for("metrics_listening", WAIT, |v| {
-        event_name(v) == "metrics_listening"
-    });
-    let addr: SocketAddr = ev["address"]
-        .as_str()
-        .expect("address")
-        .parse()
-        .expect("socket address");
+    let addr = listening(&mut d);
     let started = d.wait_started();
     assert_eq!(started["mode"], "netlink", "{started}");
     // The start-up scan; the next is ten minutes away.
@@ -696,14 +694,7 @@ fn health_follows_the_netlink_rescan_pace() {
     cfg["metrics"] = json!({});
     let path = write_config(dir.path(), &cfg.tap_listen());
     let mut d = Daemon::start(&path, dir.path());
-    let ev = d.wait_for("metrics_listening", WAIT, |v| {
-        event_name(v) == "metrics_listening"
-    });
-    let addr: SocketAddr = ev["address"]
-        .as_str()
-        .expect("address")
-        .parse()
-        .expect("socket address");
+    let addr = listening(&mut d);
     // The start-up scan; the next one is a minute away.
     d.wait_for("the first scan", WAIT, |v| event_name(v) == "scan");
     wait_http("healthy", WAIT, || {

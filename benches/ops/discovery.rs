@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use reeve::discovery::netlink::{self, ProcConnector, ProcEvent};
 use reeve::sys;
 
-use super::{count_events, get, metric_sum, percentile, verdict, Kids, Res, GOAL_DISCOVERED_US};
+use super::{
+    count_events, get, metric_sum, percentile, spawn_sleeper, verdict, Kids, Res,
+    GOAL_DISCOVERED_US,
+};
 
 /// reeve's histogram of exec to discovered.
 const LATENCY: &str = "reeve_discovery_latency_seconds";
@@ -154,13 +157,7 @@ pub fn time_discovery(
     let per_exec = window / execs as u32;
     for _ in 0..execs {
         let t = Instant::now();
-        let child = Command::new(exe)
-            .arg("3600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn probe: {e}"))?;
+        let child = spawn_sleeper(exe)?;
         let pid = child.id();
         probes.0.push(child);
         let seen_ns = loop {
